@@ -1,0 +1,28 @@
+# Two commands do all the set-up on a fresh machine with Python 3 and make:
+#   make demo   - the main job
+#   make test   - ruff, mypy --strict and pytest
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/timeback-tracker demo
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check timeback_tracker tests demo benchmarks
+	$(BIN)/ruff format --check timeback_tracker tests demo benchmarks
+	$(BIN)/mypy --strict timeback_tracker
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,66 @@
+"""timeback-tracker: report students' learning time to Timeback.
+
+Apps call ``start / pause / resume / touch / complete / end`` on a
+:class:`Session`; background threads turn time into Caliper TimeSpentEvents
+and deliver them, with the ActivityCompletedEvent, through a bounded,
+durable outbox.
+"""
+
+from timeback_tracker._serialization import dump, load
+from timeback_tracker._version import __version__
+from timeback_tracker.exceptions import (
+    ConfigurationError,
+    DeliveryError,
+    FieldError,
+    SessionStateError,
+    TimebackTrackerError,
+    ValidationError,
+)
+from timeback_tracker.models import (
+    Activity,
+    ActivityCompletedEvent,
+    ActivityMetric,
+    ActivityMetricsCollection,
+    ActivityMetricType,
+    App,
+    Course,
+    Envelope,
+    Event,
+    Role,
+    Subject,
+    TimebackActivityContext,
+    TimebackUser,
+    TimeMetric,
+    TimeMetricType,
+    TimeSpentEvent,
+    TimeSpentMetricsCollection,
+)
+
+__all__ = [
+    "Activity",
+    "ActivityCompletedEvent",
+    "ActivityMetric",
+    "ActivityMetricType",
+    "ActivityMetricsCollection",
+    "App",
+    "ConfigurationError",
+    "Course",
+    "DeliveryError",
+    "Envelope",
+    "Event",
+    "FieldError",
+    "Role",
+    "SessionStateError",
+    "Subject",
+    "TimeMetric",
+    "TimeMetricType",
+    "TimeSpentEvent",
+    "TimeSpentMetricsCollection",
+    "TimebackActivityContext",
+    "TimebackTrackerError",
+    "TimebackUser",
+    "ValidationError",
+    "__version__",
+    "dump",
+    "load",
+]

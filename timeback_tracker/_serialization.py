@@ -1,0 +1,253 @@
+"""The wire format: the one cattrs converter, and ``dump``/``load`` built on it.
+
+All hooks are registered in :func:`_make_converter`, in one place. The wire
+uses camelCase keys, ``@context``, millisecond UTC timestamps with a ``Z``,
+enum values, and never ``null`` (the API rejects it: absent fields are omitted).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from timeback_tracker.exceptions import FieldError, ValidationError
+from timeback_tracker.models import ActivityCompletedEvent, Event, TimeSpentEvent
+
+__all__ = ["dump", "format_timestamp", "load", "parse_timestamp"]
+
+T = TypeVar("T")
+_LITERAL: Any = typing.Literal
+_JSON_OBJECT: Any = dict[str, Any]
+
+_TIMESTAMP = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})",
+    re.IGNORECASE,
+)
+
+
+def wire_name(attribute: str) -> str:
+    """The JSON key of an attribute: ``event_time`` -> ``eventTime``, ``context`` -> ``@context``.
+
+    Args:
+        attribute: The Python attribute name.
+    """
+    if attribute == "context":
+        return "@context"
+    head, *rest = attribute.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def format_timestamp(value: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC, as the Caliper spec asks."""
+    utc = value.astimezone(timezone.utc)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse an ISO 8601 timestamp that carries ``Z`` or a UTC offset.
+
+    Raises:
+        ValueError: ``text`` is not such a timestamp.
+    """
+    match = _TIMESTAMP.fullmatch(text)
+    if not match:
+        raise ValueError(
+            "must be an ISO 8601 timestamp with a timezone, e.g. 2026-01-27T10:00:15.000Z"
+        )
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    if zone.upper() == "Z":
+        tz = timezone.utc
+    else:
+        sign = -1 if zone[0] == "-" else 1
+        hours, minutes = int(zone[1:3]), int(zone[-2:])
+        tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
+    micro = int((fraction or "0").ljust(6, "0")[:6])
+    return datetime(
+        int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz
+    )
+
+
+def _number(value: float) -> float:
+    # 80.0 goes on the wire as 80, like the reference examples.
+    return int(value) if float(value).is_integer() and abs(value) < 2**53 else value
+
+
+def _strip_none(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _strip_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, (list, tuple)):
+        return [_strip_none(item) for item in value if item is not None]
+    return value
+
+
+# cattrs would coerce with str()/float()/bool(); the wire must carry the right JSON type.
+def _structure_number(value: Any, _: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("must be a number")
+    return value
+
+
+def _structure_str(value: Any, _: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("must be a string")
+    return value
+
+
+def _structure_bool(value: Any, _: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("must be true or false")
+    return value
+
+
+def _structure_enum(value: Any, cls: type[enum.Enum]) -> enum.Enum:
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(repr(member.value) for member in cls)
+        raise ValueError(f"must be one of {allowed}") from None
+
+
+def _structure_literal(type_: Any) -> Callable[[Any, Any], Any]:
+    allowed = typing.get_args(type_)
+
+    def structure(value: Any, _: Any) -> Any:
+        if value not in allowed or not isinstance(value, str):
+            raise ValueError("must be " + " or ".join(repr(choice) for choice in allowed))
+        return value
+
+    return structure
+
+
+def _structure_event(value: Any, _: Any) -> Event:
+    kind = value.get("type") if isinstance(value, Mapping) else None
+    if kind == "TimeSpentEvent":
+        return _CONVERTER.structure(value, TimeSpentEvent)
+    if kind == "ActivityEvent":
+        return _CONVERTER.structure(value, ActivityCompletedEvent)
+    raise ValueError("must be an event whose type is 'TimeSpentEvent' or 'ActivityEvent'")
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter()
+
+    def unstructure_attrs(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+        renames = {
+            field.name: override(
+                rename=wire_name(field.name), omit_if_default=field.default is None
+            )
+            for field in attrs.fields(cls)
+        }
+        return make_dict_unstructure_fn(cls, converter, **renames)  # type: ignore[arg-type]
+
+    def structure_attrs(cls: type[Any]) -> Callable[[Any, Any], Any]:
+        renames = {
+            field.name: override(rename=wire_name(field.name)) for field in attrs.fields(cls)
+        }
+        generated = make_dict_structure_fn(cls, converter, **renames)  # type: ignore[arg-type]
+
+        def structure(value: Any, type_: Any) -> Any:
+            if not isinstance(value, Mapping):
+                raise TypeError("must be a JSON object")
+            return generated(value, type_)
+
+        return structure
+
+    converter.register_unstructure_hook_factory(attrs.has, unstructure_attrs)
+    converter.register_structure_hook_factory(attrs.has, structure_attrs)
+    converter.register_unstructure_hook(datetime, format_timestamp)
+    converter.register_structure_hook(datetime, lambda value, _: parse_timestamp(value))
+    converter.register_unstructure_hook(float, _number)
+    converter.register_structure_hook(float, _structure_number)
+    converter.register_structure_hook(str, _structure_str)
+    converter.register_structure_hook(bool, _structure_bool)
+    # Open-ended "extensions" objects: passed through, minus nulls.
+    converter.register_unstructure_hook_func(lambda type_: type_ == _JSON_OBJECT, _strip_none)
+    converter.register_structure_hook_func(
+        lambda type_: type_ == _JSON_OBJECT, _structure_extensions
+    )
+    converter.register_structure_hook_func(
+        lambda type_: isinstance(type_, type) and issubclass(type_, enum.Enum), _structure_enum
+    )
+    converter.register_structure_hook_factory(
+        lambda type_: typing.get_origin(type_) is _LITERAL, _structure_literal
+    )
+    converter.register_structure_hook_func(lambda type_: type_ == Event, _structure_event)
+    return converter
+
+
+def _structure_extensions(value: Any, _: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError("must be a JSON object")
+    return dict(value)
+
+
+_CONVERTER = _make_converter()
+
+
+def dump(obj: Any) -> dict[str, Any]:
+    """The wire JSON (as a dict) of an event, envelope or entity.
+
+    Args:
+        obj: Any model of :mod:`timeback_tracker.models`.
+
+    Returns:
+        A dict ready for :func:`json.dumps`: camelCase keys, ``@context``,
+        ``...mmmZ`` timestamps, no ``None`` values.
+    """
+    result: dict[str, Any] = _CONVERTER.unstructure(obj)
+    return result
+
+
+def load(data: Any, cls: type[T]) -> T:
+    """Build a model from wire JSON, validating every field.
+
+    Args:
+        data: The decoded JSON (a dict).
+        cls: The model class, e.g. :class:`~timeback_tracker.TimeSpentEvent`.
+
+    Returns:
+        The validated instance.
+
+    Raises:
+        ValidationError: Lists every invalid field with its JSON path (``$.actor.email``).
+    """
+    try:
+        return _CONVERTER.structure(data, cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+        errors = list(_field_errors(exc, "$"))
+        raise ValidationError(errors) from None
+
+
+def _field_errors(exc: BaseException, path: str) -> Iterator[FieldError]:
+    if isinstance(exc, cattrs.ClassValidationError):
+        noted, unnoted = exc.group_exceptions()
+        for inner, note in noted:
+            yield from _field_errors(inner, f"{path}.{wire_name(note.name)}")
+        for inner in unnoted:
+            yield from _field_errors(inner, path)
+    elif isinstance(exc, cattrs.IterableValidationError):
+        noted_items, unnoted = exc.group_exceptions()
+        for inner, item_note in noted_items:
+            yield from _field_errors(inner, f"{path}[{item_note.index}]")
+        for inner in unnoted:
+            yield from _field_errors(inner, path)
+    elif isinstance(exc, ValidationError):
+        for error in exc.errors:
+            # "TimebackUser.email" raised while building $.actor -> $.actor.email
+            _, _, rest = error.path.partition(".")
+            yield FieldError(f"{path}.{rest}" if rest else path, error.message)
+    elif isinstance(exc, KeyError):
+        yield FieldError(path, "is required")
+    elif isinstance(exc, cattrs.BaseValidationError):
+        for inner in exc.exceptions:
+            yield from _field_errors(inner, path)
+    else:
+        yield FieldError(path, str(exc))

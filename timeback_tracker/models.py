@@ -1,0 +1,806 @@
+"""The Caliper 1.2 entities and the two Timeback events, validated at construction.
+
+Every class is a frozen attrs class whose fields mirror the wire JSON
+(``snake_case`` here, ``camelCase`` on the wire; see :func:`timeback_tracker.dump`).
+Constructing one with a value that breaks a rule of the Timeback Caliper API
+raises :class:`~timeback_tracker.ValidationError` naming every bad field.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timezone
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+import attrs
+
+from timeback_tracker.exceptions import FieldError, ValidationError
+
+__all__ = [
+    "CALIPER_CONTEXT",
+    "Activity",
+    "ActivityCompletedEvent",
+    "ActivityMetric",
+    "ActivityMetricType",
+    "ActivityMetricsCollection",
+    "App",
+    "Course",
+    "Envelope",
+    "Event",
+    "Role",
+    "Subject",
+    "TimeMetric",
+    "TimeMetricType",
+    "TimeSpentEvent",
+    "TimeSpentMetricsCollection",
+    "TimebackActivityContext",
+    "TimebackUser",
+]
+
+CALIPER_CONTEXT: Final = "http://purl.imsglobal.org/ctx/caliper/v1p2"
+MAX_SECONDS: Final = 86_400
+_GENERATED_NAMESPACE: Final = uuid.UUID("6f1d8a52-3c4e-5b7a-9d2e-1a0b9c8d7e6f")
+
+
+class Subject(str, enum.Enum):
+    """The subject of an activity; values are the exact wire strings."""
+
+    READING = "Reading"
+    LANGUAGE = "Language"
+    VOCABULARY = "Vocabulary"
+    SOCIAL_STUDIES = "Social Studies"
+    WRITING = "Writing"
+    SCIENCE = "Science"
+    FAST_MATH = "FastMath"
+    MATH = "Math"
+    NONE = "None"
+    OTHER = "Other"
+
+
+class Role(str, enum.Enum):
+    """The role of a Timeback user; values are the exact wire strings."""
+
+    STUDENT = "student"
+    TEACHER = "teacher"
+    ADMIN = "admin"
+    GUIDE = "guide"
+
+
+class TimeMetricType(str, enum.Enum):
+    """Categories of time in a TimeSpentEvent."""
+
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    WASTE = "waste"
+    UNKNOWN = "unknown"
+    ANTI_PATTERN = "anti-pattern"
+
+
+class ActivityMetricType(str, enum.Enum):
+    """Metrics of an ActivityCompletedEvent."""
+
+    XP_EARNED = "xpEarned"
+    TOTAL_QUESTIONS = "totalQuestions"
+    CORRECT_QUESTIONS = "correctQuestions"
+    MASTERED_UNITS = "masteredUnits"
+
+
+# --------------------------------------------------------------------------
+# Rules. Each returns the message of the broken rule, or None. Messages never
+# quote the value: it may be an email address or a secret.
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+_URN_UUID = re.compile(r"urn:uuid:[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
+def _iri_problem(value: object) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string (an absolute URL/IRI)"
+    scheme, _, rest = value.partition(":")
+    if not _SCHEME.fullmatch(scheme) or not rest or any(c.isspace() for c in value):
+        return "must be an absolute URL/IRI such as https://example.com/... (no spaces)"
+    if scheme.lower() in ("http", "https") and not urlsplit(value).hostname:
+        return "must be an absolute URL with a host, such as https://example.com/..."
+    return None
+
+
+def _urn_uuid_problem(value: object) -> str | None:
+    if isinstance(value, str) and _URN_UUID.fullmatch(value):
+        return None
+    return "must be 'urn:uuid:' followed by a UUID"
+
+
+def _text_problem(value: object) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return None
+    return "must be a non-empty string"
+
+
+def _number_problem(value: object, low: float, high: float) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "must be a number"
+    if not math.isfinite(value):
+        return "must be finite (not NaN or infinity)"
+    if not low <= value <= high:
+        return f"must be between {low:g} and {high:g}"
+    return None
+
+
+def _count_problem(value: object) -> str | None:
+    problem = _number_problem(value, -math.inf, math.inf)
+    if problem is None and (value < 0 or not float(value).is_integer()):  # type: ignore[operator, arg-type]
+        return "must be a whole number >= 0"
+    return problem
+
+
+def _check(owner: str, *checks: tuple[str, str | None]) -> None:
+    """Raise one ValidationError listing every failed check of ``owner``."""
+    errors = [FieldError(f"{owner}.{name}", problem) for name, problem in checks if problem]
+    if errors:
+        raise ValidationError(errors)
+
+
+# --------------------------------------------------------------------------
+# Converters normalise what is unambiguous and leave anything else as it is,
+# for __attrs_post_init__ to report together with every other bad field.
+
+
+def _coerce_enum(enum_cls: type[enum.Enum], value: object) -> Any:
+    try:
+        return enum_cls(value)
+    except ValueError:
+        return value
+
+
+def _enum_problem(enum_cls: type[enum.Enum], value: object) -> str | None:
+    if isinstance(value, enum_cls):
+        return None
+    return "must be one of " + ", ".join(repr(member.value) for member in enum_cls)
+
+
+def _to_role(value: Role | str | None) -> Role | None:
+    return None if value is None else _coerce_enum(Role, value)
+
+
+def _to_subject(value: Subject | str) -> Subject:
+    return _coerce_enum(Subject, value)  # type: ignore[no-any-return]
+
+
+def _to_time_metric_type(value: TimeMetricType | str) -> TimeMetricType:
+    return _coerce_enum(TimeMetricType, value)  # type: ignore[no-any-return]
+
+
+def _to_activity_metric_type(value: ActivityMetricType | str) -> ActivityMetricType:
+    return _coerce_enum(ActivityMetricType, value)  # type: ignore[no-any-return]
+
+
+def _to_utc_ms(value: datetime) -> datetime:
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        return value
+    # The wire carries milliseconds; normalising here keeps load(dump(e)) == e.
+    value = value.astimezone(timezone.utc)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def _to_optional_utc_ms(value: datetime | None) -> datetime | None:
+    return None if value is None else _to_utc_ms(value)
+
+
+def _datetime_problem(value: object) -> str | None:
+    if not isinstance(value, datetime):
+        return "must be a datetime"
+    if value.utcoffset() is None:
+        return "must be timezone-aware (a naive datetime is ambiguous)"
+    return None
+
+
+def _to_time_metrics(items: Iterable[TimeMetric]) -> tuple[TimeMetric, ...]:
+    return tuple(items)
+
+
+def _to_activity_metrics(items: Iterable[ActivityMetric]) -> tuple[ActivityMetric, ...]:
+    return tuple(items)
+
+
+def _to_events(items: Iterable[Event]) -> tuple[Event, ...]:
+    return tuple(items)
+
+
+def _extensions(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def _extensions_problem(value: object) -> str | None:
+    if value is None or (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+        return None
+    return "must be a mapping with string keys"
+
+
+def _redacted(_: object) -> str:
+    return "'<redacted>'"
+
+
+# --------------------------------------------------------------------------
+# Entities
+
+
+@attrs.frozen(kw_only=True)
+class TimebackUser:
+    """The student (or other user) who performed the action: the event's ``actor``.
+
+    Args:
+        id: URL of the user, ideally their OneRoster user URL.
+        email: The user's email address (masked in ``repr``).
+        name: Display name.
+        role: ``student``, ``teacher``, ``admin`` or ``guide`` (a :class:`Role` or string).
+    """
+
+    id: str
+    type: Literal["TimebackUser"] = "TimebackUser"
+    email: str = attrs.field(repr=_redacted)
+    name: str | None = None
+    role: Role | None = attrs.field(default=None, converter=_to_role)
+
+    def __attrs_post_init__(self) -> None:
+        _check(
+            "TimebackUser",
+            ("id", _iri_problem(self.id)),
+            ("email", None if _is_email(self.email) else "must be an email address (name@domain)"),
+            ("name", None if self.name is None else _text_problem(self.name)),
+            ("role", None if self.role is None else _enum_problem(Role, self.role)),
+        )
+
+
+def _is_email(value: object) -> bool:
+    return isinstance(value, str) and bool(_EMAIL.fullmatch(value))
+
+
+@attrs.frozen(kw_only=True)
+class App:
+    """The application the activity runs in.
+
+    Args:
+        name: Display name of the app (required).
+        id: URL of the app.
+        extensions: Extra attributes, sent as given.
+    """
+
+    name: str
+    id: str | None = None
+    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+
+    def __attrs_post_init__(self) -> None:
+        _check_named(type(self).__name__, self.name, self.id, self.extensions)
+
+
+@attrs.frozen(kw_only=True)
+class Course:
+    """The course an activity belongs to.
+
+    Args:
+        name: Display name of the course (required).
+        id: URL of the course.
+        extensions: Extra attributes, sent as given.
+    """
+
+    name: str
+    id: str | None = None
+    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+
+    def __attrs_post_init__(self) -> None:
+        _check_named(type(self).__name__, self.name, self.id, self.extensions)
+
+
+@attrs.frozen(kw_only=True)
+class Activity:
+    """The specific activity (lesson, quiz, ...) inside an app.
+
+    Args:
+        name: Display name of the activity (required).
+        id: URL of the activity.
+        extensions: Extra attributes, sent as given.
+    """
+
+    name: str
+    id: str | None = None
+    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+
+    def __attrs_post_init__(self) -> None:
+        _check_named(type(self).__name__, self.name, self.id, self.extensions)
+
+
+def _check_named(owner: str, name: object, id_: object, extensions: object) -> None:
+    _check(
+        owner,
+        ("name", _text_problem(name)),
+        ("id", None if id_ is None else _iri_problem(id_)),
+        ("extensions", _extensions_problem(extensions)),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class TimebackActivityContext:
+    """Where the event was recorded: the event's ``object``.
+
+    Args:
+        id: URL of the activity.
+        subject: A :class:`Subject` or its exact wire string (e.g. ``"Math"``).
+        app: The application.
+        course: The course, if any.
+        activity: The specific activity, if any.
+        process: Whether Timeback's ETL pipeline processes the event.
+    """
+
+    id: str
+    type: Literal["TimebackActivityContext"] = "TimebackActivityContext"
+    subject: Subject = attrs.field(converter=_to_subject)
+    app: App
+    course: Course | None = None
+    activity: Activity | None = None
+    process: bool | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _check(
+            "TimebackActivityContext",
+            ("id", _iri_problem(self.id)),
+            ("subject", _enum_problem(Subject, self.subject)),
+            ("app", None if isinstance(self.app, App) else "must be an App"),
+            (
+                "course",
+                None
+                if self.course is None or isinstance(self.course, Course)
+                else "must be a Course",
+            ),
+            (
+                "activity",
+                None
+                if self.activity is None or isinstance(self.activity, Activity)
+                else "must be an Activity",
+            ),
+            ("process", None if self.process in (None, True, False) else "must be a boolean"),
+        )
+
+
+# --------------------------------------------------------------------------
+# Metrics
+
+
+@attrs.frozen(kw_only=True)
+class TimeMetric:
+    """Seconds of one category of time within a window.
+
+    Args:
+        type: ``active``, ``inactive``, ``waste``, ``unknown`` or ``anti-pattern``.
+        value: Seconds, 0 <= value <= 86400.
+        sub_type: Optional finer classification.
+        start_date: Start of the window (timezone-aware).
+        end_date: End of the window (timezone-aware).
+        extensions: Extra attributes, sent as given.
+    """
+
+    type: TimeMetricType = attrs.field(converter=_to_time_metric_type)
+    value: float
+    sub_type: str | None = None
+    start_date: datetime | None = attrs.field(default=None, converter=_to_optional_utc_ms)
+    end_date: datetime | None = attrs.field(default=None, converter=_to_optional_utc_ms)
+    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+
+    def __attrs_post_init__(self) -> None:
+        order = None
+        if (
+            _datetime_problem(self.start_date) is None
+            and _datetime_problem(self.end_date) is None
+            and self.start_date > self.end_date  # type: ignore[operator]
+        ):
+            order = "must not be before startDate"
+        _check(
+            "TimeMetric",
+            ("type", _enum_problem(TimeMetricType, self.type)),
+            ("value", _number_problem(self.value, 0, MAX_SECONDS)),
+            ("subType", None if self.sub_type is None else _text_problem(self.sub_type)),
+            ("startDate", None if self.start_date is None else _datetime_problem(self.start_date)),
+            (
+                "endDate",
+                None if self.end_date is None else _datetime_problem(self.end_date) or order,
+            ),
+            ("extensions", _extensions_problem(self.extensions)),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ActivityMetric:
+    """One completion metric: XP earned, questions, or mastered units.
+
+    Args:
+        type: ``xpEarned``, ``totalQuestions``, ``correctQuestions`` or ``masteredUnits``.
+        value: The metric's value (finite; counts are whole numbers >= 0).
+        extensions: Extra attributes, sent as given.
+    """
+
+    type: ActivityMetricType = attrs.field(converter=_to_activity_metric_type)
+    value: float
+    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.type, ActivityMetricType):
+            _check("ActivityMetric", ("type", _enum_problem(ActivityMetricType, self.type)))
+        if self.type is ActivityMetricType.XP_EARNED:
+            problem = _number_problem(self.value, -math.inf, math.inf)
+        else:
+            problem = _count_problem(self.value)
+        _check(
+            f"ActivityMetric({self.type.value})",
+            ("value", problem),
+            ("extensions", _extensions_problem(self.extensions)),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class TimeSpentMetricsCollection:
+    """The ``generated`` object of a TimeSpentEvent: the window's time metrics.
+
+    Args:
+        id: Absolute IRI of this collection, unique per event.
+        items: At least one :class:`TimeMetric`.
+        extensions: Extra attributes, sent as given.
+    """
+
+    id: str
+    type: Literal["TimebackTimeSpentMetricsCollection"] = "TimebackTimeSpentMetricsCollection"
+    items: tuple[TimeMetric, ...] = attrs.field(converter=_to_time_metrics)
+    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+
+    def __attrs_post_init__(self) -> None:
+        items = None
+        if not self.items:
+            items = "must hold at least one time metric"
+        elif not all(isinstance(item, TimeMetric) for item in self.items):
+            items = "must hold TimeMetric items only"
+        _check(
+            "TimeSpentMetricsCollection",
+            ("id", _iri_problem(self.id)),
+            ("items", items),
+            ("extensions", _extensions_problem(self.extensions)),
+        )
+
+    def seconds(self, kind: TimeMetricType | str) -> float:
+        """The total seconds of one category (0 when absent)."""
+        kind = TimeMetricType(kind)
+        return sum(item.value for item in self.items if item.type is kind)
+
+
+@attrs.frozen(kw_only=True)
+class ActivityMetricsCollection:
+    """The ``generated`` object of an ActivityCompletedEvent: the completion metrics.
+
+    Args:
+        id: Absolute IRI of this collection, unique per event.
+        items: :class:`ActivityMetric` items; ``xpEarned`` is required.
+        extensions: Extra attributes; ``pctCompleteApp`` (0-100) goes here.
+    """
+
+    id: str
+    type: Literal["TimebackActivityMetricsCollection"] = "TimebackActivityMetricsCollection"
+    items: tuple[ActivityMetric, ...] = attrs.field(converter=_to_activity_metrics)
+    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+
+    def __attrs_post_init__(self) -> None:
+        _check(
+            "ActivityMetricsCollection",
+            ("id", _iri_problem(self.id)),
+            ("extensions", _extensions_problem(self.extensions)),
+            *self._problems(),
+        )
+
+    def _problems(self) -> Iterator[tuple[str, str | None]]:
+        if not all(isinstance(item, ActivityMetric) for item in self.items):
+            yield "items", "must hold ActivityMetric items only"
+            return
+        values: dict[ActivityMetricType, float] = {}
+        for item in self.items:
+            if item.type in values:
+                yield "items", f"must not repeat {item.type.value!r}"
+            values[item.type] = item.value
+        if ActivityMetricType.XP_EARNED not in values:
+            yield "items", "must include 'xpEarned'"
+        total = values.get(ActivityMetricType.TOTAL_QUESTIONS)
+        correct = values.get(ActivityMetricType.CORRECT_QUESTIONS)
+        if (total is None) != (correct is None):
+            yield "items", "'totalQuestions' and 'correctQuestions' come together or not at all"
+        elif total is not None and correct is not None and correct > total:
+            yield "items", "'correctQuestions' must not exceed 'totalQuestions'"
+        pct = self.extensions.get("pctCompleteApp") if isinstance(self.extensions, dict) else None
+        if pct is not None:
+            yield "extensions.pctCompleteApp", _number_problem(pct, 0, 100)
+
+    def value(self, kind: ActivityMetricType | str) -> float | None:
+        """The value of one metric, or None when absent."""
+        kind = ActivityMetricType(kind)
+        return next((item.value for item in self.items if item.type is kind), None)
+
+
+# --------------------------------------------------------------------------
+# Events
+
+
+def _event_extension_problems(extensions: object) -> Iterator[tuple[str, str | None]]:
+    yield "extensions", _extensions_problem(extensions)
+    if not isinstance(extensions, dict):
+        return
+    run_id = extensions.get("runId")
+    if run_id is not None:
+        yield "extensions.runId", None if _is_uuid(run_id) else "must be a UUID"
+    course_id = extensions.get("courseId")
+    if course_id is not None:
+        yield "extensions.courseId", _text_problem(course_id)
+
+
+def _is_uuid(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _event_problems(
+    event: TimeSpentEvent | ActivityCompletedEvent,
+) -> Iterator[tuple[str, str | None]]:
+    yield "id", _urn_uuid_problem(event.id)
+    yield "eventTime", _datetime_problem(event.event_time)
+    yield "actor", None if isinstance(event.actor, TimebackUser) else "must be a TimebackUser"
+    yield (
+        "object",
+        None
+        if isinstance(event.object, TimebackActivityContext)
+        else "must be a TimebackActivityContext",
+    )
+    yield "edApp", None if event.ed_app is None else _iri_problem(event.ed_app)
+    yield "session", None if event.session is None else _iri_problem(event.session)
+    yield from _event_extension_problems(event.extensions)
+
+
+@attrs.frozen(kw_only=True)
+class TimeSpentEvent:
+    """How a window of one activity run was spent (``TimeSpentEvent`` / ``SpentTime``).
+
+    Build one with :meth:`for_window`; construct directly only to mirror
+    existing wire data.
+    """
+
+    context: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
+    id: str
+    type: Literal["TimeSpentEvent"] = "TimeSpentEvent"
+    action: Literal["SpentTime"] = "SpentTime"
+    profile: Literal["TimebackProfile"] = "TimebackProfile"
+    event_time: datetime = attrs.field(converter=_to_utc_ms)
+    actor: TimebackUser
+    object: TimebackActivityContext
+    generated: TimeSpentMetricsCollection
+    ed_app: str | None = None
+    session: str | None = None
+    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+
+    def __attrs_post_init__(self) -> None:
+        generated = None
+        if not isinstance(self.generated, TimeSpentMetricsCollection):
+            generated = "must be a TimeSpentMetricsCollection"
+        _check("TimeSpentEvent", *_event_problems(self), ("generated", generated))
+
+    @property
+    def run_id(self) -> str | None:
+        """The run id from ``extensions.runId``, if any."""
+        return _run_id(self.extensions)
+
+    @classmethod
+    def for_window(
+        cls,
+        *,
+        user: TimebackUser,
+        activity: TimebackActivityContext,
+        run_id: str | uuid.UUID,
+        start: datetime,
+        end: datetime,
+        active_seconds: float,
+        inactive_seconds: float,
+        course_id: str | None = None,
+        event_id: str | None = None,
+    ) -> TimeSpentEvent:
+        """Build the TimeSpentEvent of one window of an activity run.
+
+        Args:
+            user: The student.
+            activity: The activity context.
+            run_id: The UUID shared by every event of the run.
+            start: Window start (timezone-aware).
+            end: Window end (timezone-aware); also the ``eventTime``.
+            active_seconds: Seconds active in the window (rounded to ms).
+            inactive_seconds: Seconds inactive in the window (rounded to ms).
+            course_id: Sent as ``extensions.courseId`` when given.
+            event_id: ``urn:uuid:...``; a random one when omitted.
+
+        Returns:
+            The event, with ``extensions.runId`` and ``session = urn:uuid:<runId>``.
+
+        Raises:
+            ValidationError: A value breaks a rule; the message names the field.
+        """
+        run = _run_uuid(run_id)
+        event_id = event_id or f"urn:uuid:{uuid.uuid4()}"
+        items = tuple(
+            TimeMetric(type=kind, value=round(seconds, 3), start_date=start, end_date=end)
+            for kind, seconds in (
+                (TimeMetricType.ACTIVE, active_seconds),
+                (TimeMetricType.INACTIVE, inactive_seconds),
+            )
+        )
+        return cls(
+            id=event_id,
+            event_time=end,
+            actor=user,
+            object=activity,
+            generated=TimeSpentMetricsCollection(id=_generated_id(event_id), items=items),
+            session=f"urn:uuid:{run}",
+            extensions=_run_extensions(run, course_id),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ActivityCompletedEvent:
+    """The completion of one activity run (``ActivityEvent`` / ``Completed``).
+
+    Build one with :meth:`for_completion`; construct directly only to mirror
+    existing wire data.
+    """
+
+    context: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
+    id: str
+    type: Literal["ActivityEvent"] = "ActivityEvent"
+    action: Literal["Completed"] = "Completed"
+    profile: Literal["TimebackProfile"] = "TimebackProfile"
+    event_time: datetime = attrs.field(converter=_to_utc_ms)
+    actor: TimebackUser
+    object: TimebackActivityContext
+    generated: ActivityMetricsCollection
+    ed_app: str | None = None
+    session: str | None = None
+    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+
+    def __attrs_post_init__(self) -> None:
+        generated = None
+        if not isinstance(self.generated, ActivityMetricsCollection):
+            generated = "must be an ActivityMetricsCollection"
+        _check("ActivityCompletedEvent", *_event_problems(self), ("generated", generated))
+
+    @property
+    def run_id(self) -> str | None:
+        """The run id from ``extensions.runId``, if any."""
+        return _run_id(self.extensions)
+
+    @classmethod
+    def for_completion(
+        cls,
+        *,
+        user: TimebackUser,
+        activity: TimebackActivityContext,
+        run_id: str | uuid.UUID,
+        event_time: datetime,
+        xp_earned: float,
+        total_questions: int | None = None,
+        correct_questions: int | None = None,
+        mastered_units: int | None = None,
+        pct_complete: float | None = None,
+        course_id: str | None = None,
+        event_id: str | None = None,
+    ) -> ActivityCompletedEvent:
+        """Build the ActivityCompletedEvent that closes an activity run.
+
+        Args:
+            user: The student.
+            activity: The activity context.
+            run_id: The UUID shared by every event of the run.
+            event_time: When the activity was completed (timezone-aware).
+            xp_earned: XP for this run (1 XP = 1 focused minute); required.
+            total_questions: Questions in the activity (with ``correct_questions``).
+            correct_questions: Questions answered correctly (<= total).
+            mastered_units: NEW units mastered in this run (incremental, not a total).
+            pct_complete: Course completion percentage, 0-100 (``pctCompleteApp``).
+            course_id: Sent as ``extensions.courseId`` when given.
+            event_id: ``urn:uuid:...``; a random one when omitted.
+
+        Returns:
+            The event, with ``extensions.runId`` and ``session = urn:uuid:<runId>``.
+
+        Raises:
+            ValidationError: A value breaks a rule; the message names the field.
+        """
+        run = _run_uuid(run_id)
+        event_id = event_id or f"urn:uuid:{uuid.uuid4()}"
+        metrics = (
+            (ActivityMetricType.XP_EARNED, xp_earned),
+            (ActivityMetricType.TOTAL_QUESTIONS, total_questions),
+            (ActivityMetricType.CORRECT_QUESTIONS, correct_questions),
+            (ActivityMetricType.MASTERED_UNITS, mastered_units),
+        )
+        items = [
+            ActivityMetric(type=kind, value=value) for kind, value in metrics if value is not None
+        ]
+        return cls(
+            id=event_id,
+            event_time=event_time,
+            actor=user,
+            object=activity,
+            generated=ActivityMetricsCollection(
+                id=_generated_id(event_id),
+                items=items,
+                extensions=None if pct_complete is None else {"pctCompleteApp": pct_complete},
+            ),
+            session=f"urn:uuid:{run}",
+            extensions=_run_extensions(run, course_id),
+        )
+
+
+Event = TimeSpentEvent | ActivityCompletedEvent
+"""Either of the two Timeback events."""
+
+
+def _run_uuid(run_id: str | uuid.UUID) -> uuid.UUID:
+    if isinstance(run_id, uuid.UUID):
+        return run_id
+    if isinstance(run_id, str) and _is_uuid(run_id):
+        return uuid.UUID(run_id)
+    raise ValidationError.single("extensions.runId", "must be a UUID")
+
+
+def _run_id(extensions: dict[str, Any] | None) -> str | None:
+    run_id = (extensions or {}).get("runId")
+    return run_id if isinstance(run_id, str) else None
+
+
+def _run_extensions(run: uuid.UUID, course_id: str | None) -> dict[str, Any]:
+    extensions: dict[str, Any] = {"runId": str(run)}
+    if course_id is not None:
+        extensions["courseId"] = course_id
+    return extensions
+
+
+def _generated_id(event_id: str) -> str:
+    # Derived from the event id so that a rebuilt event is identical, and unique per event.
+    return f"urn:uuid:{uuid.uuid5(_GENERATED_NAMESPACE, event_id + '#generated')}"
+
+
+@attrs.frozen(kw_only=True)
+class Envelope:
+    """The Caliper envelope that carries events to the endpoint.
+
+    Args:
+        sensor: IRI of the sensor (this app installation).
+        send_time: When the envelope is sent (timezone-aware).
+        data: At least one event.
+    """
+
+    sensor: str
+    send_time: datetime = attrs.field(converter=_to_utc_ms)
+    data_version: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
+    data: tuple[Event, ...] = attrs.field(converter=_to_events)
+
+    def __attrs_post_init__(self) -> None:
+        data = None
+        if not self.data:
+            data = "must hold at least one event"
+        elif not all(isinstance(e, (TimeSpentEvent, ActivityCompletedEvent)) for e in self.data):
+            data = "must hold TimeSpentEvent or ActivityCompletedEvent items only"
+        _check(
+            "Envelope",
+            ("sensor", _iri_problem(self.sensor)),
+            ("sendTime", _datetime_problem(self.send_time)),
+            ("data", data),
+        )
