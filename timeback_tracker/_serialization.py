@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
+from cattrs.cols import homogenous_tuple_structure_factory
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from timeback_tracker.exceptions import FieldError, ValidationError
@@ -26,6 +27,8 @@ __all__ = ["dump", "format_timestamp", "load", "parse_timestamp"]
 T = TypeVar("T")
 _LITERAL: Any = typing.Literal
 _JSON_OBJECT: Any = dict[str, Any]
+# Stands in for an absent constant key (type, @context, ...) so that its hook reports it.
+_ABSENT: Any = object()
 
 _TIMESTAMP = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})",
@@ -48,7 +51,8 @@ def wire_name(attribute: str) -> str:
 def format_timestamp(value: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC, as the Caliper spec asks."""
     utc = value.astimezone(timezone.utc)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+    # %Y does not pad years before 1000, and parse_timestamp needs four digits.
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -68,11 +72,19 @@ def parse_timestamp(text: str) -> datetime:
     else:
         sign = -1 if zone[0] == "-" else 1
         hours, minutes = int(zone[1:3]), int(zone[-2:])
+        if hours > 23 or minutes > 59:
+            raise ValueError("must have a UTC offset between -23:59 and +23:59")
         tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
     micro = int((fraction or "0").ljust(6, "0")[:6])
-    return datetime(
+    result = datetime(
         int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz
     )
+    try:
+        # Events are stored and sent in UTC: the instant must exist there too.
+        result.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("must be a date between years 1 and 9999 in UTC") from None
+    return result
 
 
 def _number(value: float) -> float:
@@ -119,6 +131,8 @@ def _structure_literal(type_: Any) -> Callable[[Any, Any], Any]:
     allowed = typing.get_args(type_)
 
     def structure(value: Any, _: Any) -> Any:
+        if value is _ABSENT:
+            raise KeyError("is required")
         if value not in allowed or not isinstance(value, str):
             raise ValueError("must be " + " or ".join(repr(choice) for choice in allowed))
         return value
@@ -152,16 +166,50 @@ def _make_converter() -> cattrs.Converter:
             field.name: override(rename=wire_name(field.name)) for field in attrs.fields(cls)
         }
         generated = make_dict_structure_fn(cls, converter, **renames)  # type: ignore[arg-type]
+        # Constants default in Python for convenience, but the wire must carry them.
+        hints = typing.get_type_hints(cls)
+        constants = [
+            wire_name(field.name)
+            for field in attrs.fields(cls)
+            if typing.get_origin(hints[field.name]) is _LITERAL
+        ]
 
         def structure(value: Any, type_: Any) -> Any:
             if not isinstance(value, Mapping):
                 raise TypeError("must be a JSON object")
-            return generated(value, type_)
+            absent = {key: _ABSENT for key in constants if key not in value}
+            value = {**value, **absent} if absent else value
+            try:
+                return generated(value, type_)
+            except cattrs.ClassValidationError as exc:
+                # The class's own rules never ran: run them on the fields that did
+                # structure, so that one bad field does not hide its siblings.
+                noted, _ = exc.group_exceptions()
+                failed = {note.name for _, note in noted}
+                # No field failed: the error came from the rules themselves.
+                others = _rule_errors(converter, cls, hints, value, failed) if failed else None
+                if others is None:
+                    raise
+                raise cattrs.ClassValidationError(
+                    exc.message, [*exc.exceptions, others], cls
+                ) from None
+
+        return structure
+
+    def structure_array(type_: Any) -> Callable[[Any, Any], Any]:
+        structure_items = homogenous_tuple_structure_factory(type_, converter)
+
+        def structure(value: Any, _: Any) -> Any:
+            # A string or an object is iterable too; the wire must carry an array.
+            if not isinstance(value, (list, tuple)):
+                raise TypeError("must be a JSON array")
+            return structure_items(value, type_)
 
         return structure
 
     converter.register_unstructure_hook_factory(attrs.has, unstructure_attrs)
     converter.register_structure_hook_factory(attrs.has, structure_attrs)
+    converter.register_structure_hook_factory(_is_array, structure_array)
     converter.register_unstructure_hook(datetime, format_timestamp)
     converter.register_structure_hook(datetime, lambda value, _: parse_timestamp(value))
     converter.register_unstructure_hook(float, _number)
@@ -181,6 +229,44 @@ def _make_converter() -> cattrs.Converter:
     )
     converter.register_structure_hook_func(lambda type_: type_ == Event, _structure_event)
     return converter
+
+
+def _rule_errors(
+    converter: cattrs.Converter,
+    cls: type[Any],
+    hints: dict[str, Any],
+    value: Mapping[str, Any],
+    failed: set[str],
+) -> ValidationError | None:
+    """The errors of ``cls``'s own rules on every field but the ``failed`` ones."""
+    kwargs: dict[str, Any] = {}
+    for field in attrs.fields(cls):
+        key = wire_name(field.name)
+        if field.name in failed:
+            if field.default is attrs.NOTHING:  # a stand-in, whose errors are dropped below
+                kwargs[field.name] = () if _is_array(hints[field.name]) else None
+        elif key in value:
+            kwargs[field.name] = value[key]
+    try:
+        kwargs = {
+            name: item if name in failed else converter.structure(item, hints[name])
+            for name, item in kwargs.items()
+        }
+        cls(**kwargs)
+    except ValidationError as exc:
+        skip = {wire_name(name) for name in failed}
+        # "TimeMetric.endDate: ..." -> "endDate"; "ActivityMetricsCollection.extensions.pct..."
+        # -> "extensions"
+        kept = [e for e in exc.errors if e.path.partition(".")[2].split(".")[0] not in skip]
+        return ValidationError(kept) if kept else None
+    except (cattrs.BaseValidationError, TypeError, ValueError, AttributeError):
+        return None  # a rule that needs a failed field: that field is reported already
+    return None
+
+
+def _is_array(type_: Any) -> bool:
+    args = typing.get_args(type_)
+    return typing.get_origin(type_) is tuple and len(args) == 2 and args[1] is Ellipsis
 
 
 def _structure_extensions(value: Any, _: Any) -> dict[str, Any]:

@@ -363,7 +363,13 @@ class TimebackActivityContext:
                 if self.activity is None or isinstance(self.activity, Activity)
                 else "must be an Activity",
             ),
-            ("process", None if self.process in (None, True, False) else "must be a boolean"),
+            # `in (True, False)` would let 0 and 1 through, and they go on the wire as numbers.
+            (
+                "process",
+                None
+                if self.process is None or isinstance(self.process, bool)
+                else "must be a boolean",
+            ),
         )
 
 

@@ -1,0 +1,40 @@
+"""The one rule for URLs the tracker sends student data to."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+from urllib.parse import urlsplit
+
+from timeback_tracker.exceptions import ConfigurationError
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(name: str, value: Any) -> None:
+    """Raise ConfigurationError unless ``value`` is https, or http on a loopback host.
+
+    Args:
+        name: The field, for the message (e.g. ``"TrackerConfig.endpoint"``).
+        value: The URL.
+    """
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name}: must be a URL string")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        host = None
+    if not host or parts.scheme not in ("http", "https"):
+        raise ConfigurationError(f"{name}: must be an http(s) URL with a host")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigurationError(
+            f"{name}: plain http:// is allowed for loopback hosts only; use https://"
+        )
