@@ -6,8 +6,11 @@ and deliver them, with the ActivityCompletedEvent, through a bounded,
 durable outbox.
 """
 
+from timeback_tracker._delivery import DeliveryFailure, TrackerStats
 from timeback_tracker._serialization import dump, load
 from timeback_tracker._version import __version__
+from timeback_tracker.auth import BearerToken, ClientCredentials
+from timeback_tracker.config import TrackerConfig
 from timeback_tracker.exceptions import (
     ConfigurationError,
     DeliveryError,
@@ -35,6 +38,8 @@ from timeback_tracker.models import (
     TimeSpentEvent,
     TimeSpentMetricsCollection,
 )
+from timeback_tracker.session import Session
+from timeback_tracker.tracker import Tracker
 
 __all__ = [
     "Activity",
@@ -43,13 +48,17 @@ __all__ = [
     "ActivityMetricType",
     "ActivityMetricsCollection",
     "App",
+    "BearerToken",
+    "ClientCredentials",
     "ConfigurationError",
     "Course",
     "DeliveryError",
+    "DeliveryFailure",
     "Envelope",
     "Event",
     "FieldError",
     "Role",
+    "Session",
     "SessionStateError",
     "Subject",
     "TimeMetric",
@@ -59,6 +68,9 @@ __all__ = [
     "TimebackActivityContext",
     "TimebackTrackerError",
     "TimebackUser",
+    "Tracker",
+    "TrackerConfig",
+    "TrackerStats",
     "ValidationError",
     "__version__",
     "dump",

@@ -1,0 +1,50 @@
+"""Shared values and assertions for the tracker tests."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import timeback_tracker as tt
+from timeback_tracker._serialization import parse_timestamp
+from timeback_tracker.testing import LocalCollector
+
+SENSOR = "https://kiosk.example.com/sensors/lab-3"
+USER = tt.TimebackUser(id="https://sis.example.com/users/student-123", email="kid@example.com")
+ACTIVITY = tt.TimebackActivityContext(
+    id="https://myapp.example.com/activities/Math/g3/lesson-1",
+    subject=tt.Subject.MATH,
+    app=tt.App(name="My App"),
+)
+
+
+def windows(collector: LocalCollector, run_id: str) -> list[dict[str, Any]]:
+    """The run's TimeSpentEvents, in window order."""
+    return sorted(collector.time_spent_events(run_id), key=lambda e: e["eventTime"])
+
+
+def item(event: dict[str, Any], kind: str) -> dict[str, Any]:
+    """One time metric of a TimeSpentEvent."""
+    found: dict[str, Any] = next(i for i in event["generated"]["items"] if i["type"] == kind)
+    return found
+
+
+def assert_conserved(events: list[dict[str, Any]]) -> None:
+    """Every window: active + inactive == end - start, to the millisecond."""
+    for event in events:
+        active, inactive = item(event, "active"), item(event, "inactive")
+        start = parse_timestamp(active["startDate"])
+        end = parse_timestamp(active["endDate"])
+        span_ms = round((end - start).total_seconds() * 1000)
+        assert round((active["value"] + inactive["value"]) * 1000) == span_ms
+        assert (inactive["startDate"], inactive["endDate"]) == (
+            active["startDate"],
+            active["endDate"],
+        )
+        assert event["eventTime"] == active["endDate"]
+
+
+def assert_contiguous(events: list[dict[str, Any]]) -> None:
+    """Window k starts where window k-1 ended."""
+    for before, after in itertools.pairwise(events):
+        assert item(after, "active")["startDate"] == item(before, "active")["endDate"]

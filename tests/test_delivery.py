@@ -1,0 +1,302 @@
+"""Delivery under faults: retries, Retry-After, resets, poison events, oversize batches."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import timeback_tracker as tt
+from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, windows
+from timeback_tracker._delivery import Delivery
+from timeback_tracker._transport import classify, parse_retry_after
+from timeback_tracker.testing import LocalCollector
+
+
+@pytest.fixture
+def collector() -> Iterator[LocalCollector]:
+    """A collector on loopback."""
+    with LocalCollector() as running:
+        yield running
+
+
+@pytest.fixture
+def failures() -> list[tt.DeliveryFailure]:
+    """What on_error received."""
+    return []
+
+
+@pytest.fixture
+def make_tracker(
+    collector: LocalCollector, failures: list[tt.DeliveryFailure]
+) -> Iterator[Callable[..., tt.Tracker]]:
+    """Trackers pointed at the collector, reporting into ``failures``."""
+    made: list[tt.Tracker] = []
+
+    def make(**overrides: Any) -> tt.Tracker:
+        settings: dict[str, Any] = {
+            "sensor": SENSOR,
+            "endpoint": collector.url,
+            "heartbeat_interval": 3600,
+            "on_error": failures.append,
+        }
+        settings.update(overrides)
+        tracker = tt.Tracker(tt.TrackerConfig(**settings))
+        made.append(tracker)
+        return tracker
+
+    yield make
+    for tracker in made:
+        tracker.close(timeout=1.0)
+
+
+def complete_runs(tracker: tt.Tracker, count: int) -> list[tt.Session]:
+    """Start and complete ``count`` short sessions (two events each)."""
+    sessions = [tracker.start_session(USER, ACTIVITY) for _ in range(count)]
+    time.sleep(0.02)
+    for session in sessions:
+        session.complete(1)
+    return sessions
+
+
+def test_status_classification() -> None:
+    """Statuses map to the documented verdicts."""
+    assert [classify(s) for s in (200, 202, 204)] == ["ok"] * 3
+    assert [classify(s) for s in (408, 425, 429, 500, 502, 503, 504)] == ["retry"] * 7
+    assert classify(413) == "too_large"
+    assert [classify(s) for s in (401, 403)] == ["auth", "auth"]
+    assert [classify(s) for s in (400, 404, 415, 422)] == ["reject"] * 4
+
+
+def test_retry_after_parsing() -> None:
+    """Retry-After is read as seconds or as an HTTP date, and capped."""
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after("-4") == 0.0
+    assert parse_retry_after("99999") == 600.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("nan") is None
+
+
+def test_server_errors_are_retried_until_delivered(
+    collector: LocalCollector, make_tracker: Callable[..., tt.Tracker], failures: list[Any]
+) -> None:
+    """503s keep the batch at the head; it is delivered once the server recovers."""
+    collector.fail_next(503, times=2)
+    tracker = make_tracker()
+    [session] = complete_runs(tracker, 1)
+    assert tracker.flush(10.0)
+    assert [e["type"] for e in collector.events] == ["TimeSpentEvent", "ActivityEvent"]
+    stats = tracker.stats()
+    assert (stats.failed, stats.sent, stats.dead_lettered) == (2, 2, 0)
+    assert stats.retried == 4  # two events, sent again twice
+    assert [f.status for f in failures] == [503, 503]
+    assert all(f.will_retry and len(f.event_ids) == 2 for f in failures)
+    assert collector.completions(session.run_id)
+
+
+@pytest.mark.parametrize("retry_after", [2, "http-date"])
+def test_retry_after_is_a_floor(
+    collector: LocalCollector, make_tracker: Callable[..., tt.Tracker], retry_after: Any
+) -> None:
+    """After a 429 with Retry-After (seconds or HTTP date) the next attempt waits that long."""
+    if retry_after == "http-date":
+        from email.utils import formatdate
+
+        retry_after = formatdate(time.time() + 3, usegmt=True)
+    collector.fail_next(429, retry_after=retry_after)
+    tracker = make_tracker()
+    complete_runs(tracker, 1)
+    assert collector.wait_for(lambda c: len(c.requests) >= 1, timeout=5)
+    first = time.monotonic()
+    assert collector.wait_for(2, timeout=10)
+    # An HTTP date has one-second resolution: allow for the truncation.
+    assert time.monotonic() - first >= 1.0
+    assert tracker.flush(5.0)
+    assert tracker.stats().sent == 2
+
+
+def test_connection_reset_is_retried(
+    collector: LocalCollector, make_tracker: Callable[..., tt.Tracker]
+) -> None:
+    """A dropped connection is a retryable network error."""
+    collector.drop_next()
+    tracker = make_tracker()
+    complete_runs(tracker, 1)
+    assert tracker.flush(10.0)
+    assert len(collector.events) == 2
+    assert tracker.stats().failed == 1
+
+
+def test_read_timeout_resends_the_same_ids(
+    collector: LocalCollector, make_tracker: Callable[..., tt.Tracker]
+) -> None:
+    """A response slower than the read timeout leads to a re-send with the same event ids."""
+    collector.delay_next(1.0)
+    tracker = make_tracker(request_timeout=(1.0, 0.3))
+    complete_runs(tracker, 1)
+    assert tracker.flush(10.0)
+    assert collector.wait_for(lambda c: c.duplicates >= 2, timeout=5)
+    assert len(collector.events) == 2
+    assert collector.duplicate_conflicts == []
+
+
+def test_poison_event_is_isolated_and_dead_lettered(
+    collector: LocalCollector, make_tracker: Callable[..., tt.Tracker], failures: list[Any]
+) -> None:
+    """A 400 caused by one event dead-letters that event only; the rest are delivered."""
+    tracker = make_tracker(batch_size=50)
+    sessions = [tracker.start_session(USER, ACTIVITY) for _ in range(5)]
+    poison_run = sessions[2].run_id
+    collector.reject_events(
+        lambda e: e["type"] == "ActivityEvent" and e["extensions"]["runId"] == poison_run
+    )
+    # Hold delivery until every event is queued, so they travel in one batch.
+    collector.go_down()
+    time.sleep(0.02)
+    for session in sessions:
+        session.complete(1)
+    collector.come_back()
+    assert tracker.flush(15.0)
+    stats = tracker.stats()
+    assert (stats.dead_lettered, stats.sent) == (1, 9)
+    assert len(collector.events) == 9
+    assert collector.completions(poison_run) == []
+    dead = [f for f in failures if not f.will_retry]
+    assert len(dead) == 1
+    assert dead[0].status == 400
+    assert dead[0].event_ids == (tt._outbox.completion_event_id(sessions[2]._run),)
+
+
+def test_oversize_batches_are_halved(
+    collector: LocalCollector, make_tracker: Callable[..., tt.Tracker]
+) -> None:
+    """413 halves the batch until it fits; a single event still too large is dead-lettered."""
+    collector.stop()
+    with LocalCollector(port=collector.port, max_body_bytes=6_000) as small:
+        tracker = make_tracker(endpoint=small.url)
+        small.go_down()
+        complete_runs(tracker, 4)
+        small.come_back()
+        assert tracker.flush(10.0)
+        assert len(small.events) == 8
+        assert max(len(e["data"]) for e in small.envelopes) < 8
+        assert tracker.stats().dead_lettered == 0
+    with LocalCollector(port=collector.port, max_body_bytes=100) as tiny:
+        tracker = make_tracker(endpoint=tiny.url)
+        complete_runs(tracker, 1)
+        assert tracker.flush(10.0)
+        assert tiny.events == []
+        assert tracker.stats().dead_lettered == 2
+    collector.start()
+
+
+def test_outage_during_live_session_loses_nothing(
+    collector: LocalCollector, make_tracker: Callable[..., tt.Tracker]
+) -> None:
+    """The endpoint goes away for a while mid-session; every window arrives afterwards."""
+    tracker = make_tracker(heartbeat_interval=0.1)
+    session = tracker.start_session(USER, ACTIVITY)
+    time.sleep(0.3)
+    collector.go_down()
+    time.sleep(1.5)
+    collector.come_back()
+    time.sleep(0.3)
+    session.complete(3)
+    assert tracker.flush(15.0)
+    events = windows(collector, session.run_id)
+    assert len(events) == tracker.stats().sent - 1
+    assert_conserved(events)
+    active, inactive = collector.totals(session.run_id)
+    assert abs(active - session.active_seconds) < 0.001
+    assert inactive == 0
+    assert collector.events[-1]["type"] == "ActivityEvent"
+    assert collector.duplicate_conflicts == []
+
+
+def test_on_error_exceptions_are_swallowed(
+    collector: LocalCollector, make_tracker: Callable[..., tt.Tracker]
+) -> None:
+    """A callback that raises does not stop delivery."""
+    calls: list[tt.DeliveryFailure] = []
+
+    def explode(failure: tt.DeliveryFailure) -> None:
+        calls.append(failure)
+        raise RuntimeError("app bug")
+
+    collector.fail_next(500)
+    tracker = make_tracker(on_error=explode)
+    complete_runs(tracker, 1)
+    assert tracker.flush(10.0)
+    assert len(calls) == 1
+    assert len(collector.events) == 2
+
+
+def test_on_error_runs_off_the_app_thread(
+    collector: LocalCollector, make_tracker: Callable[..., tt.Tracker]
+) -> None:
+    """on_error is called from the delivery thread."""
+    threads: list[str] = []
+    collector.fail_next(500)
+    tracker = make_tracker(on_error=lambda _: threads.append(threading.current_thread().name))
+    complete_runs(tracker, 1)
+    assert tracker.flush(10.0)
+    assert threads == ["timeback-tracker-delivery"]
+
+
+def test_delivery_thread_survives_unexpected_errors(
+    collector: LocalCollector,
+    make_tracker: Callable[..., tt.Tracker],
+    monkeypatch: pytest.MonkeyPatch,
+    failures: list[Any],
+) -> None:
+    """A bug inside the delivery loop is logged and counted; the thread goes on delivering."""
+    original = Delivery._send
+    calls = {"n": 0}
+
+    def flaky(self: Delivery, batch: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyError("injected")
+        original(self, batch)
+
+    monkeypatch.setattr(Delivery, "_send", flaky)
+    tracker = make_tracker()
+    complete_runs(tracker, 1)
+    assert tracker.flush(10.0)
+    assert len(collector.events) == 2
+    assert tracker.stats().internal_errors == 1
+    assert any("internal error: KeyError" in f.reason for f in failures)
+
+
+def test_heartbeat_survives_unexpected_errors(
+    collector: LocalCollector,
+    make_tracker: Callable[..., tt.Tracker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in a tick is counted and the next ticks still close windows."""
+    tracker = make_tracker(heartbeat_interval=0.1)
+    session = tracker.start_session(USER, ACTIVITY)
+    original = tt.Session._heartbeat
+    calls = {"n": 0}
+
+    def flaky(self: tt.Session, scheduled_ms: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ValueError("injected")
+        original(self, scheduled_ms)
+
+    monkeypatch.setattr(tt.Session, "_heartbeat", flaky)
+    time.sleep(0.65)
+    session.complete(1)
+    assert tracker.flush(5.0)
+    assert tracker.stats().internal_errors == 1
+    events = windows(collector, session.run_id)
+    assert len(events) >= 4
+    assert_conserved(events)

@@ -1,0 +1,101 @@
+"""Process exit: the atexit hook delivers what is pending, within exit_timeout."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from timeback_tracker.testing import LocalCollector
+
+APP = textwrap.dedent(
+    """
+    import sys, time
+    import timeback_tracker as tt
+
+    endpoint, exit_timeout, action = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    tracker = tt.Tracker(tt.TrackerConfig(
+        sensor="https://kiosk.example.com/sensors/1",
+        endpoint=endpoint,
+        heartbeat_interval=0.1,
+        exit_timeout=exit_timeout,
+        request_timeout=(0.5, 0.5),
+    ))
+    session = tracker.start_session(
+        tt.TimebackUser(id="https://sis.example.com/users/1", email="kid@example.com"),
+        tt.TimebackActivityContext(
+            id="https://app.example.com/a/1", subject="Math", app=tt.App(name="App")
+        ),
+    )
+    time.sleep(0.35)
+    if action == "complete":
+        session.complete(2, total_questions=2, correct_questions=2)
+    print(session.run_id, flush=True)
+    # No close(), no flush(): the exit hook must deliver.
+    """
+)
+
+
+@pytest.fixture
+def collector() -> Iterator[LocalCollector]:
+    """A collector on loopback."""
+    with LocalCollector() as running:
+        yield running
+
+
+def run_app(endpoint: str, exit_timeout: float, action: str) -> tuple[str, float]:
+    """Run the app in a fresh interpreter; return its run id and how long it took to exit."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", APP, endpoint, str(exit_timeout), action],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.stdout.strip(), time.monotonic() - started
+
+
+def test_completed_session_is_delivered_at_exit(collector: LocalCollector) -> None:
+    """A process that completes a session and simply exits still delivers every event."""
+    run_id, _ = run_app(collector.url, 5.0, "complete")
+    events = collector.time_spent_events(run_id)
+    assert len(events) >= 3
+    assert len(collector.completions(run_id)) == 1
+    assert collector.events[-1]["type"] == "ActivityEvent"
+    active, inactive = collector.totals(run_id)
+    assert 0.3 <= active <= 1.0
+    assert inactive == 0
+
+
+def test_open_session_is_ended_at_exit(collector: LocalCollector) -> None:
+    """An open session is ended by the exit hook: its final window arrives, no completion."""
+    run_id, _ = run_app(collector.url, 5.0, "leave-open")
+    assert collector.time_spent_events(run_id)
+    assert collector.completions(run_id) == []
+
+
+def test_exit_is_bounded_when_the_endpoint_is_unreachable() -> None:
+    """With nothing listening, the process still exits within about exit_timeout."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    baseline = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import timeback_tracker"], check=True)
+    startup = time.monotonic() - baseline
+    _, elapsed = run_app(f"http://127.0.0.1:{dead_port}/caliper/event", 1.0, "complete")
+    # start-up + 0.35 s of session + at most exit_timeout (1 s), with slack for a busy machine
+    assert elapsed < startup + 0.35 + 1.0 + 1.5
+
+
+def test_exit_is_bounded_when_the_endpoint_hangs(collector: LocalCollector) -> None:
+    """A server that never answers in time cannot hold the process past exit_timeout."""
+    collector.delay_next(10.0, times=100)
+    _, elapsed = run_app(collector.url, 1.0, "complete")
+    assert elapsed < 5.0

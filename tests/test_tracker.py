@@ -1,0 +1,278 @@
+"""The tracker end to end: real threads, a real loopback collector."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import timeback_tracker as tt
+from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, assert_contiguous, item, windows
+from timeback_tracker._clock import FakeClock
+from timeback_tracker.testing import LocalCollector
+
+MakeTracker = Callable[..., tt.Tracker]
+
+
+@pytest.fixture
+def collector() -> Iterator[LocalCollector]:
+    """A collector on loopback."""
+    with LocalCollector() as running:
+        yield running
+
+
+@pytest.fixture
+def make_tracker(collector: LocalCollector) -> Iterator[MakeTracker]:
+    """Trackers pointed at the collector, closed after the test."""
+    made: list[tt.Tracker] = []
+
+    def make(clock: Any = None, **overrides: Any) -> tt.Tracker:
+        settings: dict[str, Any] = {
+            "sensor": SENSOR,
+            "endpoint": collector.url,
+            "heartbeat_interval": 0.2,
+        }
+        settings.update(overrides)
+        tracker = tt.Tracker(tt.TrackerConfig(**settings), clock=clock)
+        made.append(tracker)
+        return tracker
+
+    yield make
+    for tracker in made:
+        tracker.close(timeout=1.0)
+
+
+def test_session_delivers_windows_and_one_completion_last(
+    collector: LocalCollector, make_tracker: MakeTracker
+) -> None:
+    """Heartbeat windows arrive contiguous and conserved, and the completion comes last."""
+    tracker = make_tracker()
+    session = tracker.start_session(USER, ACTIVITY, course_id="MATH-3")
+    time.sleep(0.7)
+    session.complete(1, total_questions=3, correct_questions=2, mastered_units=1, pct_complete=10)
+    assert tracker.flush(5.0)
+    events = windows(collector, session.run_id)
+    assert len(events) >= 3
+    assert_conserved(events)
+    assert_contiguous(events)
+    completions = collector.completions(session.run_id)
+    assert len(completions) == 1
+    assert collector.events[-1]["id"] == completions[0]["id"]
+    assert completions[0]["eventTime"] >= events[-1]["eventTime"]
+    assert all(e["extensions"] == {"runId": session.run_id, "courseId": "MATH-3"} for e in events)
+    assert all(e["session"] == f"urn:uuid:{session.run_id}" for e in events)
+    assert collector.duplicate_conflicts == []
+    assert tracker.stats().sent == len(collector.events)
+
+
+def test_event_ids_are_deterministic_per_run_and_window() -> None:
+    """The same run and window sequence always give the same event id."""
+    from timeback_tracker._outbox import completion_event_id, time_spent_event_id
+
+    run = uuid.UUID("f47ac10b-58cc-4372-a567-0e02b2c3d479")
+    assert time_spent_event_id(run, 3) == time_spent_event_id(run, 3)
+    assert time_spent_event_id(run, 3) != time_spent_event_id(run, 4)
+    assert time_spent_event_id(run, 3, 5) not in {time_spent_event_id(run, n) for n in range(9)}
+    assert completion_event_id(run) != time_spent_event_id(run, 0)
+    assert completion_event_id(run).startswith("urn:uuid:")
+
+
+def test_fake_clock_session_accounts_pauses_exactly(
+    collector: LocalCollector, make_tracker: MakeTracker
+) -> None:
+    """With a fake clock, pauses split time into exact active and inactive seconds."""
+    clock = FakeClock()
+    tracker = make_tracker(clock=clock, heartbeat_interval=3600)
+    session = tracker.start_session(USER, ACTIVITY)
+    clock.advance(10)
+    session.pause()
+    clock.advance(4.5)
+    assert session.state == "paused"
+    session.resume()
+    clock.advance(0.25)
+    assert (session.active_seconds, session.inactive_seconds) == (10.25, 4.5)
+    session.end()
+    assert session.state == "ended"
+    assert tracker.flush(5.0)
+    [event] = collector.time_spent_events(session.run_id)
+    assert (item(event, "active")["value"], item(event, "inactive")["value"]) == (10.25, 4.5)
+    assert item(event, "active")["startDate"] == "2026-01-27T10:00:00.000Z"
+    assert item(event, "active")["endDate"] == "2026-01-27T10:00:14.750Z"
+    assert collector.completions() == []
+
+
+def test_calls_after_complete_raise_session_state_error(make_tracker: MakeTracker) -> None:
+    """After complete(), every state-changing call raises SessionStateError."""
+    session = make_tracker().start_session(USER, ACTIVITY)
+    session.complete(0)
+    for call in (session.pause, session.resume, session.touch, session.end):
+        with pytest.raises(tt.SessionStateError, match="completed"):
+            call()
+    with pytest.raises(tt.SessionStateError):
+        session.complete(1)
+    assert session.state == "ended"
+
+
+def test_invalid_completion_changes_nothing(
+    collector: LocalCollector, make_tracker: MakeTracker
+) -> None:
+    """A bad metric raises ValidationError and the session keeps running."""
+    tracker = make_tracker()
+    session = tracker.start_session(USER, ACTIVITY)
+    with pytest.raises(tt.ValidationError, match="correctQuestions"):
+        session.complete(5, total_questions=3, correct_questions=4)
+    with pytest.raises(tt.ValidationError, match="finite"):
+        session.complete(float("nan"))
+    assert session.state == "running"
+    session.complete(5, total_questions=4, correct_questions=3)
+    assert tracker.flush(5.0)
+    assert len(collector.completions(session.run_id)) == 1
+
+
+def test_context_manager_ends_session_unless_completed(
+    collector: LocalCollector, make_tracker: MakeTracker
+) -> None:
+    """Leaving the with block ends an open session; a completed one is left alone."""
+    tracker = make_tracker()
+    with tracker.start_session(USER, ACTIVITY) as ended:
+        time.sleep(0.05)
+    with tracker.start_session(USER, ACTIVITY) as completed:
+        completed.complete(1)
+    assert ended.state == completed.state == "ended"
+    assert tracker.flush(5.0)
+    assert collector.completions(ended.run_id) == []
+    assert len(collector.completions(completed.run_id)) == 1
+
+
+def test_several_sessions_run_at_once(collector: LocalCollector, make_tracker: MakeTracker) -> None:
+    """Each session of one tracker has its own run id and its own windows."""
+    tracker = make_tracker()
+    first = tracker.start_session(USER, ACTIVITY)
+    second = tracker.start_session(USER, ACTIVITY, run_id=uuid.uuid4())
+    time.sleep(0.5)
+    first.pause()
+    time.sleep(0.3)
+    first.complete(1)
+    second.complete(2)
+    assert tracker.flush(5.0)
+    assert set(collector.run_ids()) == {first.run_id, second.run_id}
+    for session in (first, second):
+        events = windows(collector, session.run_id)
+        assert_conserved(events)
+        assert_contiguous(events)
+    assert collector.totals(first.run_id)[1] > 0.25
+    assert collector.totals(second.run_id)[1] == 0
+
+
+def test_start_session_rejects_bad_arguments(make_tracker: MakeTracker) -> None:
+    """Wrong types and bad ids raise errors naming the argument."""
+    tracker = make_tracker()
+    with pytest.raises(TypeError, match="user"):
+        tracker.start_session("student", ACTIVITY)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="activity"):
+        tracker.start_session(USER, {"id": "x"})  # type: ignore[arg-type]
+    with pytest.raises(tt.ValidationError, match="run_id"):
+        tracker.start_session(USER, ACTIVITY, run_id="not-a-uuid")
+    with pytest.raises(tt.ValidationError, match="course_id"):
+        tracker.start_session(USER, ACTIVITY, course_id="  ")
+    session = tracker.start_session(USER, ACTIVITY)
+    with pytest.raises(tt.ValidationError, match="open"):
+        tracker.start_session(USER, ACTIVITY, run_id=session.run_id)
+
+
+def test_close_ends_sessions_and_is_idempotent(
+    collector: LocalCollector, make_tracker: MakeTracker
+) -> None:
+    """close() ends open sessions, delivers their final windows, and can be called twice."""
+    tracker = make_tracker()
+    session = tracker.start_session(USER, ACTIVITY)
+    time.sleep(0.1)
+    tracker.close()
+    tracker.close()
+    assert session.state == "ended"
+    assert collector.time_spent_events(session.run_id)
+    assert tracker.stats().queued == 0
+    with pytest.raises(tt.SessionStateError, match="closed"):
+        tracker.start_session(USER, ACTIVITY)
+
+
+def test_touch_from_many_threads_while_heartbeat_runs(
+    collector: LocalCollector, make_tracker: MakeTracker
+) -> None:
+    """Concurrent calls from app threads and the heartbeat keep every window conserved."""
+    tracker = make_tracker(heartbeat_interval=0.05, idle_timeout=1)
+    session = tracker.start_session(USER, ACTIVITY)
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            session.touch()
+            session.pause()
+            session.resume()
+
+    workers = [threading.Thread(target=hammer) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    time.sleep(0.6)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    session.complete(1)
+    assert tracker.flush(5.0)
+    events = windows(collector, session.run_id)
+    assert len(events) >= 5
+    assert_conserved(events)
+    assert_contiguous(events)
+    assert collector.events[-1]["type"] == "ActivityEvent"
+    assert tracker.stats().internal_errors == 0
+
+
+def test_stats_count_sent_and_queue(collector: LocalCollector, make_tracker: MakeTracker) -> None:
+    """stats() reports what was sent and what is queued."""
+    tracker = make_tracker(heartbeat_interval=3600)
+    assert tracker.stats() == tt.TrackerStats()
+    session = tracker.start_session(USER, ACTIVITY)
+    time.sleep(0.02)  # a zero-length final window would not be sent
+    session.complete(1)
+    assert tracker.flush(5.0)
+    stats = tracker.stats()
+    assert (stats.sent, stats.queued, stats.failed) == (2, 0, 0)
+    assert "kid@example.com" not in repr(tracker) + repr(session) + repr(stats)
+
+
+def test_real_minute_session_matches_measured_time(
+    collector: LocalCollector, make_tracker: MakeTracker
+) -> None:
+    """A one-minute session at a 1 s heartbeat: totals match the measured time within 20 ms."""
+    tracker = make_tracker(heartbeat_interval=1.0)
+    running = paused = 0.0
+    session = tracker.start_session(USER, ACTIVITY)
+    mark = time.monotonic()
+    # (seconds running, seconds paused) phases adding up to one minute
+    for run_for, pause_for in ((9.3, 4.1), (12.0, 0.6), (7.7, 9.9), (11.1, 5.3)):
+        time.sleep(run_for)
+        session.pause()
+        now = time.monotonic()
+        running += now - mark
+        mark = now
+        time.sleep(pause_for)
+        session.resume()
+        now = time.monotonic()
+        paused += now - mark
+        mark = now
+    session.complete(1)
+    running += time.monotonic() - mark
+    assert tracker.flush(10.0)
+    events = windows(collector, session.run_id)
+    assert len(events) >= 55
+    assert_conserved(events)
+    assert_contiguous(events)
+    active, inactive = collector.totals(session.run_id)
+    assert abs(active - running) <= 0.02
+    assert abs(inactive - paused) <= 0.02
+    assert [e["type"] for e in collector.events].count("ActivityEvent") == 1
+    assert collector.events[-1]["type"] == "ActivityEvent"

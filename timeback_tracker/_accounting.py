@@ -1,0 +1,418 @@
+"""Window accounting for one activity run: a pure state machine.
+
+Turns ``pause``/``resume``/``touch`` calls and heartbeat ticks into closed
+windows of active and inactive milliseconds. There are no threads, no I/O and
+no clock reads here: every call is given the time, so the rules can be tested
+exactly with integers, and the session makes it thread-safe with one lock.
+
+Durations live on the monotonic clock. Wall dates are derived from an anchor,
+``wall = anchor_wall + (mono - anchor_mono)``, so that in every window
+``active_ms + inactive_ms == end_wall_ms - start_wall_ms`` holds exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import attrs
+
+from timeback_tracker.exceptions import SessionStateError
+
+__all__ = ["MAX_VALUE_MS", "RunAccounting", "State", "Window"]
+
+MAX_VALUE_MS = 86_400_000
+"""The most active (or inactive) time one window reports: a day, the wire limit."""
+
+State = Literal["running", "paused", "idle", "ended"]
+
+# An idle deadline no run ever reaches, so that "no idle timeout" needs no
+# special case on the hot path of touch().
+_NEVER = 1 << 62
+
+
+@attrs.frozen
+class Window:
+    """One closed heartbeat window of a run.
+
+    ``active_ms + inactive_ms == end_wall_ms - start_wall_ms > 0`` always holds.
+
+    Attributes:
+        seq: 0-based position among the windows of the run, without gaps.
+        start_wall_ms: Start, epoch milliseconds UTC.
+        end_wall_ms: End, epoch milliseconds UTC.
+        active_ms: Time the student was active.
+        inactive_ms: Time the run was paused or idle.
+    """
+
+    seq: int
+    start_wall_ms: int
+    end_wall_ms: int
+    active_ms: int
+    inactive_ms: int
+
+
+class RunAccounting:
+    """The accounting of one activity run (not thread-safe; the caller locks).
+
+    Starts running; the start counts as input. ``now_ms`` arguments are
+    monotonic milliseconds and never decrease from call to call; ``wall_ms``
+    arguments are epoch milliseconds read at the same moment.
+
+    Args:
+        now_ms: Monotonic time of the start.
+        wall_ms: Wall time of the start; with ``now_ms`` the initial anchor.
+        idle_timeout_ms: Time without input after which time is inactive;
+            ``None`` disables idle detection.
+        inactive_cutoff_ms: A pause or idle span longer than this stops the
+            reporting until ``resume()`` (or ``touch()`` when idle); ``None``
+            means never.
+        suspend_threshold_ms: A wall jump or a late tick larger than this is
+            taken as the machine having slept.
+    """
+
+    __slots__ = (
+        "_accrued_to",
+        "_anchor_mono",
+        "_anchor_wall",
+        "_closed_active",
+        "_closed_inactive",
+        "_cutoff",
+        "_dormant",
+        "_ended",
+        "_idle_after",
+        "_idle_at",
+        "_inactive_since",
+        "_last_seen",
+        "_paused",
+        "_pending",
+        "_seq",
+        "_suspend_threshold",
+        "_win_active",
+        "_win_inactive",
+        "_win_start",
+        "_win_start_wall",
+    )
+
+    _accrued_to: int  # the open window is counted up to this instant
+    _anchor_mono: int
+    _anchor_wall: int
+    _closed_active: int  # sums over closed windows (emitted or pending)
+    _closed_inactive: int
+    _cutoff: int | None
+    _dormant: bool  # past the cutoff (or ended): nothing is open or counted
+    _ended: bool
+    _idle_after: int
+    _idle_at: int  # last input + idle timeout; also encodes the last input
+    _inactive_since: int  # start of the inactive span a pause belongs to
+    _last_seen: int  # last pause/resume/close_window (touch is in _idle_at)
+    _paused: bool
+    _pending: list[Window]  # closed, not yet handed out
+    _seq: int  # seq of the open window
+    _suspend_threshold: int
+    _win_active: int
+    _win_inactive: int
+    _win_start: int
+    _win_start_wall: int
+
+    def __init__(
+        self,
+        *,
+        now_ms: int,
+        wall_ms: int,
+        idle_timeout_ms: int | None = None,
+        inactive_cutoff_ms: int | None = None,
+        suspend_threshold_ms: int = 5_000,
+    ) -> None:
+        self._anchor_mono = now_ms
+        self._anchor_wall = wall_ms
+        self._idle_after = _NEVER if idle_timeout_ms is None else idle_timeout_ms
+        self._cutoff = inactive_cutoff_ms
+        self._suspend_threshold = suspend_threshold_ms
+        self._idle_at = now_ms + self._idle_after
+        self._inactive_since = now_ms
+        self._last_seen = now_ms
+        self._paused = False
+        self._dormant = False
+        self._ended = False
+        self._seq = 0
+        self._pending = []
+        self._closed_active = 0
+        self._closed_inactive = 0
+        self._open(now_ms)
+
+    def __repr__(self) -> str:
+        return (
+            f"<RunAccounting paused={self._paused} dormant={self._dormant} "
+            f"ended={self._ended} next_seq={self.next_seq} pending={len(self._pending)}>"
+        )
+
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` the next emitted window will get."""
+        return self._pending[0].seq if self._pending else self._seq
+
+    def state(self, now_ms: int) -> State:
+        """The run's state at ``now_ms``.
+
+        Args:
+            now_ms: Monotonic time of the question.
+
+        Returns:
+            ``"ended"``, else ``"paused"`` (even when also idle), else
+            ``"idle"`` once the idle timeout has passed, else ``"running"``.
+        """
+        if self._ended:
+            return "ended"
+        if self._paused:
+            return "paused"
+        if self._dormant or now_ms > self._idle_at:
+            return "idle"
+        return "running"
+
+    def pause(self, now_ms: int) -> None:
+        """Pause: time is inactive from ``now_ms``. Idempotent when paused.
+
+        Raises:
+            SessionStateError: After ``end()``.
+        """
+        self._check("pause")
+        self._last_seen = now_ms
+        if self._paused:
+            return
+        self._accrue(now_ms)
+        self._paused = True
+        # An idle span already under way continues as this pause: it is one
+        # stretch of inactivity, and the cutoff counts from its start.
+        self._inactive_since = min(self._idle_at, now_ms)
+
+    def resume(self, now_ms: int) -> None:
+        """Resume (idempotent when running); counts as input.
+
+        After a cutoff, a fresh window opens at ``now_ms``.
+
+        Raises:
+            SessionStateError: After ``end()``.
+        """
+        self._check("resume")
+        self._accrue(now_ms)
+        self._paused = False
+        self._wake(now_ms)
+
+    def touch(self, now_ms: int) -> None:
+        """Record input. While paused, only the input time is recorded.
+
+        Raises:
+            SessionStateError: After ``end()``.
+        """
+        # Hot path (every key press): not idle, so nothing to account.
+        # After end() _idle_at is far in the past and this falls through.
+        if now_ms <= self._idle_at:
+            self._idle_at = now_ms + self._idle_after
+            return
+        self._check("touch")
+        if self._paused:
+            self._idle_at = now_ms + self._idle_after
+        else:
+            # The idle span [_idle_at, now_ms] must be counted before
+            # _idle_at moves on and forgets where it began.
+            self._accrue(now_ms)
+            self._wake(now_ms)
+
+    def close_window(
+        self, now_ms: int, wall_ms: int, *, scheduled_ms: int | None = None
+    ) -> list[Window]:
+        """Close the open window at ``now_ms`` (a heartbeat tick) and open the next.
+
+        Also detects that the machine slept: a wall jump ahead of the monotonic
+        clock, or a tick more than the suspend threshold past ``scheduled_ms``.
+        The sleep is reported as neither active nor inactive.
+
+        Args:
+            now_ms: Monotonic time of the tick.
+            wall_ms: Wall time of the tick.
+            scheduled_ms: Monotonic time the tick was due, if known.
+
+        Returns:
+            The windows closed since the last call, oldest first: none while
+            dormant or when the open window is empty, two after a cutoff
+            followed by a fresh window, more when a window had to be split.
+
+        Raises:
+            SessionStateError: After ``end()``.
+        """
+        self._check("close_window")
+        if scheduled_ms is not None and now_ms - scheduled_ms > self._suspend_threshold:
+            # The monotonic clock ran through the sleep (Windows): cut the time
+            # since the run was last seen out of the timeline.
+            seen = max(self._last_seen, self._idle_at - self._idle_after)
+            self._accrue(seen)
+            self._close(seen)
+            if not self._dormant:
+                # The sleep counts toward neither the idle timeout nor the cutoff.
+                self._idle_at += now_ms - seen
+                self._inactive_since += now_ms - seen
+            self._reanchor(now_ms, wall_ms)
+        elif (wall_ms - self._anchor_wall) - (now_ms - self._anchor_mono) > self._suspend_threshold:
+            # The monotonic clock stopped during the sleep (Linux, macOS):
+            # durations are right, only the wall dates of what follows move.
+            self._accrue(now_ms)
+            self._close(now_ms)
+            self._reanchor(now_ms, wall_ms)
+        else:
+            self._accrue(now_ms)
+            self._close(now_ms)
+        self._last_seen = now_ms
+        return self._drain()
+
+    def end(self, now_ms: int, wall_ms: int) -> list[Window]:
+        """Close what is open, however short, and end the run.
+
+        Args:
+            now_ms: Monotonic time of the end.
+            wall_ms: Wall time of the end (unused: the last window keeps the
+                current anchor, and no window follows that a jump could move).
+
+        Returns:
+            Every window not yet handed out, oldest first.
+
+        Raises:
+            SessionStateError: After ``end()``.
+        """
+        self._check("end")
+        self._accrue(now_ms)
+        self._close(now_ms)
+        self._ended = True
+        self._dormant = True
+        self._idle_at = -_NEVER  # sends touch() to its slow path, which raises
+        return self._drain()
+
+    def totals(self, now_ms: int) -> tuple[int, int]:
+        """Time counted so far, including the open window up to ``now_ms``.
+
+        Args:
+            now_ms: Monotonic time of the question.
+
+        Returns:
+            ``(active_ms, inactive_ms)``; time past a cutoff or asleep is not
+            included, as it is never reported.
+        """
+        probe = self._probe(now_ms)
+        return (
+            probe._closed_active + probe._win_active,
+            probe._closed_inactive + probe._win_inactive,
+        )
+
+    def open_window(self, now_ms: int) -> Window | None:
+        """The open window up to ``now_ms``, without closing it (for checkpoints).
+
+        Windows that already closed on their own (at a cutoff, or split at the
+        size limit) are not included; ``close_window()`` hands them out.
+
+        Args:
+            now_ms: Monotonic time of the snapshot.
+
+        Returns:
+            The window with the ``seq`` it will get when closed, or ``None``
+            when nothing is open (ended, dormant) or it is still empty.
+        """
+        probe = self._probe(now_ms)
+        if probe._dormant or probe._accrued_to == probe._win_start:
+            return None
+        return probe._snapshot()
+
+    # -- internals ---------------------------------------------------------
+
+    def _check(self, operation: str) -> None:
+        if self._ended:
+            raise SessionStateError(f"session ended: {operation}() is not allowed after end()")
+
+    def _wall_at(self, mono: int) -> int:
+        return self._anchor_wall + (mono - self._anchor_mono)
+
+    def _open(self, at: int) -> None:
+        self._win_start = at
+        self._win_start_wall = self._wall_at(at)
+        self._win_active = 0
+        self._win_inactive = 0
+        self._accrued_to = at
+
+    def _snapshot(self) -> Window:
+        length = self._accrued_to - self._win_start
+        return Window(
+            seq=self._seq,
+            start_wall_ms=self._win_start_wall,
+            end_wall_ms=self._win_start_wall + length,
+            active_ms=self._win_active,
+            inactive_ms=self._win_inactive,
+        )
+
+    def _close(self, at: int) -> None:
+        """Move the open window, counted up to ``at``, to pending; open the next at ``at``."""
+        if self._dormant:
+            return
+        if at > self._win_start:
+            self._pending.append(self._snapshot())
+            self._seq += 1
+            self._closed_active += self._win_active
+            self._closed_inactive += self._win_inactive
+        self._open(at)
+
+    def _reanchor(self, now: int, wall: int) -> None:
+        # Never backwards: the next window must not start before the last ended.
+        self._anchor_wall = max(wall, self._wall_at(now))
+        self._anchor_mono = now
+        if not self._dormant:
+            self._open(now)
+
+    def _wake(self, now: int) -> None:
+        """Input seen while not paused: leave dormancy, restart the idle timeout."""
+        if self._dormant:
+            self._dormant = False
+            self._open(now)
+        self._idle_at = now + self._idle_after
+        self._last_seen = now
+
+    def _drain(self) -> list[Window]:
+        windows, self._pending = self._pending, []
+        return windows
+
+    def _probe(self, now: int) -> RunAccounting:
+        """A copy accrued up to ``now``: reading must not count time that a
+        late tick may still cut out as sleep."""
+        probe = copy.copy(self)
+        probe._pending = list(self._pending)
+        probe._accrue(now)
+        return probe
+
+    def _accrue(self, to: int) -> None:
+        """Count ``[_accrued_to, to)`` into the open window, one stretch of one
+        category at a time, closing windows at a cutoff and at the size limit."""
+        while not self._dormant and self._accrued_to < to:
+            at = self._accrued_to
+            if not self._paused and at < self._idle_at:
+                self._count(min(to, self._idle_at), active=True)
+                continue
+            until = to
+            if self._cutoff is not None:
+                since = self._inactive_since if self._paused else self._idle_at
+                dormant_at = since + self._cutoff
+                if at >= dormant_at:
+                    # Inactive longer than the cutoff: report up to here only.
+                    self._close(at)
+                    self._dormant = True
+                    return
+                until = min(to, dormant_at)
+            self._count(until, active=False)
+
+    def _count(self, until: int, *, active: bool) -> None:
+        """Count ``[_accrued_to, until)`` as one category, as far as the size limit allows."""
+        if (self._win_active if active else self._win_inactive) == MAX_VALUE_MS:
+            self._close(self._accrued_to)
+        room = MAX_VALUE_MS - (self._win_active if active else self._win_inactive)
+        step = min(until - self._accrued_to, room)
+        if active:
+            self._win_active += step
+        else:
+            self._win_inactive += step
+        self._accrued_to += step

@@ -1,0 +1,371 @@
+"""The delivery thread: outbox -> envelopes -> endpoint, with retries that respect the server.
+
+One named daemon thread per tracker. It sleeps on a condition until events
+arrive, sends them in batches, and on a retryable failure backs off with
+jittered exponential delays (tenacity) with no attempt limit — the outbox
+keeps the events, a kiosk may be offline for days — honouring ``Retry-After``
+as a floor. A bad event is isolated by bisecting its batch and set aside as a
+dead letter; the rest go on.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from timeback_tracker._clock import Clock
+from timeback_tracker._outbox import Entry, Outbox
+
+if TYPE_CHECKING:
+    import tenacity
+
+    from timeback_tracker._transport import Outcome, Transport
+    from timeback_tracker.config import TrackerConfig
+
+log = logging.getLogger("timeback_tracker.delivery")
+
+MAX_BACKOFF = 60.0
+"""Longest pause between two attempts while the endpoint fails (seconds), unless
+the server's ``Retry-After`` asks for more."""
+
+
+@attrs.frozen
+class TrackerStats:
+    """Counters of one tracker since it started (a consistent snapshot).
+
+    Attributes:
+        queued: Events held undelivered now (in flight included).
+        sent: Events acknowledged by the endpoint (2xx).
+        retried: Events sent again after a failed attempt.
+        failed: Requests that failed (network error or non-2xx answer).
+        coalesced: Windows merged into a neighbour because the outbox was full.
+        dead_lettered: Events set aside as undeliverable (rejected, too large, too old).
+        dropped: Events discarded because the outbox was full and nothing could be merged.
+        internal_errors: Unexpected errors caught in the background threads.
+    """
+
+    queued: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    coalesced: int = 0
+    dead_lettered: int = 0
+    dropped: int = 0
+    internal_errors: int = 0
+
+
+@attrs.frozen
+class DeliveryFailure:
+    """What ``on_error`` receives when delivery fails. Never carries payloads or secrets.
+
+    Attributes:
+        reason: What went wrong, e.g. ``"HTTP 503 Service Unavailable"``.
+        status: The HTTP status code, or None (network error, internal error, queue full).
+        event_ids: Ids of the events concerned.
+        will_retry: True when the events are kept and will be sent again.
+    """
+
+    reason: str
+    status: int | None = None
+    event_ids: tuple[str, ...] = ()
+    will_retry: bool = False
+
+
+class Counters:
+    """Thread-safe counters behind :class:`TrackerStats`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(
+            ("sent", "retried", "failed", "coalesced", "dead_lettered", "dropped"), 0
+        )
+        self._counts["internal_errors"] = 0
+
+    def add(self, name: str, amount: int = 1) -> None:
+        """Increase one counter."""
+        if amount:
+            with self._lock:
+                self._counts[name] += amount
+
+    def snapshot(self, queued: int) -> TrackerStats:
+        """The counters now."""
+        with self._lock:
+            return TrackerStats(queued=queued, **self._counts)
+
+
+class _RetryLater(Exception):  # noqa: N818 - a signal, not an error
+    """The head batch could not be delivered now; back off and try again."""
+
+    def __init__(self, outcome: Outcome | None) -> None:
+        super().__init__(outcome.reason if outcome else "retry")
+        self.retry_after = outcome.retry_after if outcome else None
+
+
+class Delivery:
+    """Runs the delivery thread of one tracker.
+
+    Args:
+        outbox: Where events wait.
+        config: The tracker's configuration.
+        counters: Where outcomes are counted.
+        report: Hands a :class:`DeliveryFailure` to the app's ``on_error``.
+        clock: Wall time, to tell the age of events.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        config: TrackerConfig,
+        counters: Counters,
+        report: Callable[[DeliveryFailure], None],
+        clock: Clock,
+    ) -> None:
+        self._outbox = outbox
+        self._clock = clock
+        self._config = config
+        self._counters = counters
+        self._report = report
+        self._transport: Transport | None = None
+        self._batch_limit = config.batch_size
+        self._condition = threading.Condition()
+        self._pending = False  # new events were put since the last look
+        self._interrupt = False  # cut the current backoff short
+        self._stopping = False
+        self._deadline: float | None = None  # monotonic seconds; set by stop()
+        self._thread: threading.Thread | None = None
+        self._reports: collections.deque[DeliveryFailure] = collections.deque()
+
+    def __repr__(self) -> str:
+        alive = self._thread is not None and self._thread.is_alive()
+        return f"<Delivery alive={alive} queued={len(self._outbox)}>"
+
+    # -- called from other threads -------------------------------------------
+
+    def start(self) -> None:
+        """Start the thread if it is not running."""
+        with self._condition:
+            if self._stopping or (self._thread is not None and self._thread.is_alive()):
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="timeback-tracker-delivery", daemon=True
+            )
+            self._thread.start()
+
+    def notify(self) -> None:
+        """New events are in the outbox."""
+        with self._condition:
+            self._pending = True
+            self._condition.notify_all()
+
+    def report_later(self, failure: DeliveryFailure) -> None:
+        """Hand ``failure`` to ``on_error`` from this thread, never from the caller's."""
+        with self._condition:
+            self._reports.append(failure)
+            self._condition.notify_all()
+
+    def wait_until_empty(self, timeout: float) -> bool:
+        """Block until the outbox is empty (True) or ``timeout`` seconds pass (False)."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            # A caller waiting for delivery deserves an attempt now, not after the backoff.
+            self._interrupt = True
+            self._condition.notify_all()
+            while len(self._outbox):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._condition.wait(remaining)
+        return True
+
+    def stop(self, timeout: float) -> bool:
+        """Deliver what is pending for up to ``timeout`` seconds, then stop the thread.
+
+        Returns:
+            True when everything was delivered.
+        """
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            self._stopping = True
+            self._deadline = deadline
+            self._interrupt = True
+            self._condition.notify_all()
+            thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()) + 0.05)
+        else:
+            # No thread to do it (never started, or at interpreter shutdown
+            # where new threads are refused): drain here, within the deadline.
+            self._flush_reports()
+            if len(self._outbox):
+                self._drain()
+        if self._transport is not None and (thread is None or not thread.is_alive()):
+            self._transport.close()
+        return not len(self._outbox)
+
+    # -- the thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not (self._pending or self._stopping or self._reports or len(self._outbox)):
+                    self._condition.wait()
+                self._pending = False
+            self._flush_reports()
+            with self._condition:
+                if self._stopping and not len(self._outbox):
+                    return
+            try:
+                if not self._drain():
+                    return
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any bug
+                self._crashed(exc)
+                self._sleep(1.0)
+
+    def _flush_reports(self) -> None:
+        while True:
+            with self._condition:
+                if not self._reports:
+                    return
+                failure = self._reports.popleft()
+            self._report(failure)
+
+    def _drain(self) -> bool:
+        """Deliver until the outbox is empty; False once stopping and out of time."""
+        import tenacity
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_RetryLater),
+            wait=self._backoff,
+            stop=self._out_of_time,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        while len(self._outbox):
+            try:
+                retrying(self._deliver_head)
+            except _RetryLater:
+                return False
+            if self._out_of_time():
+                return False
+        return True
+
+    def _deliver_head(self) -> None:
+        batch = self._outbox.take(self._batch_limit)
+        if not batch:
+            return
+        retries = sum(1 for entry in batch if entry.attempts > 1)
+        self._counters.add("retried", retries)
+        try:
+            batch = self._expire(batch)
+            if batch:
+                self._send(batch)
+        finally:
+            # Whatever was neither acknowledged nor set aside stays at the head.
+            self._outbox.release(batch)
+
+    def _send(self, batch: list[Entry]) -> None:
+        outcome = self._transport_now().send(
+            [entry.payload for entry in batch], timeout=self._request_timeout()
+        )
+        ids = tuple(entry.id for entry in batch)
+        if outcome.verdict == "ok":
+            self._outbox.ack(batch)
+            self._counters.add("sent", len(batch))
+            log.debug("delivered %d events (HTTP %s)", len(batch), outcome.status)
+            self._progress()
+            return
+        self._counters.add("failed")
+        if outcome.verdict in ("retry", "auth"):
+            log.info("delivery of %d events failed: %s; will retry", len(batch), outcome.reason)
+            self._report(DeliveryFailure(outcome.reason, outcome.status, ids, will_retry=True))
+            raise _RetryLater(outcome)
+        if len(batch) == 1:
+            self._dead_letter(batch, outcome.reason, outcome.status)
+            return
+        if outcome.verdict == "too_large":
+            self._batch_limit = max(1, len(batch) // 2)
+        # Bisect: the good halves go on, the bad event ends alone and is set aside.
+        middle = len(batch) // 2
+        log.debug("%s for %d events: splitting the batch", outcome.reason, len(batch))
+        self._send(batch[:middle])
+        self._send(batch[middle:])
+
+    def _expire(self, batch: list[Entry]) -> list[Entry]:
+        oldest_allowed = self._clock.wall_ms() - self._config.max_event_age * 1000
+        too_old = [e for e in batch if e.event_time_ms < oldest_allowed]
+        if too_old:
+            self._dead_letter(too_old, "older than max_event_age", None)
+        return [e for e in batch if e not in too_old]
+
+    def _dead_letter(self, entries: list[Entry], reason: str, status: int | None) -> None:
+        self._outbox.dead_letter(entries, reason)
+        self._counters.add("dead_lettered", len(entries))
+        ids = tuple(entry.id for entry in entries)
+        log.warning("dead-lettered %d events (%s): %s", len(entries), reason, ", ".join(ids))
+        self._report(DeliveryFailure(reason, status, ids, will_retry=False))
+        self._progress()
+
+    def _crashed(self, exc: BaseException) -> None:
+        self._counters.add("internal_errors")
+        log.error("unexpected error in the delivery thread; it goes on", exc_info=exc)
+        self._report(DeliveryFailure(f"internal error: {type(exc).__name__}"))
+
+    def _progress(self) -> None:
+        with self._condition:
+            self._condition.notify_all()
+
+    # -- time --------------------------------------------------------------------
+
+    def _transport_now(self) -> Transport:
+        if self._transport is None:
+            from timeback_tracker._transport import Transport
+
+            self._transport = Transport(
+                endpoint=self._config.endpoint,
+                sensor=self._config.sensor,
+                auth=self._config.auth,
+                timeout=self._config.request_timeout,
+            )
+        return self._transport
+
+    def _request_timeout(self) -> tuple[float, float]:
+        connect, read = self._config.request_timeout
+        if self._deadline is None:
+            return connect, read
+        left = max(0.05, self._deadline - time.monotonic())
+        return min(connect, left), min(read, left)
+
+    def _backoff(self, state: tenacity.RetryCallState) -> float:
+        import tenacity
+
+        # "Equal jitter": half the exponential delay fixed, half random, so
+        # kiosks that lost the network together do not come back in lockstep.
+        half = MAX_BACKOFF / 2
+        wait = tenacity.wait_exponential(multiplier=0.25, max=half) + (
+            tenacity.wait_random_exponential(multiplier=0.25, max=half)
+        )
+        delay: float = wait(state)
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None)
+        return max(delay, retry_after) if retry_after is not None else delay
+
+    def _out_of_time(self, _: Any = None) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def _sleep(self, seconds: float) -> None:
+        """Back off, but wake at once for ``flush``/``close``; never past the exit deadline."""
+        end = time.monotonic() + seconds
+        with self._condition:
+            while not self._interrupt:
+                limit = end if self._deadline is None else min(end, self._deadline)
+                remaining = limit - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._condition.wait(remaining)
+            self._interrupt = False

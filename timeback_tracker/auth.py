@@ -1,0 +1,183 @@
+"""How the tracker authenticates to the Caliper endpoint.
+
+An auth object gives the ``Authorization`` header value for the next request
+and forgets a token the endpoint refused. It is used from the delivery thread
+only; secrets never appear in ``repr``, logs or errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+from timeback_tracker._urls import check_url
+from timeback_tracker.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    import requests
+
+__all__ = ["Auth", "BearerToken", "ClientCredentials", "TokenError"]
+
+log = logging.getLogger("timeback_tracker.auth")
+
+REFRESH_MARGIN = 60.0
+"""Seconds before ``expires_in`` runs out at which a cached token is replaced."""
+
+
+class Auth(Protocol):
+    """The interface the transport uses; implement it for a custom scheme."""
+
+    def authorization(self, http: requests.Session, timeout: tuple[float, float]) -> str:
+        """The ``Authorization`` header value for the next request.
+
+        Args:
+            http: The tracker's HTTP session, for fetching a token.
+            timeout: (connect, read) timeout for any token request.
+
+        Raises:
+            Exception: Getting a token failed; the batch is retried later.
+        """
+        ...
+
+    def invalidate(self) -> bool:
+        """Forget the current token after a 401.
+
+        Returns:
+            True when a fresh token may be obtained (worth one more try).
+        """
+        ...
+
+
+@attrs.frozen
+class BearerToken:
+    """A fixed bearer token, sent as ``Authorization: Bearer <token>``.
+
+    Args:
+        token: The access token (never shown in ``repr``).
+    """
+
+    token: str = attrs.field(repr=False)
+
+    @token.validator
+    def _check_token(self, _: attrs.Attribute[str], value: str) -> None:
+        if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+            raise ConfigurationError("BearerToken.token: must be a non-empty string without spaces")
+
+    def authorization(self, http: requests.Session, timeout: tuple[float, float]) -> str:
+        """``Bearer <token>``."""
+        return f"Bearer {self.token}"
+
+    def invalidate(self) -> bool:
+        """A fixed token cannot be refreshed."""
+        return False
+
+
+class TokenError(Exception):
+    """The token endpoint did not issue a token (the events stay queued and are retried).
+
+    Attributes:
+        status: The token endpoint's HTTP status, or None for a network error.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _check_text(name: str) -> Any:
+    def check(_: Any, __: Any, value: Any) -> None:
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigurationError(f"ClientCredentials.{name}: must be a non-empty string")
+
+    return check
+
+
+def _check_token_url(_: Any, __: Any, value: Any) -> None:
+    check_url("ClientCredentials.token_url", value)
+
+
+@attrs.define
+class ClientCredentials:
+    """OAuth2 client-credentials grant: fetches, caches and refreshes an access token.
+
+    The token is requested with HTTP Basic ``client_id:client_secret`` and
+    ``grant_type=client_credentials``, cached, and replaced about 60 s before
+    it expires; concurrent callers share one fetch. After a 401 from the
+    events endpoint the token is dropped and fetched once more.
+
+    Args:
+        client_id: The OAuth2 client id.
+        client_secret: The OAuth2 client secret (never shown in ``repr``, logs or errors).
+        token_url: The token endpoint URL (https, or http on loopback).
+        scope: Optional space-separated scopes to request.
+
+    Raises:
+        ConfigurationError: A field is empty or the URL is not allowed.
+    """
+
+    client_id: str = attrs.field(validator=_check_text("client_id"))
+    client_secret: str = attrs.field(repr=False, validator=_check_text("client_secret"))
+    token_url: str = attrs.field(validator=_check_token_url)
+    scope: str | None = None
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False, eq=False)
+    _token: str | None = attrs.field(default=None, init=False, repr=False, eq=False)
+    _expires_at: float = attrs.field(default=0.0, init=False, repr=False, eq=False)
+
+    def authorization(self, http: requests.Session, timeout: tuple[float, float]) -> str:
+        """``Bearer <token>``, fetching a token first when none is cached or it is about to expire.
+
+        Raises:
+            TokenError: The token endpoint failed or answered without a token.
+        """
+        with self._lock:  # one fetch shared by every concurrent caller
+            if self._token is None or time.monotonic() >= self._expires_at:
+                self._token, self._expires_at = self._fetch(http, timeout)
+            return f"Bearer {self._token}"
+
+    def invalidate(self) -> bool:
+        """Forget the cached token (after a 401); the next request fetches a new one."""
+        with self._lock:
+            self._token = None
+        return True
+
+    def _after_fork(self) -> None:
+        # The parent's delivery thread may have held the lock at fork time.
+        self._lock = threading.Lock()
+
+    def _fetch(self, http: requests.Session, timeout: tuple[float, float]) -> tuple[str, float]:
+        import requests
+
+        form = {"grant_type": "client_credentials"}
+        if self.scope:
+            form["scope"] = self.scope
+        started = time.monotonic()
+        try:
+            response = http.post(
+                self.token_url,
+                data=form,
+                auth=(self.client_id, self.client_secret),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                timeout=timeout,
+            )
+        except requests.RequestException as exc:
+            raise TokenError(f"token endpoint unreachable: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise TokenError(
+                f"token endpoint answered HTTP {response.status_code}", response.status_code
+            )
+        try:
+            body = response.json()
+            token = body["access_token"]
+            expires_in = float(body.get("expires_in", 3600))
+        except (ValueError, KeyError, TypeError):
+            raise TokenError("token endpoint answered without an access_token", 200) from None
+        if not isinstance(token, str) or not token:
+            raise TokenError("token endpoint answered without an access_token", 200)
+        log.debug("fetched an access token valid for %.0f s", expires_in)
+        # Refresh ahead of expiry; a very short lifetime is refreshed at half-life.
+        margin = min(REFRESH_MARGIN, expires_in / 2)
+        return token, started + expires_in - margin

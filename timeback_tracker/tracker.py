@@ -1,0 +1,267 @@
+"""``Tracker``: wires sessions, the heartbeat, the outbox and delivery together."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import threading
+import uuid
+import weakref
+from types import TracebackType
+
+from timeback_tracker._accounting import RunAccounting
+from timeback_tracker._clock import Clock, SystemClock
+from timeback_tracker._delivery import Counters, Delivery, DeliveryFailure, TrackerStats
+from timeback_tracker._heartbeat import Heartbeat
+from timeback_tracker._outbox import Entry, MemoryOutbox
+from timeback_tracker.config import TrackerConfig
+from timeback_tracker.exceptions import SessionStateError, ValidationError
+from timeback_tracker.models import TimebackActivityContext, TimebackUser
+from timeback_tracker.session import Session
+
+log = logging.getLogger("timeback_tracker")
+
+__all__ = ["DeliveryFailure", "Tracker", "TrackerStats"]
+
+
+def _seconds_to_ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)
+
+
+class Tracker:
+    """Reports the learning time of sessions to a Caliper endpoint.
+
+    Create one per process (it owns two background threads, started on the
+    first session) and close it at exit; an exit hook closes it anyway.
+
+    Args:
+        config: What to report where, and how.
+        clock: Where time comes from (tests pass a fake clock).
+
+    Raises:
+        TypeError: ``config`` is not a :class:`TrackerConfig`.
+    """
+
+    def __init__(self, config: TrackerConfig, *, clock: Clock | None = None) -> None:
+        if not isinstance(config, TrackerConfig):
+            raise TypeError("config: must be a TrackerConfig")
+        self._config = config
+        self._clock: Clock = clock or SystemClock()
+        self._closed = False
+        self._start_machinery()
+        _TRACKERS.add(self)
+        atexit.register(self._at_exit)
+
+    def _start_machinery(self) -> None:
+        """Fresh locks, counters, outbox and (not yet started) threads."""
+        config = self._config
+        self._lock = threading.Lock()
+        self._sessions: dict[str, Session] = {}
+        self._counters = Counters()
+        self._outbox = MemoryOutbox(config.max_queue)
+        self._delivery = Delivery(self._outbox, config, self._counters, self._report, self._clock)
+        self._heartbeat = Heartbeat(
+            round(config.heartbeat_interval * 1000), self._clock, self._tick, self._crashed
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Tracker endpoint={self._config.endpoint!r} sessions={len(self._sessions)} "
+            f"queued={len(self._outbox)} closed={self._closed}>"
+        )
+
+    @property
+    def config(self) -> TrackerConfig:
+        """The configuration this tracker runs with."""
+        return self._config
+
+    def start_session(
+        self,
+        user: TimebackUser,
+        activity: TimebackActivityContext,
+        *,
+        course_id: str | None = None,
+        run_id: str | uuid.UUID | None = None,
+    ) -> Session:
+        """Start timing one activity run of one student; it starts running at once.
+
+        Args:
+            user: The student.
+            activity: The activity context.
+            course_id: Sent as ``extensions.courseId`` on every event of the run.
+            run_id: The run's UUID; a new random one when None.
+
+        Returns:
+            The running :class:`Session`.
+
+        Raises:
+            TypeError: ``user`` or ``activity`` has the wrong type.
+            ValidationError: ``course_id`` or ``run_id`` is invalid, or a
+                session with that run id is open.
+            SessionStateError: The tracker is closed.
+        """
+        if not isinstance(user, TimebackUser):
+            raise TypeError("user: must be a TimebackUser")
+        if not isinstance(activity, TimebackActivityContext):
+            raise TypeError("activity: must be a TimebackActivityContext")
+        if course_id is not None and (not isinstance(course_id, str) or not course_id.strip()):
+            raise ValidationError.single("course_id", "must be a non-empty string or None")
+        run = _run_uuid(run_id)
+        now = self._clock.monotonic_ms()
+        accounting = RunAccounting(
+            now_ms=now,
+            wall_ms=self._clock.wall_ms(),
+            idle_timeout_ms=_seconds_to_ms(self._config.idle_timeout),
+            inactive_cutoff_ms=_seconds_to_ms(self._config.inactive_cutoff),
+        )
+        session = Session(
+            user=user,
+            activity=activity,
+            run_id=run,
+            course_id=course_id,
+            accounting=accounting,
+            clock=self._clock,
+            emit=self._emit,
+            finished=self._forget,
+        )
+        with self._lock:
+            if self._closed:
+                raise SessionStateError("the tracker is closed: start_session() is not allowed")
+            if session.run_id in self._sessions:
+                raise ValidationError.single("run_id", "a session with this run id is open")
+            self._sessions[session.run_id] = session
+        self._heartbeat.start()
+        self._delivery.start()
+        log.debug("run %s started", session.run_id)
+        return session
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued event is delivered, at most ``timeout`` seconds.
+
+        Returns:
+            True when nothing is left undelivered.
+        """
+        if not self._closed:
+            self._delivery.start()
+        return self._delivery.wait_until_empty(timeout)
+
+    def stats(self) -> TrackerStats:
+        """A snapshot of the tracker's counters."""
+        return self._counters.snapshot(queued=len(self._outbox))
+
+    def close(self, timeout: float | None = None) -> None:
+        """End open sessions, deliver for up to ``timeout`` seconds, stop the threads.
+
+        Idempotent. What is still undelivered afterwards is kept in the spool
+        (when one is configured) for the next tracker.
+
+        Args:
+            timeout: Seconds to wait for delivery; ``exit_timeout`` when None.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            with contextlib.suppress(SessionStateError):  # finished concurrently
+                session.end()
+        self._heartbeat.stop()
+        delivered = self._delivery.stop(self._config.exit_timeout if timeout is None else timeout)
+        atexit.unregister(self._at_exit)
+        if not delivered:
+            log.warning("closed with %d events undelivered", len(self._outbox))
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------
+
+    def _emit(self, entries: list[Entry]) -> None:
+        admission = self._outbox.put_many(entries)
+        self._counters.add("coalesced", admission.coalesced)
+        if admission.dropped:
+            self._counters.add("dropped", len(admission.dropped))
+            ids = tuple(dropped.id for dropped in admission.dropped)
+            log.warning("outbox full: dropped %d events: %s", len(ids), ", ".join(ids))
+            self._delivery.report_later(DeliveryFailure("outbox full", None, ids))
+        self._delivery.notify()
+
+    def _forget(self, session: Session) -> None:
+        with self._lock:
+            self._sessions.pop(session.run_id, None)
+
+    def _tick(self, scheduled_ms: int) -> None:
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            try:
+                session._heartbeat(scheduled_ms)
+            except Exception as exc:  # noqa: BLE001 - one bad session must not stop the others
+                self._crashed(exc)
+
+    def _crashed(self, exc: BaseException) -> None:
+        self._counters.add("internal_errors")
+        log.error("unexpected error in the heartbeat thread; it goes on", exc_info=exc)
+        self._delivery.report_later(DeliveryFailure(f"internal error: {type(exc).__name__}"))
+
+    def _report(self, failure: DeliveryFailure) -> None:
+        callback = self._config.on_error
+        if callback is None:
+            return
+        try:
+            callback(failure)
+        except Exception:
+            log.exception("on_error raised; ignored")
+
+    def _after_fork_in_child(self) -> None:
+        # Threads do not survive fork and locks may be held by them: start over.
+        # Events queued before the fork stay the parent's to send, and the
+        # parent's sessions stay the parent's: using one here raises.
+        for session in self._sessions.values():
+            session._detach("owned by the parent process")
+        after_fork = getattr(self._config.auth, "_after_fork", None)
+        if after_fork is not None:
+            after_fork()
+        self._start_machinery()
+
+    def _at_exit(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            log.exception("closing the tracker at exit failed")
+
+
+_TRACKERS: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for tracker in list(_TRACKERS):
+        tracker._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _run_uuid(run_id: str | uuid.UUID | None) -> uuid.UUID:
+    if run_id is None:
+        return uuid.uuid4()
+    if isinstance(run_id, uuid.UUID):
+        return run_id
+    if isinstance(run_id, str):
+        try:
+            return uuid.UUID(run_id)
+        except ValueError:
+            pass
+    raise ValidationError.single("run_id", "must be a UUID (or None for a new one)")
