@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -17,9 +18,21 @@ W0 = FakeClock().wall_ms()  # wall time of every run's start below
 DAY = MAX_VALUE_MS
 
 
-def start(clock: FakeClock, **options: int | None) -> RunAccounting:
+def start(
+    clock: FakeClock,
+    *,
+    idle_timeout_ms: int | None = None,
+    inactive_cutoff_ms: int | None = None,
+    suspend_threshold_ms: int = 5_000,
+) -> RunAccounting:
     """A run started now on ``clock``."""
-    return RunAccounting(now_ms=clock.monotonic_ms(), wall_ms=clock.wall_ms(), **options)  # type: ignore[arg-type]
+    return RunAccounting(
+        now_ms=clock.monotonic_ms(),
+        wall_ms=clock.wall_ms(),
+        idle_timeout_ms=idle_timeout_ms,
+        inactive_cutoff_ms=inactive_cutoff_ms,
+        suspend_threshold_ms=suspend_threshold_ms,
+    )
 
 
 def tick(run: RunAccounting, clock: FakeClock, **kwargs: int) -> list[Window]:
@@ -171,7 +184,7 @@ def test_state_values() -> None:
 
 
 def test_cutoff_while_paused_with_ticks() -> None:
-    """A long pause is reported up to the cutoff, then nothing until resume() opens a fresh window."""
+    """A long pause is reported up to the cutoff, then nothing until resume() opens a new window."""
     clock = FakeClock()
     run = start(clock, inactive_cutoff_ms=20_000)
     clock.advance(5)
@@ -301,7 +314,7 @@ def test_idle_dormant_run_paused_needs_resume() -> None:
 
 
 def test_wall_jump_is_a_suspend_and_reanchors() -> None:
-    """Sleep seen as a wall jump (Linux, macOS): durations untouched, next window at the real time."""
+    """Sleep as a wall jump (Linux, macOS): durations untouched, next window at the real time."""
     clock = FakeClock()
     run = start(clock)
     clock.advance(10)
@@ -328,7 +341,7 @@ def test_small_or_backward_wall_jumps_are_ignored() -> None:
 
 
 def test_late_tick_cuts_the_sleep_out() -> None:
-    """Sleep seen as a late tick (Windows): the span since last seen is neither active nor inactive."""
+    """Sleep as a late tick (Windows): the span since last seen is neither active nor inactive."""
     clock = FakeClock()
     run = start(clock)
     clock.advance(15)
@@ -423,12 +436,12 @@ def test_end_closes_a_short_window() -> None:
         ("end", lambda run: run.end(10, W0 + 10)),
     ],
 )
-def test_calls_after_end_raise(name: str, call: object) -> None:
+def test_calls_after_end_raise(name: str, call: Callable[[RunAccounting], object]) -> None:
     """Every mutating call after end() raises SessionStateError naming the call."""
     run = RunAccounting(now_ms=0, wall_ms=W0, idle_timeout_ms=1_000_000)
     run.end(5, W0 + 5)
     with pytest.raises(SessionStateError, match=rf"^session ended: {name}\(\)") as info:
-        call(run)  # type: ignore[operator]
+        call(run)
     assert isinstance(info.value, TimebackTrackerError)
     assert run.state(20) == "ended"
     assert run.totals(20) == (5, 0)
@@ -476,7 +489,7 @@ def test_open_window_skips_a_window_closed_at_the_cutoff() -> None:
 
 
 def test_a_window_over_a_day_is_split() -> None:
-    """No window reports more than 86400 s of one category; splits keep conservation and contiguity."""
+    """No window reports over 86400 s of one category; splits keep conservation and contiguity."""
     clock = FakeClock()
     run = start(clock)
     clock.advance(2 * 86_400 + 1)
@@ -655,7 +668,9 @@ class Driver:
         for seq, window in enumerate(windows):
             assert window.seq == seq
             assert window.end_wall_ms > window.start_wall_ms
-            assert window.active_ms + window.inactive_ms == window.end_wall_ms - window.start_wall_ms
+            assert (
+                window.active_ms + window.inactive_ms == window.end_wall_ms - window.start_wall_ms
+            )
             assert 0 <= window.active_ms <= DAY
             assert 0 <= window.inactive_ms <= DAY
         for previous, window in itertools.pairwise(windows):

@@ -629,3 +629,25 @@ def test_from_env_with_an_empty_process_environment_raises(
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(tt.ConfigurationError, match=re.escape("TIMEBACK_SENSOR")):
         tt.TrackerConfig.from_env()
+
+
+def test_from_env_token_url_follows_prefix_priority() -> None:
+    """A TOKEN_URL under a higher-priority prefix beats an AUTH_URL under a lower one."""
+    config = tt.TrackerConfig.from_env(
+        {
+            "TIMEBACK_API_CLIENT_ID": "id",
+            "TIMEBACK_API_CLIENT_SECRET": "secret",
+            "TIMEBACK_API_BASE_URL": "https://caliper.example.com",
+            "TIMEBACK_API_TOKEN_URL": "https://idp.example.com/api-token",
+            "CALIPER_AUTH_URL": "https://idp.example.com/caliper-auth",
+            "TIMEBACK_SENSOR": SENSOR,
+        }
+    )
+    assert isinstance(config.auth, tt.ClientCredentials)
+    assert config.auth.token_url == "https://idp.example.com/api-token"
+
+
+def test_from_env_half_credentials_name_the_prefix_in_use() -> None:
+    """The error names the missing variable under the prefix the app actually used."""
+    with pytest.raises(tt.ConfigurationError, match="CALIPER_CLIENT_SECRET"):
+        tt.TrackerConfig.from_env({"CALIPER_CLIENT_ID": "id", "TIMEBACK_SENSOR": SENSOR})

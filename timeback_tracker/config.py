@@ -216,12 +216,18 @@ class TrackerConfig:
 
         env = os.environ if environ is None else environ
 
-        def read(suffix: str) -> str | None:
+        def find(*suffixes: str) -> tuple[str, str] | None:
+            """(variable, value) of the first one set, by prefix priority."""
             for prefix in _ENV_PREFIXES:
-                value = env.get(prefix + suffix, "").strip()
-                if value:
-                    return value
+                for suffix in suffixes:
+                    value = env.get(prefix + suffix, "").strip()
+                    if value:
+                        return prefix + suffix, value
             return None
+
+        def read(*suffixes: str) -> str | None:
+            found = find(*suffixes)
+            return None if found is None else found[1]
 
         settings: dict[str, Any] = {}
         environment = env.get("TIMEBACK_ENV", "").strip().lower() or None
@@ -239,19 +245,20 @@ class TrackerConfig:
         sensor = env.get("TIMEBACK_SENSOR", "").strip()
         if sensor:
             settings["sensor"] = sensor
-        client_id, client_secret = read("CLIENT_ID"), read("CLIENT_SECRET")
+        client_id, client_secret = find("CLIENT_ID"), find("CLIENT_SECRET")
         if (client_id is None) != (client_secret is None):
+            present = client_id or client_secret
+            assert present is not None
+            prefix = present[0].removesuffix("CLIENT_ID").removesuffix("CLIENT_SECRET")
             missing = "CLIENT_SECRET" if client_secret is None else "CLIENT_ID"
-            raise ConfigurationError(
-                f"TIMEBACK_{missing}: must be set together with the other half of the credentials"
-            )
-        token_url = read("AUTH_URL") or read("TOKEN_URL") or defaults.get("token_url")
+            raise ConfigurationError(f"{prefix}{missing}: must be set together with {present[0]}")
+        token_url = read("AUTH_URL", "TOKEN_URL") or defaults.get("token_url")
         if client_id and client_secret and "auth" not in overrides:
             if token_url is None:
                 raise ConfigurationError(
                     "TIMEBACK_AUTH_URL: must be set (or TIMEBACK_ENV) to use client credentials"
                 )
-            settings["auth"] = ClientCredentials(client_id, client_secret, token_url)
+            settings["auth"] = ClientCredentials(client_id[1], client_secret[1], token_url)
         settings.update(overrides)
         for name, variables in (
             ("sensor", "TIMEBACK_SENSOR"),
