@@ -2,7 +2,9 @@
 
 Ticks are scheduled from the start time (tick k at start + k * interval), not
 by sleeping a fixed amount after each tick, so they do not drift; between
-ticks the thread sleeps on a condition and uses no CPU.
+ticks the thread sleeps on a condition and uses no CPU. With a durable spool
+it also checkpoints the open windows every second in between, so that a crash
+loses at most about a second of counted time.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ class Heartbeat:
         interval_ms: Milliseconds between ticks.
         clock: Where time comes from.
         tick: Called on each tick with the monotonic time it was scheduled for.
-        crashed: Called with any exception ``tick`` raised; the thread goes on.
+        crashed: Called with any exception ``tick`` or ``checkpoint`` raised;
+            the thread goes on.
+        checkpoint: Called between ticks every ``checkpoint_ms``, if given.
+        checkpoint_ms: Milliseconds between checkpoints.
     """
 
     def __init__(
@@ -32,11 +37,16 @@ class Heartbeat:
         clock: Clock,
         tick: Callable[[int], None],
         crashed: Callable[[BaseException], None],
+        *,
+        checkpoint: Callable[[], None] | None = None,
+        checkpoint_ms: int = 1000,
     ) -> None:
         self._interval = interval_ms
         self._clock = clock
         self._tick = tick
         self._crashed = crashed
+        self._checkpoint = checkpoint
+        self._checkpoint_ms = checkpoint_ms
         self._condition = threading.Condition()
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -66,22 +76,35 @@ class Heartbeat:
 
     def _run(self) -> None:
         start = self._clock.monotonic_ms()
-        ticks = 0
+        ticks = 1
+        next_checkpoint = start + self._checkpoint_ms
         while True:
-            ticks += 1
             scheduled = start + ticks * self._interval
-            with self._condition:
-                while not self._stopped:
-                    remaining = scheduled - self._clock.monotonic_ms()
-                    if remaining <= 0:
-                        break
-                    self._condition.wait(remaining / 1000)
-                if self._stopped:
-                    return
+            wake = scheduled
+            if self._checkpoint is not None:
+                wake = min(scheduled, next_checkpoint)
+            if not self._sleep_until(wake):
+                return
+            now = self._clock.monotonic_ms()
             try:
-                self._tick(scheduled)
+                if now >= scheduled:
+                    self._tick(scheduled)  # also checkpoints what it leaves open
+                elif self._checkpoint is not None:
+                    self._checkpoint()
             except Exception as exc:  # noqa: BLE001 - the thread must outlive any bug
                 self._crashed(exc)
-            # After a long stall (e.g. the machine slept), skip the missed ticks.
-            behind = (self._clock.monotonic_ms() - start) // self._interval
-            ticks = max(ticks, behind)
+            now = self._clock.monotonic_ms()
+            next_checkpoint = now + self._checkpoint_ms
+            if now >= scheduled:
+                # After a long stall (e.g. the machine slept), skip the missed ticks.
+                ticks = max(ticks + 1, (now - start) // self._interval + 1)
+
+    def _sleep_until(self, deadline_ms: int) -> bool:
+        """Wait on the condition until the deadline; False once stopped."""
+        with self._condition:
+            while not self._stopped:
+                remaining = deadline_ms - self._clock.monotonic_ms()
+                if remaining <= 0:
+                    return True
+                self._condition.wait(remaining / 1000)
+            return False

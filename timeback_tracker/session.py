@@ -52,8 +52,9 @@ class Session:
         course_id: str | None,
         accounting: RunAccounting,
         clock: Clock,
-        emit: Callable[[list[Entry]], None],
+        emit: Callable[[list[Entry], dict[str, Entry | None]], None],
         finished: Callable[[Session], None],
+        checkpoints: bool = False,
     ) -> None:
         self._user = user
         self._activity = activity
@@ -65,6 +66,7 @@ class Session:
         self._monotonic_ms = clock.monotonic_ms
         self._emit = emit
         self._finished = finished
+        self._checkpoints = checkpoints
         # _lock guards the accounting and is held for microseconds. _emit_lock
         # orders whole "close a window and enqueue it" steps, so the heartbeat
         # and complete() never interleave their events, without making touch()
@@ -205,7 +207,7 @@ class Session:
                 # The completion comes after the last window, on the wire too.
                 completion = attrs.evolve(completion, event_time=last_end)
             entries.append(Entry.of(completion))
-            self._emit(entries)
+            self._emit(entries, {self._run_id: None})
         self._finished(self)
         log.debug("run %s completed (%d windows in the last step)", self._run_id, len(windows))
         _warn_if_xp_implausible(self._run_id, xp_earned, active_ms)
@@ -221,7 +223,7 @@ class Session:
                 if self._outcome:
                     raise self._state_error("end")
             windows, _ = self._finish("ended")
-            self._emit(self._entries(windows))
+            self._emit(self._entries(windows), {self._run_id: None})
         self._finished(self)
 
     def __enter__(self) -> Session:
@@ -244,11 +246,30 @@ class Session:
             with self._lock:
                 if self._outcome:
                     return
+                now = self._monotonic_ms()
                 windows = self._accounting.close_window(
-                    self._monotonic_ms(), self._clock.wall_ms(), scheduled_ms=scheduled_ms
+                    now, self._clock.wall_ms(), scheduled_ms=scheduled_ms
                 )
-            if windows:
-                self._emit(self._entries(windows))
+                opened = self._accounting.open_window(now) if self._checkpoints else None
+            checkpoints = {self._run_id: self._entry(opened)} if self._checkpoints else {}
+            if windows or checkpoints:
+                self._emit(self._entries(windows), checkpoints)
+
+    def _checkpoint(self) -> None:
+        """Save the open window, to be sent if this process dies (heartbeat thread).
+
+        Under the emit lock, so that a checkpoint never lands after the run's
+        final window: recovering it would send that window's id twice.
+        """
+        with self._emit_lock:
+            with self._lock:
+                if self._outcome:
+                    return
+                opened = self._accounting.open_window(self._monotonic_ms())
+            self._emit([], {self._run_id: self._entry(opened)})
+
+    def _entry(self, window: Window | None) -> Entry | None:
+        return None if window is None else self._entries([window])[0]
 
     def _finish(self, outcome: str) -> tuple[list[Window], int]:
         with self._lock:

@@ -187,8 +187,8 @@ class Tracker:
 
     # -- internals -------------------------------------------------------------------
 
-    def _emit(self, entries: list[Entry]) -> None:
-        admission = self._outbox.put_many(entries)
+    def _emit(self, entries: list[Entry], checkpoints: dict[str, Entry | None]) -> None:
+        admission = self._outbox.put_many(entries, checkpoints)
         self._counters.add("coalesced", admission.coalesced)
         if admission.dropped:
             self._counters.add("dropped", len(admission.dropped))
