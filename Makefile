@@ -17,8 +17,8 @@ demo: $(BIN)/.installed
 	$(BIN)/timeback-tracker demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check timeback_tracker tests demo benchmarks
-	$(BIN)/ruff format --check timeback_tracker tests demo benchmarks
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/mypy --strict timeback_tracker
 
 test: lint
