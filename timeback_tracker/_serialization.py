@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
-from cattrs.cols import homogenous_tuple_structure_factory
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from timeback_tracker.exceptions import FieldError, ValidationError
@@ -197,13 +196,22 @@ def _make_converter() -> cattrs.Converter:
         return structure
 
     def structure_array(type_: Any) -> Callable[[Any, Any], Any]:
-        structure_items = homogenous_tuple_structure_factory(type_, converter)
+        item_type = typing.get_args(type_)[0]
 
         def structure(value: Any, _: Any) -> Any:
             # A string or an object is iterable too; the wire must carry an array.
             if not isinstance(value, (list, tuple)):
                 raise TypeError("must be a JSON array")
-            return structure_items(value, type_)
+            items: list[Any] = []
+            failures: list[tuple[int, Exception]] = []
+            for index, item in enumerate(value):
+                try:
+                    items.append(converter.structure(item, item_type))
+                except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+                    failures.append((index, exc))
+            if failures:
+                raise _ItemErrors(failures)
+            return tuple(items)
 
         return structure
 
@@ -264,6 +272,14 @@ def _rule_errors(
     return None
 
 
+class _ItemErrors(Exception):  # noqa: N818 - a carrier of item errors, not raised to users
+    """Items of a JSON array that failed to load, by index."""
+
+    def __init__(self, failures: list[tuple[int, Exception]]) -> None:
+        super().__init__(f"{len(failures)} invalid items")
+        self.failures = failures
+
+
 def _is_array(type_: Any) -> bool:
     args = typing.get_args(type_)
     return typing.get_origin(type_) is tuple and len(args) == 2 and args[1] is Ellipsis
@@ -319,12 +335,9 @@ def _field_errors(exc: BaseException, path: str) -> Iterator[FieldError]:
             yield from _field_errors(inner, f"{path}.{wire_name(note.name)}")
         for inner in unnoted:
             yield from _field_errors(inner, path)
-    elif isinstance(exc, cattrs.IterableValidationError):
-        noted_items, unnoted = exc.group_exceptions()
-        for inner, item_note in noted_items:
-            yield from _field_errors(inner, f"{path}[{item_note.index}]")
-        for inner in unnoted:
-            yield from _field_errors(inner, path)
+    elif isinstance(exc, _ItemErrors):
+        for index, inner in exc.failures:
+            yield from _field_errors(inner, f"{path}[{index}]")
     elif isinstance(exc, ValidationError):
         for error in exc.errors:
             # "TimebackUser.email" raised while building $.actor -> $.actor.email
