@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint release-check clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,5 +24,9 @@ lint: $(BIN)/.installed
 test: lint
 	$(BIN)/pytest
 
+# Build the wheel and sdist, install each in a fresh virtualenv, smoke-test it.
+release-check: $(BIN)/.installed
+	.ci/release-check $(BIN)/python
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) dist .mypy_cache .pytest_cache .ruff_cache .hypothesis
