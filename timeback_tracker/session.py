@@ -63,7 +63,7 @@ class Session:
         self._course_id = course_id
         self._accounting = accounting
         self._clock = clock
-        self._monotonic_ms = clock.monotonic_ms
+        self._monotonic_ns = clock.monotonic_ns
         self._emit = emit
         self._finished = finished
         self._checkpoints = checkpoints
@@ -109,19 +109,19 @@ class Session:
         with self._lock:
             if self._outcome:
                 return "ended"
-            return self._accounting.state(self._monotonic_ms())
+            return self._accounting.state(self._monotonic_ns() // 1_000_000)
 
     @property
     def active_seconds(self) -> float:
         """Active seconds counted so far, the open window included."""
         with self._lock:
-            return self._accounting.totals(self._monotonic_ms())[0] / 1000
+            return self._accounting.totals(self._monotonic_ns() // 1_000_000)[0] / 1000
 
     @property
     def inactive_seconds(self) -> float:
         """Inactive seconds counted so far, the open window included."""
         with self._lock:
-            return self._accounting.totals(self._monotonic_ms())[1] / 1000
+            return self._accounting.totals(self._monotonic_ns() // 1_000_000)[1] / 1000
 
     # -- the app's calls -----------------------------------------------------------
 
@@ -132,9 +132,10 @@ class Session:
             SessionStateError: The session was completed or ended.
         """
         with self._lock:
-            if self._outcome:
-                raise self._state_error("touch")
-            self._accounting.touch(self._monotonic_ms())
+            try:  # the hot path: no check of our own, the accounting raises once ended
+                self._accounting.touch(self._monotonic_ns() // 1_000_000)
+            except SessionStateError:
+                raise self._state_error("touch") from None
 
     def pause(self) -> None:
         """Stop counting active time (e.g. the window lost focus). Idempotent.
@@ -145,7 +146,7 @@ class Session:
         with self._lock:
             if self._outcome:
                 raise self._state_error("pause")
-            self._accounting.pause(self._monotonic_ms())
+            self._accounting.pause(self._monotonic_ns() // 1_000_000)
 
     def resume(self) -> None:
         """Count active time again after :meth:`pause`; counts as input. Idempotent.
@@ -156,7 +157,7 @@ class Session:
         with self._lock:
             if self._outcome:
                 raise self._state_error("resume")
-            self._accounting.resume(self._monotonic_ms())
+            self._accounting.resume(self._monotonic_ns() // 1_000_000)
 
     def complete(
         self,
@@ -246,7 +247,7 @@ class Session:
             with self._lock:
                 if self._outcome:
                     return
-                now = self._monotonic_ms()
+                now = self._monotonic_ns() // 1_000_000
                 windows = self._accounting.close_window(
                     now, self._clock.wall_ms(), scheduled_ms=scheduled_ms
                 )
@@ -265,7 +266,7 @@ class Session:
             with self._lock:
                 if self._outcome:
                     return
-                opened = self._accounting.open_window(self._monotonic_ms())
+                opened = self._accounting.open_window(self._monotonic_ns() // 1_000_000)
             self._emit([], {self._run_id: self._entry(opened)})
 
     def _entry(self, window: Window | None) -> Entry | None:
@@ -273,7 +274,7 @@ class Session:
 
     def _finish(self, outcome: str) -> tuple[list[Window], int]:
         with self._lock:
-            now = self._monotonic_ms()
+            now = self._monotonic_ns() // 1_000_000
             windows = self._accounting.end(now, self._clock.wall_ms())
             self._outcome = outcome
             return windows, self._accounting.totals(now)[0]
@@ -303,6 +304,7 @@ class Session:
         self._lock = threading.Lock()
         self._emit_lock = threading.Lock()
         self._outcome = outcome
+        self._accounting.end(self._monotonic_ns() // 1_000_000, self._clock.wall_ms())
 
     def _state_error(self, call: str) -> SessionStateError:
         return SessionStateError(
