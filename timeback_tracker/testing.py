@@ -55,7 +55,7 @@ from timeback_tracker._serialization import load
 from timeback_tracker.exceptions import ValidationError
 from timeback_tracker.models import CALIPER_CONTEXT, Envelope
 
-__all__ = ["LocalCollector", "RequestRecord"]
+__all__ = ["EventOutcome", "LocalCollector", "RequestRecord"]
 
 _OAUTH_PATH: Final = "/oauth2/token"
 _MAX_BODY: Final = 64 * 1024 * 1024  # hard ceiling, even without max_body_bytes
@@ -65,6 +65,10 @@ _NO_BODY_STATUSES: Final = frozenset({204, 304})
 
 JSONObject = dict[str, Any]
 """A decoded JSON object, as received on the wire."""
+
+EventOutcome = Literal["new", "duplicate", "conflict"]
+"""What an accepted event was, as passed to ``on_event``: the first arrival of its
+``id``; a re-send with the same content; or a re-send with DIFFERENT content."""
 
 
 @attrs.frozen(kw_only=True)
@@ -87,6 +91,10 @@ class RequestRecord:
         connection: Sequence number of the TCP connection the request came on
             (equal numbers mean a reused keep-alive connection).
         at: When the request was received, on the :func:`time.monotonic` clock.
+        reason: Why an error answer was given: its ``message`` (or OAuth2
+            ``error``) and, for an invalid envelope, each problem as
+            ``path: rule``; never a value from the request. None for 2xx
+            answers and dropped requests.
     """
 
     method: str
@@ -98,6 +106,7 @@ class RequestRecord:
     request_id: str | None
     connection: int
     at: float
+    reason: str | None = None
 
 
 @attrs.frozen
@@ -149,6 +158,25 @@ def _check_header_value(value: str, name: str) -> str:
     if any(char in value for char in "\r\n\0"):
         raise ValueError(f"{name} must not contain line breaks")
     return value
+
+
+def _reason(answer: _Answer) -> str | None:
+    """The message of an error answer, with the paths of an invalid envelope's problems."""
+    if answer.status < 300:
+        return None
+    try:
+        body = json.loads(answer.payload)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    message = body.get("message", body.get("error"))
+    problems = [
+        f"{error.get('path')}: {error.get('message')}"
+        for error in body.get("errors") or ()
+        if isinstance(error, dict)
+    ]
+    return "; ".join(([message] if isinstance(message, str) else []) + problems) or None
 
 
 def _canonical(event: object) -> str:
@@ -220,6 +248,15 @@ class LocalCollector:
             tokens from :attr:`token_url`; when set, the events endpoint
             requires a token.
         token_ttl: Seconds an issued token stays valid (``expires_in``).
+        on_event: Called with each event of every accepted envelope and its
+            :data:`EventOutcome`, in the order of recording, from the handler
+            thread and before the client gets its answer (so a 200 means the
+            hook has run). Calls never overlap. If it raises, the request is
+            answered 500; the envelope stays recorded, so the client's re-send
+            counts as a duplicate and is passed to the hook again.
+        on_request: Called with the :class:`RequestRecord` of every request as
+            soon as it is logged, before its answer is sent, from the handler
+            thread; calls may overlap. Exceptions it raises are ignored.
 
     Raises:
         ValueError: An argument is out of range; the message names it.
@@ -235,6 +272,8 @@ class LocalCollector:
         max_body_bytes: int | None = None,
         clients: Mapping[str, str] | None = None,
         token_ttl: float = 3600.0,
+        on_event: Callable[[JSONObject, EventOutcome], None] | None = None,
+        on_request: Callable[[RequestRecord], None] | None = None,
     ) -> None:
         if not path.startswith("/") or path == _OAUTH_PATH or "?" in path:
             raise ValueError(f"path must start with '/', have no query and not be {_OAUTH_PATH!r}")
@@ -260,9 +299,12 @@ class LocalCollector:
         self._max_body = min(max_body_bytes or _MAX_BODY, _MAX_BODY)
         self._clients = dict(clients or {})
         self._token_ttl = float(token_ttl)
+        self._on_event = on_event
+        self._on_request = on_request
 
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
+        self._hooks = threading.Lock()  # keeps on_event calls in recording order, one at a time
         self._envelopes: list[JSONObject] = []
         self._events: list[JSONObject] = []
         self._seen: dict[str, str] = {}
@@ -720,7 +762,7 @@ class LocalCollector:
             self._connections += 1
             return self._connections
 
-    def _log(self, request: _Request, status: int | None) -> None:
+    def _log(self, request: _Request, status: int | None, reason: str | None = None) -> None:
         count: int = 0
         ids: tuple[str, ...] = ()
         if request.body:
@@ -736,10 +778,14 @@ class LocalCollector:
             request_id=request.headers.get("X-Request-ID"),
             connection=request.connection,
             at=request.at,
+            reason=reason,
         )
         with self._changed:
             self._requests.append(record)
             self._changed.notify_all()
+        if self._on_request is not None:
+            with contextlib.suppress(Exception):  # an observer must not break the answer
+                self._on_request(record)
 
     def _authorized(self, headers: email.message.Message) -> _Answer | None:
         if self._token is None and not self._clients:
@@ -793,11 +839,18 @@ class LocalCollector:
             return _json_answer(
                 400, {"status": "error", "message": "invalid Caliper envelope", "errors": errors}
             )
-        with self._changed:
-            poisoned = self._poisoned(data["data"])
-            if poisoned is not None:
-                return poisoned
-            self._record(data)
+        with self._hooks:
+            with self._changed:
+                poisoned = self._poisoned(data["data"])
+                if poisoned is not None:
+                    return poisoned
+                outcomes = self._record(data)
+            if self._on_event is not None:
+                try:
+                    for event, outcome in zip(data["data"], outcomes, strict=True):
+                        self._on_event(event, outcome)
+                except Exception:  # noqa: BLE001 - the client should retry, as after a server bug
+                    return _error(500, "the collector's on_event hook failed")
         count = len(data["data"])
         return _json_answer(200, {"status": "success", "message": f"{count} event(s) received"})
 
@@ -819,7 +872,8 @@ class LocalCollector:
                     )
         return None
 
-    def _record(self, envelope: JSONObject) -> None:
+    def _record(self, envelope: JSONObject) -> list[EventOutcome]:
+        outcomes: list[EventOutcome] = []
         with self._changed:
             self._envelopes.append(envelope)
             for event in envelope["data"]:
@@ -829,11 +883,14 @@ class LocalCollector:
                 if first is None:
                     self._seen[event_id] = content
                     self._events.append(event)
+                    outcomes.append("new")
                     continue
                 self._duplicates += 1
+                outcomes.append("duplicate" if first == content else "conflict")
                 if first != content and event_id not in self._conflicts:
                     self._conflicts.append(event_id)
             self._changed.notify_all()
+        return outcomes
 
     def _answer_token(self, request: _Request) -> _Answer:  # noqa: PLR0911 - a return per status
         """Answer one request to the OAuth2 token endpoint."""
@@ -1080,7 +1137,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             answer = collector._answer_token(request)
         else:
             answer = _error(404, "not found")
-        collector._log(request, answer.status)
+        collector._log(request, answer.status, _reason(answer))
         self._send(answer)
 
     def _events(self, request: _Request) -> None:
@@ -1102,7 +1159,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 answer = collector._answer_events(request)
             except Exception:  # noqa: BLE001 - answer like a server bug would, never crash
                 answer = _error(500, "internal error in LocalCollector")
-        collector._log(request, answer.status)
+        collector._log(request, answer.status, _reason(answer))
         self._send(answer)
 
     def _read_request(self) -> _Request | None:

@@ -1,0 +1,768 @@
+"""``timeback-tracker collector``: a local Caliper receiver to point an app at while building it.
+
+Runs :class:`~timeback_tracker.testing.LocalCollector` in the foreground until Ctrl-C or
+SIGTERM, printing one line per event it accepts (type, short run id, the
+window's active/inactive seconds or the completion's XP and questions —
+never an email or an actor id), optionally recording every event to a
+SQLite or JSON-lines file and injecting faults from a script or at random.
+
+:func:`add_collector_command` registers the subcommand with the
+``timeback-tracker`` parser, like the ``_add_<name>`` functions of
+:mod:`timeback_tracker.cli`. This module imports only light standard-library
+modules; the collector, ``sqlite3`` and the models are imported when the
+command runs, so ``timeback-tracker --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TextIO, TypeAlias
+
+import attrs
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from timeback_tracker.testing import EventOutcome, LocalCollector, RequestRecord
+
+__all__ = ["add_collector_command", "parse_script"]
+
+_Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+PROG: Final = "timeback-tracker collector"
+DEFAULT_PORT: Final = 8787
+EXIT_OK: Final = 0
+EXIT_USAGE: Final = 2
+_MAX_REASON: Final = 300  # characters of a rejection's reason shown on its line
+_MAX_REPEAT: Final = 100_000  # a script step's *N; more would only fill memory
+_SQLITE_SUFFIXES: Final = (".sqlite", ".sqlite3", ".db")
+_STORE_COLUMNS: Final = ("id", "run_id", "type", "event_time", "received_at", "json")
+_KINDS: Final = {"TimeSpentEvent": "TimeSpentEvent", "ActivityEvent": "ActivityCompletedEvent"}
+
+_SCRIPT_HELP: Final = """\
+fault script (--script SPEC):
+  Comma-separated steps, each used by one request to the events endpoint, in
+  order; when the script is used up, requests are answered normally (or fail
+  at --fail-rate). The token endpoint is never affected.
+    STATUS           answer with that HTTP status (400-599); nothing is recorded
+    STATUS:SECONDS   the same, with a Retry-After header of whole SECONDS
+    drop             read the request, then reset the connection (no answer)
+    delay:SECONDS    wait SECONDS, then answer normally (provokes client timeouts)
+    ok               answer normally (keeps later steps for later requests)
+  Any step may end in *N to repeat it N times.
+  Example: 503,503,429:2,drop,delay:1.5,ok  or  500*3,ok*2,drop
+
+what it prints:
+  One line on start with the events URL (and the token URL with --client),
+  one line per accepted event, one per request that failed or was dropped,
+  and a summary line on exit. Lines are flushed at once, so `| tee` works.
+  Exit status: 0 after Ctrl-C or SIGTERM, 2 for unusable options (such as a
+  port in use).
+"""
+
+
+# --------------------------------------------------------------------------
+# the fault script
+
+
+@attrs.frozen
+class ScriptStep:
+    """One step of a fault script, repeated ``times`` times.
+
+    Attributes:
+        kind: ``"fail"`` (answer ``status``), ``"drop"``, ``"delay"`` or ``"ok"``.
+        status: The status of a ``fail`` step.
+        retry_after: The ``Retry-After`` seconds of a ``fail`` step, if any.
+        seconds: The wait of a ``delay`` step.
+        times: How many consecutive requests the step applies to.
+    """
+
+    kind: Literal["fail", "drop", "delay", "ok"]
+    status: int = 0
+    retry_after: int | None = None
+    seconds: float = 0.0
+    times: int = 1
+
+    def apply(self, collector: LocalCollector) -> None:
+        """Queue this step on ``collector``'s fault script."""
+        if self.kind == "fail":
+            collector.fail_next(self.status, times=self.times, retry_after=self.retry_after)
+        elif self.kind == "drop":
+            collector.drop_next(times=self.times)
+        elif self.kind == "delay":
+            collector.delay_next(self.seconds, times=self.times)
+        else:
+            # A zero delay answers normally, and takes its turn in the script like any fault.
+            collector.delay_next(0.0, times=self.times)
+
+
+def parse_script(spec: str) -> list[ScriptStep]:
+    """Parse a fault script such as ``503,503,429:2,drop,delay:1.5,ok`` (see ``--help``).
+
+    Args:
+        spec: Comma-separated steps: ``STATUS[:RETRY_AFTER]``, ``drop``,
+            ``delay:SECONDS`` or ``ok``, each optionally followed by ``*N``.
+
+    Returns:
+        The steps, in order.
+
+    Raises:
+        ValueError: A step is malformed; the message names it and the rule.
+    """
+    steps = []
+    for number, raw in enumerate(spec.split(","), start=1):
+        text = raw.strip()
+        where = f"step {number} ({text!r})" if text else f"step {number}"
+        try:
+            steps.append(_parse_step(text))
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    return steps
+
+
+def _parse_step(text: str) -> ScriptStep:
+    if not text:
+        raise ValueError("is empty")
+    action, star, count = (part.strip() for part in text.partition("*"))
+    times = 1
+    if star:
+        if not count.isdigit() or not 1 <= int(count) <= _MAX_REPEAT:
+            raise ValueError(f"*N must be a whole number from 1 to {_MAX_REPEAT}")
+        times = int(count)
+    name, colon, argument = (part.strip() for part in action.partition(":"))
+    name = name.lower()
+    if name in ("ok", "drop"):
+        if colon:
+            raise ValueError(f"{name!r} takes no argument")
+        return ScriptStep("ok" if name == "ok" else "drop", times=times)
+    if name == "delay":
+        try:
+            seconds = float(argument)
+        except ValueError:
+            raise ValueError("delay needs seconds, e.g. delay:1.5") from None
+        if not (math.isfinite(seconds) and 0 <= seconds <= 3600):
+            raise ValueError("delay seconds must be between 0 and 3600")
+        return ScriptStep("delay", seconds=seconds, times=times)
+    if name.isdigit():
+        status = int(name)
+        if not 400 <= status <= 599:
+            raise ValueError("a status must be between 400 and 599 (use 'ok' to answer normally)")
+        retry_after = None
+        if colon:
+            if not argument.isdigit():
+                raise ValueError("Retry-After must be whole seconds, e.g. 429:2")
+            retry_after = int(argument)
+        return ScriptStep("fail", status=status, retry_after=retry_after, times=times)
+    raise ValueError("unknown step: use STATUS[:RETRY_AFTER], drop, delay:SECONDS or ok")
+
+
+# --------------------------------------------------------------------------
+# the command line
+
+
+def add_collector_command(subparsers: _Subparsers) -> None:
+    """Register the ``collector`` subcommand.
+
+    Args:
+        subparsers: The ``timeback-tracker`` parser's subcommands; the new
+            parser's ``run`` default takes the parsed namespace and returns
+            the exit code.
+    """
+    parser = subparsers.add_parser(
+        "collector",
+        help="run a local Caliper collector to develop an app against",
+        description=(
+            "Run timeback_tracker.testing.LocalCollector in the foreground until Ctrl-C or\n"
+            "SIGTERM. It checks envelopes like Timeback's Caliper endpoint, prints one line\n"
+            "per accepted event (never emails or actor ids), can record the events to a\n"
+            "file and can inject faults. Point your app's endpoint at the URL it prints."
+        ),
+        epilog=_SCRIPT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    listen = parser.add_argument_group("listening")
+    listen.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; ::1 for IPv6); "
+        "non-loopback addresses need --allow-remote",
+    )
+    listen.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)",
+    )
+    listen.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host: other machines can then post (plain HTTP)",
+    )
+    listen.add_argument(
+        "--max-body",
+        metavar="BYTES",
+        type=_whole(1, 64 * 1024 * 1024),
+        help="answer 413 to larger request bodies (default: no limit below 64 MiB)",
+    )
+    auth = parser.add_argument_group("authentication")
+    token = auth.add_mutually_exclusive_group()
+    token.add_argument("--token", help="require this bearer token (visible in ps: see --token-env)")
+    token.add_argument(
+        "--token-env",
+        metavar="VAR",
+        help="require the bearer token held by environment variable VAR",
+    )
+    auth.add_argument(
+        "--client",
+        metavar="ID:SECRET",
+        type=_client,
+        action="append",
+        default=[],
+        help="an OAuth2 client allowed to get tokens at the token URL (repeatable); "
+        "the events endpoint then requires a token",
+    )
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "--store",
+        metavar="FILE",
+        type=Path,
+        help="record each accepted event once: FILE ending in .sqlite, .sqlite3 or .db gets "
+        "a SQLite table 'events' (id, run_id, type, event_time, received_at, json); any "
+        "other FILE gets JSON lines (one event per line, appended); created mode 0600",
+    )
+    output.add_argument("--quiet", action="store_true", help="no per-event or per-request lines")
+    faults = parser.add_argument_group("fault injection")
+    faults.add_argument(
+        "--script", metavar="SPEC", type=_script, help="answer requests from this fault script"
+    )
+    faults.add_argument(
+        "--fail-rate",
+        metavar="RATE",
+        type=_rate,
+        default=0.0,
+        help="answer this share (0-1) of requests 500 or 503 at random, after the script",
+    )
+    faults.add_argument(
+        "--seed", type=int, help="seed for --fail-rate's random choices, for reproducible runs"
+    )
+    parser.set_defaults(run=run_collector)
+
+
+def _port(text: str) -> int:
+    return _whole(0, 65535)(text)
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _client(text: str) -> tuple[str, str]:
+    client_id, colon, secret = text.partition(":")
+    if not (colon and client_id and secret):
+        # Never echo the argument: it holds a secret.
+        raise argparse.ArgumentTypeError("expected ID:SECRET, both non-empty")
+    return client_id, secret
+
+
+def _script(text: str) -> list[ScriptStep]:
+    try:
+        return parse_script(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names a loopback address (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _UsageError(Exception):
+    """An option cannot be used; the message says why (never with a secret)."""
+
+
+def run_collector(args: argparse.Namespace) -> int:
+    """Run the collector until Ctrl-C or SIGTERM.
+
+    Args:
+        args: The parsed options of ``timeback-tracker collector``.
+
+    Returns:
+        0 after a signal, 2 when an option is unusable (the message is on stderr).
+    """
+    from timeback_tracker.testing import LocalCollector
+
+    host: str = args.host.strip().removeprefix("[").removesuffix("]")
+    try:
+        token = _token(args)
+        clients = _clients(args.client)
+        _check_host(host, allow_remote=args.allow_remote)
+    except _UsageError as exc:
+        return _usage_error(str(exc))
+    console = _Console(sys.stdout, quiet=args.quiet)
+    try:
+        store = _open_store(args.store) if args.store is not None else None
+    except _UsageError as exc:
+        return _usage_error(str(exc))
+    recorder = _Recorder(console, store)
+    collector = LocalCollector(
+        host=host,
+        port=args.port,
+        token=token,
+        max_body_bytes=args.max_body,
+        clients=clients,
+        on_event=recorder.event,
+        on_request=recorder.request,
+    )
+    for step in args.script or ():
+        step.apply(collector)
+    if args.fail_rate:
+        collector.fail_rate(args.fail_rate, seed=args.seed)
+    if not is_loopback(host):
+        print(
+            f"{PROG}: warning: listening on {host}: anyone who can reach it may post events "
+            "over plain HTTP" + ("" if token or clients else ", without authentication"),
+            file=sys.stderr,
+        )
+    with _signals_raise_stop():
+        try:
+            try:
+                collector.start()
+            except OSError as exc:
+                reason = exc.strerror or type(exc).__name__
+                hint = " (try another --port, or --port 0 for any free one)" if args.port else ""
+                return _usage_error(f"cannot listen on {host}:{args.port}: {reason}{hint}")
+            console.always(_start_line(collector, token=token, clients=clients, store=args.store))
+            while True:
+                time.sleep(3600)  # the signal handlers raise _Stop
+        except (_Stop, KeyboardInterrupt):
+            pass
+        finally:
+            collector.stop()
+            if store is not None:
+                store.close()
+    console.always(_summary_line(collector))
+    return EXIT_OK
+
+
+def _usage_error(message: str) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _check_host(host: str, *, allow_remote: bool) -> None:
+    if not (is_loopback(host) or allow_remote):
+        raise _UsageError(
+            f"--host {host} is not a loopback address; the collector speaks plain "
+            "HTTP and takes student data: add --allow-remote if you mean it"
+        )
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token_env is None:
+        if args.token is not None and not args.token:
+            raise _UsageError("--token must not be empty")
+        token: str | None = args.token
+        return token
+    value = os.environ.get(args.token_env, "")
+    if not value.strip():
+        raise _UsageError(f"--token-env: environment variable {args.token_env} is not set or empty")
+    return value.strip()
+
+
+def _clients(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    clients: dict[str, str] = {}
+    for client_id, secret in pairs:
+        if client_id in clients:
+            raise _UsageError(f"--client {client_id} is given twice")
+        clients[client_id] = secret
+    return clients
+
+
+def _start_line(
+    collector: LocalCollector, *, token: str | None, clients: dict[str, str], store: Path | None
+) -> str:
+    parts = [f"listening on {collector.url}"]
+    if clients:
+        parts.append(f"token URL {collector.token_url}")
+        plural = "s" if len(clients) > 1 else ""
+        also = " or bearer token" if token else ""
+        parts.append(f"auth: OAuth2 ({len(clients)} client{plural}){also}")
+    elif token:
+        parts.append("auth: bearer token")
+    else:
+        parts.append("auth: none")
+    if store is not None:
+        parts.append(f"store: {store}")
+    return "  ".join(parts) + "  (Ctrl-C to stop)"
+
+
+def _summary_line(collector: LocalCollector) -> str:
+    requests = collector.requests
+    errors = sum(1 for record in requests if record.status is None or record.status >= 300)
+    return (
+        f"stopped: envelopes={len(collector.envelopes)} events={len(collector.events)} "
+        f"duplicates={collector.duplicates} conflicts={len(collector.duplicate_conflicts)} "
+        f"requests={len(requests)} errors={errors}"
+    )
+
+
+# --------------------------------------------------------------------------
+# signals
+
+
+class _Stop(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised in the main thread by the first SIGINT/SIGTERM."""
+
+
+def _stop_signals() -> list[signal.Signals]:
+    names = ("SIGINT", "SIGTERM", "SIGBREAK")  # SIGBREAK: Ctrl-Break on Windows
+    return [getattr(signal, name) for name in names if hasattr(signal, name)]
+
+
+@contextmanager
+def _signals_raise_stop() -> Iterator[None]:
+    """Make the first SIGINT or SIGTERM raise :class:`_Stop`, and ignore later ones.
+
+    SIGINT is handled even where it was ignored (a background job), because
+    Ctrl-C is how this command is meant to stop. Later signals are ignored so
+    that a second Ctrl-C cannot interrupt the shutdown, which is bounded anyway.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; Ctrl-C then works as it did
+        return
+    fired = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise _Stop(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in _stop_signals()}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, signal.SIG_DFL if old is None else old)
+
+
+# --------------------------------------------------------------------------
+# output
+
+
+class _Console:
+    """Writes whole lines, flushed at once, from any thread; survives a closed pipe."""
+
+    def __init__(self, out: TextIO, *, quiet: bool) -> None:
+        self._out = out
+        self._quiet = quiet
+        self._lock = threading.Lock()
+        self._broken = False
+
+    def line(self, text: str) -> None:
+        """Write a per-event or per-request line, unless quiet."""
+        if not self._quiet:
+            self.always(text)
+
+    def always(self, text: str) -> None:
+        """Write a line even when quiet (the start and summary lines)."""
+        with self._lock:
+            if self._broken:
+                return
+            try:
+                self._out.write(text + "\n")
+                self._out.flush()
+            except OSError:  # e.g. `| head` exited: keep collecting, stop printing
+                self._broken = True
+                with suppress(OSError, ValueError):
+                    # Point the descriptor at devnull so the flush at exit cannot fail too.
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, self._out.fileno())
+                    os.close(devnull)
+
+
+def describe_event(event: dict[str, Any], outcome: EventOutcome = "new") -> str:
+    """One line about an accepted event: kind, short run id and its figures.
+
+    Never includes the actor (id, email, name) or any free text of the event.
+
+    Args:
+        event: The event's wire JSON.
+        outcome: ``"new"``, ``"duplicate"`` or ``"conflict"``.
+
+    Returns:
+        The line, without a timestamp or newline.
+    """
+    wire_type = event.get("type")
+    kind = _KINDS.get(wire_type, "event") if isinstance(wire_type, str) else "event"
+    extensions = event.get("extensions")
+    run = extensions.get("runId") if isinstance(extensions, dict) else None
+    head = f"{kind} run={run[:8] if isinstance(run, str) and run else '-'}"
+    if outcome != "new":
+        label = "duplicate" if outcome == "duplicate" else "CONFLICT"
+        tail = "" if outcome == "duplicate" else " (same id, different content)"
+        return f"{label} {head} id={event.get('id')}{tail}"
+    generated = event.get("generated")
+    generated = generated if isinstance(generated, dict) else {}
+    items = generated.get("items")
+    metrics = {
+        item.get("type"): item
+        for item in (items if isinstance(items, list) else [])
+        if isinstance(item, dict)
+    }
+    if kind == "TimeSpentEvent":
+        return f"{head} {_time_spent(metrics)}"
+    if kind == "ActivityCompletedEvent":
+        figures = generated.get("extensions")
+        pct = figures.get("pctCompleteApp") if isinstance(figures, dict) else None
+        return f"{head} {_completion(metrics, pct)}"
+    return head
+
+
+def _time_spent(metrics: dict[Any, dict[str, Any]]) -> str:
+    active = _number(metrics.get("active", {}).get("value"))
+    inactive = _number(metrics.get("inactive", {}).get("value"))
+    window = next(iter(metrics.values()), {})
+    start, end = window.get("startDate"), window.get("endDate")
+    text = f"active={active}s inactive={inactive}s"
+    if isinstance(start, str) and isinstance(end, str):
+        date, _, _ = start.partition("T")
+        short_end = end.partition("T")[2] if end.startswith(date + "T") else end
+        text += f" window={start}..{short_end}"
+    return text
+
+
+def _completion(metrics: dict[Any, dict[str, Any]], pct: object) -> str:
+    def value(name: str) -> str | None:
+        item = metrics.get(name)
+        return None if item is None else _number(item.get("value"))
+
+    parts = [f"xp={value('xpEarned') or '-'}"]
+    total, correct = value("totalQuestions"), value("correctQuestions")
+    if total is not None or correct is not None:
+        parts.append(f"questions={correct or '-'}/{total or '-'}")
+    mastered = value("masteredUnits")
+    if mastered is not None:
+        parts.append(f"mastered={mastered}")
+    if pct is not None:
+        parts.append(f"pct={_number(pct)}")
+    return " ".join(parts)
+
+
+def _number(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-"
+    text = f"{round(value, 3):.3f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def describe_request(record: RequestRecord) -> str | None:
+    """One line about a request that failed or was dropped; None for a success.
+
+    Args:
+        record: The collector's record of the request.
+
+    Returns:
+        E.g. ``POST /caliper/event -> 503 (2 events): injected failure (HTTP 503)``,
+        or None.
+    """
+    if record.status is not None and record.status < 300:
+        return None
+    answer = "dropped" if record.status is None else str(record.status)
+    line = f"{record.method} {record.path} -> {answer}"
+    if record.event_count:
+        line += f" ({record.event_count} event{'s' if record.event_count != 1 else ''})"
+    if record.reason:
+        reason = record.reason
+        if len(reason) > _MAX_REASON:
+            reason = reason[: _MAX_REASON - 3] + "..."
+        line += f": {reason}"
+    return line
+
+
+class _Recorder:
+    """The collector's hooks: print each event and failed request, store each event."""
+
+    def __init__(self, console: _Console, store: _Store | None) -> None:
+        self._console = console
+        self._store = store
+        self._store_failing = False  # say so once per spell of failures, not per event
+
+    def event(self, event: dict[str, Any], outcome: EventOutcome) -> None:
+        if self._store is not None:
+            # Duplicates too: a re-send after a failed write must still be recorded.
+            try:
+                self._store.add(event)
+            except Exception as exc:
+                if not self._store_failing:
+                    self._store_failing = True
+                    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+                    print(
+                        f"{PROG}: --store: cannot record ({reason}); answering 500", file=sys.stderr
+                    )
+                raise  # LocalCollector answers 500, so the client sends the envelope again
+            self._store_failing = False
+        self._console.line(f"{_clock()} {describe_event(event, outcome)}")
+
+    def request(self, record: RequestRecord) -> None:
+        line = describe_request(record)
+        if line is not None:
+            self._console.line(f"{_clock()} {line}")
+
+
+def _clock() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+# --------------------------------------------------------------------------
+# the store
+
+
+class _Store(Protocol):
+    def add(self, event: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _open_store(path: Path) -> _Store:
+    import sqlite3
+
+    try:
+        if path.suffix.lower() in _SQLITE_SUFFIXES:
+            return _SqliteStore(path)
+        return _JsonLinesStore(path)
+    except (OSError, sqlite3.Error) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise _UsageError(f"--store {path}: cannot use it: {reason}") from None
+
+
+def _open_private(path: Path, flags: int) -> int:
+    """Open ``path``, creating it owner-only (0600) when it does not exist yet."""
+    flags |= getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if not path.is_file():
+            raise IsADirectoryError(21, "not a regular file", str(path)) from None
+        return os.open(path, flags)
+
+
+def _received_at() -> str:
+    from datetime import datetime, timezone
+
+    from timeback_tracker._serialization import format_timestamp
+
+    return format_timestamp(datetime.now(timezone.utc))
+
+
+class _JsonLinesStore:
+    """Appends each event (its wire JSON, one line) the first time its id is seen."""
+
+    def __init__(self, path: Path) -> None:
+        descriptor = _open_private(path, os.O_WRONLY | os.O_APPEND)
+        self._file = os.fdopen(descriptor, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+        self._stored: set[object] = set()
+
+    def add(self, event: dict[str, Any]) -> None:
+        line = json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n"
+        with self._lock:
+            if event.get("id") in self._stored:
+                return
+            self._file.write(line)
+            self._file.flush()
+            self._stored.add(event.get("id"))
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+class _SqliteStore:
+    """Inserts each event into the ``events`` table, keyed (and so deduplicated) by id."""
+
+    def __init__(self, path: Path) -> None:
+        import sqlite3
+
+        os.close(_open_private(path, os.O_RDWR))
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False)
+        try:
+            # WAL: a commit per event without an fsync each; readers see the table meanwhile.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            with self._db:
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS events ("
+                    " id TEXT PRIMARY KEY, run_id TEXT, type TEXT NOT NULL,"
+                    " event_time TEXT NOT NULL, received_at TEXT NOT NULL, json TEXT NOT NULL)"
+                )
+            _check_columns(self._db)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def add(self, event: dict[str, Any]) -> None:
+        extensions = event.get("extensions")
+        run = extensions.get("runId") if isinstance(extensions, dict) else None
+        row = (
+            event.get("id"),
+            run,
+            event.get("type"),
+            event.get("eventTime"),
+            _received_at(),
+            json.dumps(event, ensure_ascii=False, separators=(",", ":")),
+        )
+        with self._lock, self._db:
+            self._db.execute("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?)", row)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _check_columns(db: sqlite3.Connection) -> None:
+    import sqlite3
+
+    columns = tuple(row[1] for row in db.execute("PRAGMA table_info(events)"))
+    if columns != _STORE_COLUMNS:
+        raise sqlite3.DatabaseError(
+            "its table 'events' has other columns than the collector's "
+            f"({', '.join(_STORE_COLUMNS)})"
+        )
