@@ -8,14 +8,16 @@ dead-lettered or (as a last resort, counted) dropped.
 When full, the outbox first coalesces contiguous, never-attempted
 TimeSpentEvents of one run into one window (values summed, span widened, no
 value above 86400 s); a window that was ever sent is never merged, since the
-endpoint may already hold it. Completions are never dropped.
+endpoint may already hold it. Completions are never dropped. The rule is one
+pure function, :func:`plan_admission`, shared by :class:`MemoryOutbox` and the
+SQLite spool (``_spool.py``).
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -149,6 +151,126 @@ class Outbox(Protocol):
         ...
 
 
+@attrs.frozen
+class Merge:
+    """Two windows of a run become one: ``merged`` takes the place of ``keep``.
+
+    Attributes:
+        keep: The older window, held; ``merged`` replaces it at its place.
+        gone: The newer window, held, removed; None when it is the incoming
+            entry, which is then folded in instead of added.
+        merged: The window covering both.
+    """
+
+    keep: Entry
+    gone: Entry | None
+    merged: Entry
+
+
+@attrs.frozen
+class Drop:
+    """``entry`` is discarded: a held time window, or the incoming entry itself."""
+
+    entry: Entry
+
+
+@attrs.frozen
+class Plan:
+    """How to admit one entry: steps to apply in order, then add it or not.
+
+    Attributes:
+        steps: Merges and drops, in the order they must be applied.
+        admit: Whether the incoming entry is then added at the tail.
+    """
+
+    steps: tuple[Merge | Drop, ...] = ()
+    admit: bool = True
+
+    def admission(self) -> Admission:
+        """What the caller is told: how many windows were merged, which entries dropped."""
+        return Admission(
+            coalesced=sum(1 for step in self.steps if isinstance(step, Merge)),
+            dropped=[step.entry for step in self.steps if isinstance(step, Drop)],
+        )
+
+
+def plan_admission(
+    held: Sequence[Entry],
+    incoming: Entry,
+    max_queue: int,
+    in_flight: Container[str] = (),
+    merge: Callable[[Entry, Entry], Entry | None] | None = None,
+) -> Plan:
+    """Decide how to admit ``incoming`` into an outbox holding ``held``: the coalescing rule.
+
+    Pure: reads its arguments, changes nothing. While the outbox is full it
+    first folds the incoming window into its run's newest held window, if
+    contiguous and never attempted; else it merges the first mergeable pair of
+    consecutive windows of any run; else it drops the oldest time window not in
+    flight. A completion is never dropped: if nothing else can go, the incoming
+    entry is dropped.
+
+    Args:
+        held: The entries held, oldest first (the caller checked ``incoming``
+            is not among them).
+        incoming: The entry to admit.
+        max_queue: Most entries held.
+        in_flight: Ids of entries taken and not yet acknowledged or released.
+        merge: Merges two entries, or returns None when not allowed;
+            :func:`merge_windows` when None (a caller may load payloads lazily).
+
+    Returns:
+        The steps to apply, in order.
+    """
+    if len(held) < max_queue:
+        return Plan()
+    join = merge_windows if merge is None else merge
+    queue = list(held)
+    ids = {entry.id for entry in queue}
+    if incoming.kind == "time":
+        last = next((e for e in reversed(queue) if e.run_id == incoming.run_id), None)
+        if last is not None and not last.attempted:
+            merged = join(last, incoming)
+            if merged is not None and merged.id not in ids - {last.id}:
+                return Plan((Merge(last, None, merged),), admit=False)
+    steps: list[Merge | Drop] = []
+    while len(queue) >= max_queue:
+        pair = _first_mergeable_pair(queue, ids, join)
+        if pair is not None:
+            keep, gone, merged = pair
+            queue[queue.index(keep)] = merged
+            queue.remove(gone)
+            ids.difference_update((keep.id, gone.id))
+            ids.add(merged.id)
+            steps.append(Merge(keep, gone, merged))
+            continue
+        victim = next((e for e in queue if e.kind == "time" and e.id not in in_flight), None)
+        if victim is None:
+            steps.append(Drop(incoming))
+            return Plan(tuple(steps), admit=False)
+        queue.remove(victim)
+        ids.discard(victim.id)
+        steps.append(Drop(victim))
+    return Plan(tuple(steps))
+
+
+def _first_mergeable_pair(
+    queue: list[Entry], ids: set[str], join: Callable[[Entry, Entry], Entry | None]
+) -> tuple[Entry, Entry, Entry] | None:
+    """The first pair of consecutive windows of one run that may merge, and the merged entry."""
+    previous_by_run: dict[str, Entry] = {}
+    for entry in queue:
+        previous = previous_by_run.get(entry.run_id)
+        previous_by_run[entry.run_id] = entry
+        if previous is None or previous.attempted or entry.attempted:
+            continue
+        merged = join(previous, entry)
+        # A merged id already held (by another entry) would make two events of one id.
+        if merged is not None and merged.id not in ids - {previous.id, entry.id}:
+            return previous, entry, merged
+    return None
+
+
 class MemoryOutbox:
     """An in-memory outbox: FIFO, bounded, thread-safe, O(1) put in the common case."""
 
@@ -171,25 +293,23 @@ class MemoryOutbox:
 
     def put(self, entry: Entry) -> Admission:
         """Add an entry; if full, coalesce, else drop the oldest time window."""
-        admission = Admission()
         with self._lock:
             if entry.id in self._slots:
-                return admission  # the same event again: already held
-            if len(self._entries) >= self._max and self._absorb(entry):
-                admission.coalesced += 1
-                return admission
-            while len(self._entries) >= self._max:
-                if self._coalesce_any():
-                    admission.coalesced += 1
-                    continue
-                victim = self._oldest_droppable()
-                if victim is None:
-                    admission.dropped.append(entry)
-                    return admission
-                self._remove(victim)
-                admission.dropped.append(victim)
-            self._insert(entry)
-        return admission
+                return Admission()  # the same event again: already held
+            if len(self._entries) < self._max:
+                self._insert(entry)  # the common case: O(1)
+                return Admission()
+            plan = plan_admission(list(self._entries.values()), entry, self._max, self._in_flight)
+            for step in plan.steps:
+                if isinstance(step, Merge):
+                    if step.gone is not None:
+                        self._remove(step.gone)
+                    self._replace(step.keep, step.merged)
+                else:
+                    self._remove(step.entry)
+            if plan.admit:
+                self._insert(entry)
+        return plan.admission()
 
     def put_many(
         self, entries: Sequence[Entry], checkpoints: Mapping[str, Entry | None] | None = None
@@ -201,6 +321,11 @@ class MemoryOutbox:
             admission.coalesced += one.coalesced
             admission.dropped += one.dropped
         return admission
+
+    def snapshot(self) -> tuple[list[Entry], int]:
+        """The entries held, oldest first, and how many of them are in flight."""
+        with self._lock:
+            return list(self._entries.values()), len(self._in_flight)
 
     def recover(self) -> list[Entry]:
         """Nothing to recover in memory."""
@@ -258,44 +383,8 @@ class MemoryOutbox:
         slot = self._slots.pop(old.id)
         self._insert(new, slot)
 
-    def _absorb(self, incoming: Entry) -> bool:
-        """Fold an incoming window into its run's newest held window, if allowed."""
-        if incoming.kind != "time":
-            return False
-        last = next(
-            (e for e in reversed(self._entries.values()) if e.run_id == incoming.run_id), None
-        )
-        if last is None or last.attempted:
-            return False
-        merged = _merge(last, incoming)
-        if merged is None:
-            return False
-        self._replace(last, merged)
-        return True
 
-    def _coalesce_any(self) -> bool:
-        """Merge the first mergeable pair of consecutive windows of any run."""
-        previous_by_run: dict[str, Entry] = {}
-        for entry in self._entries.values():
-            previous = previous_by_run.get(entry.run_id)
-            previous_by_run[entry.run_id] = entry
-            if previous is None or previous.attempted or entry.attempted:
-                continue
-            merged = _merge(previous, entry)
-            if merged is not None:
-                self._remove(entry)
-                self._replace(previous, merged)
-                return True
-        return False
-
-    def _oldest_droppable(self) -> Entry | None:
-        return next(
-            (e for e in self._entries.values() if e.kind == "time" and e.id not in self._in_flight),
-            None,
-        )
-
-
-def _merge(first: Entry, second: Entry) -> Entry | None:
+def merge_windows(first: Entry, second: Entry) -> Entry | None:
     """One entry covering two contiguous windows of a run, or None if not allowed."""
     if first.kind != "time" or second.kind != "time":
         return None
