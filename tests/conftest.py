@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,19 @@ EMAIL = "student.fixture@example.com"
 
 RUN_ID = "f47ac10b-58cc-4372-a567-0e02b2c3d479"
 START = datetime(2026, 1, 27, 10, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def private_data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test (and the processes it starts) gets its own default spool directory.
+
+    Trackers spool to the per-user data directory by default; sharing it would
+    let one test's undelivered events reach the next test's collector.
+    """
+    home = tmp_path / "data-home"
+    monkeypatch.setenv("XDG_DATA_HOME", str(home))
+    monkeypatch.setenv("LOCALAPPDATA", str(home))
+    return home
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ def test_defaults_match_the_documented_contract() -> None:
     assert config.heartbeat_interval == 15.0
     assert config.idle_timeout is None
     assert config.inactive_cutoff == 600.0
-    assert config.spool_path is None
+    assert config.spool_path is tt.DEFAULT_SPOOL
     assert config.max_queue == 10_000
     assert config.batch_size == 50
     assert config.exit_timeout == 2.0

@@ -188,6 +188,7 @@ def test_oversize_batches_are_halved(
         assert len(small.events) == 8
         assert max(len(e["data"]) for e in small.envelopes) < 8
         assert tracker.stats().dead_lettered == 0
+    tracker.close()  # it drains the shared spool until closed
     with LocalCollector(port=collector.port, max_body_bytes=100) as tiny:
         tracker = make_tracker(endpoint=tiny.url)
         complete_runs(tracker, 1)

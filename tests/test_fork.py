@@ -8,6 +8,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,7 +74,9 @@ def sent_counts(collector: LocalCollector) -> collections.Counter[str]:
 
 def test_child_starts_over_and_parent_keeps_its_events(collector: LocalCollector) -> None:
     """After fork the child's tracker is fresh; pre-fork events are sent by the parent only."""
-    config = tt.TrackerConfig(sensor=SENSOR, endpoint=collector.url, heartbeat_interval=0.1)
+    config = tt.TrackerConfig(
+        sensor=SENSOR, endpoint=collector.url, heartbeat_interval=0.1, spool_path=None
+    )
     tracker = tt.Tracker(config)
     try:
         collector.go_down()
@@ -195,3 +198,39 @@ def _iso(epoch: float) -> str:
     """An epoch time as the wire's ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (comparable as text)."""
     whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
     return f"{whole}.{int(epoch % 1 * 1000):03d}Z"
+
+
+def test_forked_child_on_a_shared_spool_loses_and_duplicates_nothing(
+    collector: LocalCollector, tmp_path: Path
+) -> None:
+    """Parent and child share the spool: one drains, and every event of both runs arrives once."""
+    spool = tmp_path / "shared.sqlite3"
+    config = tt.TrackerConfig(
+        sensor=SENSOR, endpoint=collector.url, heartbeat_interval=0.1, spool_path=spool
+    )
+    tracker = tt.Tracker(config)
+    try:
+        session = tracker.start_session(USER, ACTIVITY)
+        time.sleep(0.35)
+
+        def child() -> dict[str, Any]:
+            own = tracker.start_session(USER, ACTIVITY)
+            time.sleep(0.3)
+            own.complete(1)
+            tracker.close(timeout=1.0)  # whatever it could not send stays in the spool
+            return {"ok": True, "run_id": own.run_id, "active": own.active_seconds}
+
+        report = run_in_child(child)
+        assert report["exit_code"] == 0, report
+        session.complete(2)
+        assert tracker.flush(15.0)
+    finally:
+        tracker.close(timeout=1.0)
+    for run_id in (session.run_id, report["run_id"]):
+        assert len(collector.completions(run_id)) == 1
+        events = windows(collector, run_id)
+        assert_conserved(events)
+        assert_contiguous(events)
+    assert abs(collector.totals(report["run_id"])[0] - report["active"]) < 0.001
+    assert collector.duplicate_conflicts == []
+    assert all(count == 1 for count in sent_counts(collector).values())

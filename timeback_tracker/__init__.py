@@ -7,6 +7,7 @@ durable outbox.
 """
 
 from timeback_tracker._delivery import DeliveryFailure, TrackerStats
+from timeback_tracker._locations import DEFAULT_SPOOL
 from timeback_tracker._serialization import dump, load
 from timeback_tracker._version import __version__
 from timeback_tracker.auth import BearerToken, ClientCredentials
@@ -42,6 +43,7 @@ from timeback_tracker.session import Session
 from timeback_tracker.tracker import Tracker
 
 __all__ = [
+    "DEFAULT_SPOOL",
     "Activity",
     "ActivityCompletedEvent",
     "ActivityMetric",

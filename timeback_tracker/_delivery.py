@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("timeback_tracker.delivery")
 
+OTHER_DRAINER_POLL = 1.0
+"""Seconds between looks at a spool that another process is draining."""
+
 MAX_BACKOFF = 60.0
 """Longest pause between two attempts while the endpoint fails (seconds), unless
 the server's ``Retry-After`` asks for more."""
@@ -248,17 +251,21 @@ class Delivery:
         )
         while len(self._outbox):
             try:
-                retrying(self._deliver_head)
+                took = retrying(self._deliver_head)
             except _RetryLater:
                 return False
             if self._out_of_time():
                 return False
+            if not took:
+                # Another process drains the shared spool: look again later.
+                self._sleep(OTHER_DRAINER_POLL)
         return True
 
-    def _deliver_head(self) -> None:
+    def _deliver_head(self) -> bool:
+        """Deliver (or set aside) the head batch; False when there was nothing to take."""
         batch = self._outbox.take(self._batch_limit)
         if not batch:
-            return
+            return False
         retries = sum(1 for entry in batch if entry.attempts > 1)
         self._counters.add("retried", retries)
         try:
@@ -268,6 +275,7 @@ class Delivery:
         finally:
             # Whatever was neither acknowledged nor set aside stays at the head.
             self._outbox.release(batch)
+        return True
 
     def _send(self, batch: list[Entry]) -> None:
         outcome = self._transport_now().send(

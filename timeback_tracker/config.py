@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from timeback_tracker._locations import DEFAULT_SPOOL, SpoolLocation
 from timeback_tracker._urls import check_url
 from timeback_tracker.exceptions import ConfigurationError
+from timeback_tracker.models import _iri_problem
 
 if TYPE_CHECKING:
     from timeback_tracker._delivery import DeliveryFailure
@@ -43,7 +45,11 @@ def _in_range(low: float, high: float) -> Callable[[Any, attrs.Attribute[Any], A
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _field_error(attribute.name, "must be a number")
-        if not math.isfinite(value) or not low <= value <= high:
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an int too large for a float
+            finite = False
+        if not finite or not low <= value <= high:
             raise _field_error(attribute.name, f"must be between {low:g} and {high:g}")
 
     return check
@@ -60,7 +66,8 @@ def _optional_in_range(low: float, high: float) -> Callable[[Any, attrs.Attribut
 
 
 def _check_iri(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, str) or ":" not in value or any(c.isspace() for c in value):
+    # The rule of the envelope's sensor: a weaker one would let every envelope be refused.
+    if _iri_problem(value) is not None:
         raise _field_error(attribute.name, "must be an absolute IRI such as https://example.com/x")
 
 
@@ -89,7 +96,10 @@ def _check_timeout(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 
 def _to_timeout(value: float | tuple[float, float]) -> tuple[float, float]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (float(value), float(value))
+        try:
+            return (float(value), float(value))
+        except OverflowError:  # an int too large for a float: left for the validator to refuse
+            return (value, value)
     return tuple(value) if isinstance(value, list) else value  # type: ignore[return-value]
 
 
@@ -99,8 +109,10 @@ def _check_callback(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None
 
 
 def _check_spool(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not isinstance(value, (str, os.PathLike)):
-        raise _field_error(attribute.name, "must be a path or None")
+    if value is None or value is DEFAULT_SPOOL:
+        return
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise _field_error(attribute.name, "must be a file path, DEFAULT_SPOOL or None")
 
 
 def _check_int(low: int, high: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
@@ -126,7 +138,9 @@ class TrackerConfig:
             inactive; None disables idle detection.
         inactive_cutoff: Seconds paused or idle after which windows stop until
             ``resume()``/``touch()``; that time is not reported. None: never.
-        spool_path: SQLite file of the durable outbox; None keeps events in memory.
+        spool_path: The SQLite file of the durable outbox; ``DEFAULT_SPOOL`` (the
+            default) is one file per sensor in the per-user data directory;
+            None keeps events in memory only.
         max_queue: Most events held undelivered (1 to 1,000,000).
         batch_size: Most events per envelope (1 to 1000).
         exit_timeout: Seconds ``close()`` and the exit hook may wait for delivery.
@@ -146,7 +160,7 @@ class TrackerConfig:
     inactive_cutoff: float | None = attrs.field(
         default=600.0, validator=_optional_in_range(1, 86400)
     )
-    spool_path: str | os.PathLike[str] | None = attrs.field(default=None, validator=_check_spool)
+    spool_path: SpoolLocation = attrs.field(default=DEFAULT_SPOOL, validator=_check_spool)
     max_queue: int = attrs.field(default=10_000, validator=_check_int(1, 1_000_000))
     batch_size: int = attrs.field(default=50, validator=_check_int(1, 1000))
     exit_timeout: float = attrs.field(default=2.0, validator=_in_range(0, 600))

@@ -15,10 +15,10 @@ from timeback_tracker._accounting import RunAccounting
 from timeback_tracker._clock import Clock, SystemClock
 from timeback_tracker._delivery import Counters, Delivery, DeliveryFailure, TrackerStats
 from timeback_tracker._heartbeat import Heartbeat
-from timeback_tracker._outbox import Entry, MemoryOutbox
+from timeback_tracker._outbox import Entry, MemoryOutbox, Outbox
 from timeback_tracker.config import TrackerConfig
 from timeback_tracker.exceptions import SessionStateError, ValidationError
-from timeback_tracker.models import TimebackActivityContext, TimebackUser
+from timeback_tracker.models import TimebackActivityContext, TimebackUser, _unicode_problem
 from timeback_tracker.session import Session
 
 log = logging.getLogger("timeback_tracker")
@@ -28,6 +28,19 @@ __all__ = ["DeliveryFailure", "Tracker", "TrackerStats"]
 
 def _seconds_to_ms(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1000)
+
+
+# The longest wait the platform's locks accept, halved for headroom: "infinity" in practice.
+_MAX_WAIT = threading.TIMEOUT_MAX / 2
+
+
+def _wait_seconds(value: object) -> float:
+    """A ``timeout`` argument as seconds to wait: negatives wait 0, infinity waits _MAX_WAIT."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("timeout: must be a number of seconds")
+    if value != value:  # noqa: PLR0124 - only NaN; math.isnan() overflows on big ints
+        raise ValueError("timeout: must be a number of seconds, not NaN")
+    return float(min(max(value, 0), _MAX_WAIT))
 
 
 class Tracker:
@@ -53,6 +66,7 @@ class Tracker:
         self._start_machinery()
         _TRACKERS.add(self)
         atexit.register(self._at_exit)
+        self._recover()
 
     def _start_machinery(self) -> None:
         """Fresh locks, counters, outbox and (not yet started) threads."""
@@ -60,11 +74,25 @@ class Tracker:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._counters = Counters()
-        self._outbox = MemoryOutbox(config.max_queue)
+        self._outbox = _open_outbox(config)
+        self._durable = not isinstance(self._outbox, MemoryOutbox)
         self._delivery = Delivery(self._outbox, config, self._counters, self._report, self._clock)
         self._heartbeat = Heartbeat(
-            round(config.heartbeat_interval * 1000), self._clock, self._tick, self._crashed
+            round(config.heartbeat_interval * 1000),
+            self._clock,
+            self._tick,
+            self._crashed,
+            checkpoint=self._checkpoint if self._durable else None,
         )
+
+    def _recover(self) -> None:
+        """Send what an earlier process left: its spooled events and crashed runs' windows."""
+        recovered = self._outbox.recover()
+        if recovered:
+            log.info("recovered the last windows of %d crashed runs", len(recovered))
+        if len(self._outbox):
+            log.info("%d events from an earlier run are waiting: delivering", len(self._outbox))
+            self._delivery.start()
 
     def __repr__(self) -> str:
         return (
@@ -108,6 +136,9 @@ class Tracker:
             raise TypeError("activity: must be a TimebackActivityContext")
         if course_id is not None and (not isinstance(course_id, str) or not course_id.strip()):
             raise ValidationError.single("course_id", "must be a non-empty string or None")
+        if course_id is not None and _unicode_problem(course_id):
+            # Every event of the run would fail to encode, and block the delivery of all others.
+            raise ValidationError.single("course_id", "must be valid Unicode text")
         run = _run_uuid(run_id)
         now = self._clock.monotonic_ms()
         accounting = RunAccounting(
@@ -125,6 +156,7 @@ class Tracker:
             clock=self._clock,
             emit=self._emit,
             finished=self._forget,
+            checkpoints=self._durable,
         )
         with self._lock:
             if self._closed:
@@ -140,12 +172,21 @@ class Tracker:
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued event is delivered, at most ``timeout`` seconds.
 
+        Args:
+            timeout: Seconds to wait; ``math.inf`` waits as long as it takes.
+
         Returns:
-            True when nothing is left undelivered.
+            True when nothing is left undelivered. A closed tracker answers at once.
+
+        Raises:
+            TypeError: ``timeout`` is not a number.
+            ValueError: ``timeout`` is NaN.
         """
-        if not self._closed:
-            self._delivery.start()
-        return self._delivery.wait_until_empty(timeout)
+        seconds = _wait_seconds(timeout)
+        if self._closed:
+            return self._delivery.wait_until_empty(0)  # nothing delivers any more
+        self._delivery.start()
+        return self._delivery.wait_until_empty(seconds)
 
     def stats(self) -> TrackerStats:
         """A snapshot of the tracker's counters."""
@@ -159,7 +200,12 @@ class Tracker:
 
         Args:
             timeout: Seconds to wait for delivery; ``exit_timeout`` when None.
+
+        Raises:
+            TypeError: ``timeout`` is neither a number nor None.
+            ValueError: ``timeout`` is NaN.
         """
+        seconds = self._config.exit_timeout if timeout is None else _wait_seconds(timeout)
         with self._lock:
             if self._closed:
                 return
@@ -169,10 +215,12 @@ class Tracker:
             with contextlib.suppress(SessionStateError):  # finished concurrently
                 session.end()
         self._heartbeat.stop()
-        delivered = self._delivery.stop(self._config.exit_timeout if timeout is None else timeout)
+        delivered = self._delivery.stop(seconds)
         atexit.unregister(self._at_exit)
         if not delivered:
-            log.warning("closed with %d events undelivered", len(self._outbox))
+            where = "kept in the spool for the next start" if self._durable else "lost"
+            log.warning("closed with %d events undelivered: %s", len(self._outbox), where)
+        self._outbox.close()
 
     def __enter__(self) -> Tracker:
         return self
@@ -207,6 +255,15 @@ class Tracker:
         for session in sessions:
             try:
                 session._heartbeat(scheduled_ms)
+            except Exception as exc:  # noqa: BLE001 - one bad session must not stop the others
+                self._crashed(exc)
+
+    def _checkpoint(self) -> None:
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            try:
+                session._checkpoint()
             except Exception as exc:  # noqa: BLE001 - one bad session must not stop the others
                 self._crashed(exc)
 
@@ -252,6 +309,14 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _open_outbox(config: TrackerConfig) -> Outbox:
+    if config.spool_path is None:
+        return MemoryOutbox(config.max_queue)
+    from timeback_tracker._spool import open_outbox  # sqlite3 only when a spool is used
+
+    return open_outbox(config.spool_path, config.sensor, config.max_queue)
 
 
 def _run_uuid(run_id: str | uuid.UUID | None) -> uuid.UUID:
