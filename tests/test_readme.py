@@ -34,8 +34,10 @@ def test_readme_has_the_blocks_this_test_expects() -> None:
 
 
 @pytest.mark.parametrize("code", PYTHON, ids=[f"python-{n}" for n in range(len(PYTHON))])
-def test_python_block_runs(code: str, tmp_path: Path) -> None:
+def test_python_block_runs(code: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Each Python block runs in a fresh interpreter, against a local collector."""
+    if "tkinter" in code:
+        request.getfixturevalue("display")  # a virtual X server, or a clean skip
     with LocalCollector(token=PLACEHOLDER_TOKEN) as collector:
         script = tmp_path / "example.py"
         script.write_text(code.replace(PLACEHOLDER_ENDPOINT, collector.url))

@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -54,60 +52,6 @@ FOCUS_THIEF = textwrap.dedent(
     r.after(50, r.focus_force); r.mainloop()
     """
 )
-
-
-def _read_line(fd: int, timeout: float) -> str:
-    """Read from ``fd`` up to a newline or EOF, for ``timeout`` seconds at most; then close it."""
-    data = b""
-    deadline = time.monotonic() + timeout
-    try:
-        # Xvfb writes the number and the newline separately, and dies if the
-        # newline cannot be written: read both before closing.
-        while not data.endswith(b"\n"):
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            chunk = os.read(fd, 64) if ready else b""
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(fd)
-    return data.decode().strip()
-
-
-@pytest.fixture(scope="session")
-def display() -> Iterator[str]:
-    """A private Xvfb server for the session; DISPLAY points at it."""
-    xvfb = shutil.which("Xvfb")
-    if xvfb is None:
-        pytest.skip("Xvfb not installed")
-    # -displayfd: Xvfb picks a free display number itself and writes it to the
-    # pipe once it listens, so parallel runs never race for a number.
-    read_end, write_end = os.pipe()
-    server = subprocess.Popen(
-        [xvfb, "-displayfd", str(write_end), "-nolisten", "tcp", "-screen", "0", "800x600x24"],
-        pass_fds=(write_end,),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(write_end)
-    try:
-        number = _read_line(read_end, timeout=10.0)
-        socket_path = Path(f"/tmp/.X11-unix/X{number}")
-        deadline = time.monotonic() + 10.0
-        while number and not socket_path.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not number or not socket_path.exists():
-            pytest.fail("Xvfb did not start")
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("DISPLAY", f":{number}")
-            yield f":{number}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 @pytest.fixture
