@@ -14,12 +14,15 @@ import contextlib
 import itertools
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TextIO
 
 import attrs
 
+from timeback_tracker._locations import DEFAULT_SPOOL, SpoolLocation
 from timeback_tracker._serialization import parse_timestamp
 from timeback_tracker.config import TrackerConfig
 from timeback_tracker.models import App, Subject, TimebackActivityContext, TimebackUser
@@ -108,10 +111,13 @@ class Demo:
 
     def run(self) -> int:
         """Play the session; 0 when the delivered totals agree, 1 otherwise."""
-        with self._collector() as collector:
+        with self._collector() as collector, tempfile.TemporaryDirectory() as scratch:
             url = collector.url if collector else self.endpoint
             assert url is not None
-            config = self._config(url)
+            # Against the built-in collector, a spool of its own: nothing left
+            # over from another run can mix in, and nothing is left behind.
+            spool = Path(scratch, "demo-spool.sqlite3") if collector else DEFAULT_SPOOL
+            config = self._config(url, spool)
             self._say(f"sending to {url}, heartbeat every {self.interval:g} s")
             tracker = Tracker(config)
             try:
@@ -137,9 +143,10 @@ class Demo:
         with LocalCollector() as collector:
             yield collector
 
-    def _config(self, url: str) -> TrackerConfig:
+    def _config(self, url: str, spool: Path | SpoolLocation) -> TrackerConfig:
         settings: dict[str, Any] = {
             "endpoint": url,
+            "spool_path": spool,
             "heartbeat_interval": self.interval,
             "idle_timeout": max(1.0, self.duration / 15),
             "request_timeout": (2.0, 5.0),
@@ -190,14 +197,16 @@ class Demo:
             if self.quiet:
                 return
             stats = tracker.stats()
+            window = session.current_window
+            shown = f"window {window[0]:3d} {window[1]:4.1f}s" if window else "no window      "
             line = (
-                f"  {session.state:<8} active {session.active_seconds:6.1f}s  "
+                f"  {shown}  {session.state:<8} active {session.active_seconds:6.1f}s  "
                 f"inactive {session.inactive_seconds:5.1f}s  queued {stats.queued:3d}  "
                 f"sent {stats.sent:3d}  | {self.caption}"
             )
             if live:  # one line, redrawn in place
-                self.out.write("\r" + line[:110].ljust(110))
-            elif (key := (session.state, self.caption, stats.sent)) != last_key:
+                self.out.write("\r" + line[:130].ljust(130))
+            elif (key := (session.state, self.caption, window and window[0])) != last_key:
                 last_key = key  # a log: a line when something changed
                 self.out.write(line + "\n")
             self.out.flush()

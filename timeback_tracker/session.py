@@ -112,6 +112,20 @@ class Session:
             return self._accounting.state(self._monotonic_ns() // 1_000_000)
 
     @property
+    def current_window(self) -> tuple[int, float] | None:
+        """(number, seconds so far) of the open window, or None while nothing is open.
+
+        Numbers start at 0 and are the ``seq`` of the window's deterministic event id.
+        """
+        with self._lock:
+            if self._outcome:
+                return None
+            window = self._accounting.open_window(self._monotonic_ns() // 1_000_000)
+        if window is None:
+            return None
+        return window.seq, (window.end_wall_ms - window.start_wall_ms) / 1000
+
+    @property
     def active_seconds(self) -> float:
         """Active seconds counted so far, the open window included."""
         with self._lock:
