@@ -18,6 +18,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _is_utf8(value: str) -> bool:
+    # A lone surrogate cannot be encoded: requests would fail on every attempt.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_url(name: str, value: Any) -> None:
     """Raise ConfigurationError unless ``value`` is https, or http on a loopback host.
 
@@ -25,7 +34,7 @@ def check_url(name: str, value: Any) -> None:
         name: The field, for the message (e.g. ``"TrackerConfig.endpoint"``).
         value: The URL.
     """
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not _is_utf8(value):
         raise ConfigurationError(f"{name}: must be a URL string")
     try:
         parts = urlsplit(value)

@@ -9,6 +9,7 @@ raises :class:`~timeback_tracker.ValidationError` naming every bad field.
 from __future__ import annotations
 
 import enum
+import json
 import math
 import re
 import uuid
@@ -99,14 +100,33 @@ _URN_UUID = re.compile(r"urn:uuid:[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 
+def _unicode_problem(value: str) -> str | None:
+    """A lone surrogate cannot be encoded in UTF-8, the wire's encoding."""
+    if value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (no lone surrogates)"
+    return None
+
+
 def _iri_problem(value: object) -> str | None:
     if not isinstance(value, str):
         return "must be a string (an absolute URL/IRI)"
     scheme, _, rest = value.partition(":")
     if not _SCHEME.fullmatch(scheme) or not rest or any(c.isspace() for c in value):
         return "must be an absolute URL/IRI such as https://example.com/... (no spaces)"
-    if scheme.lower() in ("http", "https") and not urlsplit(value).hostname:
-        return "must be an absolute URL with a host, such as https://example.com/..."
+    problem = _unicode_problem(value)
+    if problem:
+        return problem
+    if scheme.lower() in ("http", "https"):
+        try:
+            host = urlsplit(value).hostname
+        except ValueError:  # e.g. a bad IPv6 literal; its message quotes the URL
+            host = None
+        if not host:
+            return "must be an absolute URL with a host, such as https://example.com/..."
     return None
 
 
@@ -118,14 +138,18 @@ def _urn_uuid_problem(value: object) -> str | None:
 
 def _text_problem(value: object) -> str | None:
     if isinstance(value, str) and value.strip():
-        return None
+        return _unicode_problem(value)
     return "must be a non-empty string"
 
 
 def _number_problem(value: object, low: float, high: float) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "must be a number"
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float: JSON readers could not hold it
+        return "must be within the range of a 64-bit float"
+    if not finite:
         return "must be finite (not NaN or infinity)"
     if not low <= value <= high:
         return f"must be between {low:g} and {high:g}"
@@ -216,10 +240,54 @@ def _extensions(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return dict(value) if isinstance(value, Mapping) else value
 
 
+# Deeper extensions would overflow the recursion of dump() (and of most JSON readers).
+_MAX_NESTING: Final = 64
+
+
 def _extensions_problem(value: object) -> str | None:
-    if value is None or (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+    if value is None:
         return None
-    return "must be a mapping with string keys"
+    if not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+        return "must be a mapping with string keys"
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return "must hold JSON values only: text, finite numbers, booleans, null, lists, objects"
+    if _nesting(value) > _MAX_NESTING:
+        return f"must not nest lists and objects more than {_MAX_NESTING} deep"
+    return None
+
+
+def _nesting(value: object) -> int:
+    """How deep lists and objects nest in ``value`` (which json.dumps found acyclic)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children: Iterable[Any] = node.values() if isinstance(node, dict) else node
+        deepest = max(deepest, depth)
+        stack.extend(
+            (child, depth + 1) for child in children if isinstance(child, (dict, list, tuple))
+        )
+    return deepest
+
+
+def _constants(cls: type[Any]) -> tuple[tuple[str, str, object], ...]:
+    """(wire name, attribute, value) of the fields of ``cls`` that hold a single allowed value."""
+    wire = {"context": "@context", "data_version": "dataVersion"}
+    return tuple(
+        (wire.get(field.name, field.name), field.name, field.default)
+        for field in attrs.fields(cls)
+        # A string here, until cattrs resolves it in place to typing.Literal[...].
+        if "Literal[" in str(field.type)
+    )
+
+
+def _constant_problems(instance: Any) -> Iterator[tuple[str, str | None]]:
+    """``type``, ``@context`` and the like hold their one allowed value (the wire checks them)."""
+    for name, attribute, allowed in _constants(type(instance)):
+        value = getattr(instance, attribute)
+        yield name, None if isinstance(value, str) and value == allowed else f"must be {allowed!r}"
 
 
 def _redacted(_: object) -> str:
@@ -250,6 +318,7 @@ class TimebackUser:
     def __attrs_post_init__(self) -> None:
         _check(
             "TimebackUser",
+            *_constant_problems(self),
             ("id", _iri_problem(self.id)),
             ("email", None if _is_email(self.email) else "must be an email address (name@domain)"),
             ("name", None if self.name is None else _text_problem(self.name)),
@@ -258,7 +327,7 @@ class TimebackUser:
 
 
 def _is_email(value: object) -> bool:
-    return isinstance(value, str) and bool(_EMAIL.fullmatch(value))
+    return isinstance(value, str) and bool(_EMAIL.fullmatch(value)) and not _unicode_problem(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -348,6 +417,7 @@ class TimebackActivityContext:
     def __attrs_post_init__(self) -> None:
         _check(
             "TimebackActivityContext",
+            *_constant_problems(self),
             ("id", _iri_problem(self.id)),
             ("subject", _enum_problem(Subject, self.subject)),
             ("app", None if isinstance(self.app, App) else "must be an App"),
@@ -470,6 +540,7 @@ class TimeSpentMetricsCollection:
             items = "must hold TimeMetric items only"
         _check(
             "TimeSpentMetricsCollection",
+            *_constant_problems(self),
             ("id", _iri_problem(self.id)),
             ("items", items),
             ("extensions", _extensions_problem(self.extensions)),
@@ -497,10 +568,15 @@ class ActivityMetricsCollection:
     extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
 
     def __attrs_post_init__(self) -> None:
+        pct = self.extensions.get("pctCompleteApp") if isinstance(self.extensions, dict) else None
+        pct_problem = None if pct is None else _number_problem(pct, 0, 100)
         _check(
             "ActivityMetricsCollection",
+            *_constant_problems(self),
             ("id", _iri_problem(self.id)),
-            ("extensions", _extensions_problem(self.extensions)),
+            # A bad pctCompleteApp is reported as such, not again as bad JSON.
+            ("extensions", None if pct_problem else _extensions_problem(self.extensions)),
+            ("extensions.pctCompleteApp", pct_problem),
             *self._problems(),
         )
 
@@ -521,9 +597,6 @@ class ActivityMetricsCollection:
             yield "items", "'totalQuestions' and 'correctQuestions' come together or not at all"
         elif total is not None and correct is not None and correct > total:
             yield "items", "'correctQuestions' must not exceed 'totalQuestions'"
-        pct = self.extensions.get("pctCompleteApp") if isinstance(self.extensions, dict) else None
-        if pct is not None:
-            yield "extensions.pctCompleteApp", _number_problem(pct, 0, 100)
 
     def value(self, kind: ActivityMetricType | str) -> float | None:
         """The value of one metric, or None when absent."""
@@ -560,6 +633,7 @@ def _is_uuid(value: object) -> bool:
 def _event_problems(
     event: TimeSpentEvent | ActivityCompletedEvent,
 ) -> Iterator[tuple[str, str | None]]:
+    yield from _constant_problems(event)
     yield "id", _urn_uuid_problem(event.id)
     yield "eventTime", _datetime_problem(event.event_time)
     yield "actor", None if isinstance(event.actor, TimebackUser) else "must be a TimebackUser"
@@ -806,6 +880,7 @@ class Envelope:
             data = "must hold TimeSpentEvent or ActivityCompletedEvent items only"
         _check(
             "Envelope",
+            *_constant_problems(self),
             ("sensor", _iri_problem(self.sensor)),
             ("sendTime", _datetime_problem(self.send_time)),
             ("data", data),
