@@ -117,7 +117,9 @@ def test_random_kills_lose_at_most_a_second_and_nothing_else(
     assert collector.duplicate_conflicts == [], f"seed {seed}"
     for run_id, last_active, _ in results:
         events = windows(collector, run_id)
-        assert events, f"seed {seed}: nothing of run {run_id} arrived"
+        if not events:  # killed before its first checkpoint: allowed if that was early
+            assert last_active <= LOST_PER_KILL + 0.1, f"seed {seed}: run {run_id} lost"
+            continue
         assert_conserved(events)
         assert_contiguous(events)
         active, inactive = collector.totals(run_id)

@@ -98,6 +98,7 @@ class ActivityMetricType(str, enum.Enum):
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 _URN_UUID = re.compile(r"urn:uuid:[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_SPACE = re.compile(r"\s")
 
 
 def _unicode_problem(value: str) -> str | None:
@@ -115,7 +116,7 @@ def _iri_problem(value: object) -> str | None:
     if not isinstance(value, str):
         return "must be a string (an absolute URL/IRI)"
     scheme, _, rest = value.partition(":")
-    if not _SCHEME.fullmatch(scheme) or not rest or any(c.isspace() for c in value):
+    if not _SCHEME.fullmatch(scheme) or not rest or _SPACE.search(value):
         return "must be an absolute URL/IRI such as https://example.com/... (no spaces)"
     problem = _unicode_problem(value)
     if problem:
@@ -272,15 +273,21 @@ def _nesting(value: object) -> int:
     return deepest
 
 
+_CONSTANTS: dict[type[Any], tuple[tuple[str, str, object], ...]] = {}
+
+
 def _constants(cls: type[Any]) -> tuple[tuple[str, str, object], ...]:
     """(wire name, attribute, value) of the fields of ``cls`` that hold a single allowed value."""
-    wire = {"context": "@context", "data_version": "dataVersion"}
-    return tuple(
-        (wire.get(field.name, field.name), field.name, field.default)
-        for field in attrs.fields(cls)
-        # A string here, until cattrs resolves it in place to typing.Literal[...].
-        if "Literal[" in str(field.type)
-    )
+    found = _CONSTANTS.get(cls)
+    if found is None:  # once per class: every event built goes through here
+        wire = {"context": "@context", "data_version": "dataVersion"}
+        found = _CONSTANTS[cls] = tuple(
+            (wire.get(field.name, field.name), field.name, field.default)
+            for field in attrs.fields(cls)
+            # A string here, until cattrs resolves it in place to typing.Literal[...].
+            if "Literal[" in str(field.type)
+        )
+    return found
 
 
 def _constant_problems(instance: Any) -> Iterator[tuple[str, str | None]]:

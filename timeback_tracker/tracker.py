@@ -243,7 +243,8 @@ class Tracker:
             ids = tuple(dropped.id for dropped in admission.dropped)
             log.warning("outbox full: dropped %d events: %s", len(ids), ", ".join(ids))
             self._delivery.report_later(DeliveryFailure("outbox full", None, ids))
-        self._delivery.notify()
+        if entries:  # a checkpoint alone is nothing to deliver
+            self._delivery.notify()
 
     def _forget(self, session: Session) -> None:
         with self._lock:
