@@ -276,3 +276,26 @@ def test_real_minute_session_matches_measured_time(
     assert abs(inactive - paused) <= 0.02
     assert [e["type"] for e in collector.events].count("ActivityEvent") == 1
     assert collector.events[-1]["type"] == "ActivityEvent"
+
+
+def test_implausible_xp_is_warned_about_and_sent_unchanged(
+    collector: LocalCollector, make_tracker: MakeTracker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """XP far above the active minutes logs one warning naming the run and both figures."""
+    clock = FakeClock()
+    tracker = make_tracker(clock=clock, heartbeat_interval=3600)
+    plausible = tracker.start_session(USER, ACTIVITY)
+    clock.advance(120)
+    with caplog.at_level("WARNING", logger="timeback_tracker"):
+        plausible.complete(2)  # two focused minutes: fine
+        greedy = tracker.start_session(USER, ACTIVITY)
+        clock.advance(60)
+        greedy.complete(45)
+    warnings = [r.getMessage() for r in caplog.records if "xp_earned" in r.getMessage()]
+    assert len(warnings) == 1
+    assert greedy.run_id in warnings[0]
+    assert "xp_earned=45" in warnings[0]
+    assert "1.0 active minutes" in warnings[0]
+    assert tracker.flush(5.0)
+    [completion] = collector.completions(greedy.run_id)
+    assert completion["generated"]["items"][0] == {"type": "xpEarned", "value": 45}
