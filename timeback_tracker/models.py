@@ -254,23 +254,23 @@ def _extensions_problem(value: object) -> str | None:
         json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
     except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
         return "must hold JSON values only: text, finite numbers, booleans, null, lists, objects"
-    if _nesting(value) > _MAX_NESTING:
-        return f"must not nest lists and objects more than {_MAX_NESTING} deep"
-    return None
+    return _tree_problem(value)
 
 
-def _nesting(value: object) -> int:
-    """How deep lists and objects nest in ``value`` (which json.dumps found acyclic)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
+def _tree_problem(value: object) -> str | None:
+    """Objects need string keys at every level (JSON would send 1 as "1"), and bounded depth."""
+    stack: list[tuple[Any, int]] = [(value, 1)]  # json.dumps() found no cycle
     while stack:
         node, depth = stack.pop()
+        if depth > _MAX_NESTING:
+            return f"must not nest lists and objects more than {_MAX_NESTING} deep"
+        if isinstance(node, dict) and not all(isinstance(key, str) for key in node):
+            return "must be a mapping with string keys"
         children: Iterable[Any] = node.values() if isinstance(node, dict) else node
-        deepest = max(deepest, depth)
         stack.extend(
             (child, depth + 1) for child in children if isinstance(child, (dict, list, tuple))
         )
-    return deepest
+    return None
 
 
 _CONSTANTS: dict[type[Any], tuple[tuple[str, str, object], ...]] = {}
