@@ -253,9 +253,13 @@ class Tracker:
     def _tick(self, scheduled_ms: int) -> None:
         with self._lock:
             sessions = list(self._sessions.values())
+        # A tick that woke up late is a sign that the machine slept; the time spent
+        # here on earlier sessions (a slow spool commit) is not: every session is
+        # given the lateness of the wake-up, measured once.
+        late_ms = self._clock.monotonic_ms() - scheduled_ms
         for session in sessions:
             try:
-                session._heartbeat(scheduled_ms)
+                session._heartbeat(self._clock.monotonic_ms() - late_ms)
             except Exception as exc:  # noqa: BLE001 - one bad session must not stop the others
                 self._crashed(exc)
 
