@@ -1,11 +1,14 @@
-"""Shared values and assertions for the tracker tests."""
+"""Shared values, outbox entries and assertions for the tests."""
 
 from __future__ import annotations
 
 import itertools
+import uuid
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import timeback_tracker as tt
+from timeback_tracker._outbox import Entry, completion_event_id, time_spent_event_id
 from timeback_tracker._serialization import parse_timestamp
 from timeback_tracker.testing import LocalCollector
 
@@ -48,3 +51,43 @@ def assert_contiguous(events: list[dict[str, Any]]) -> None:
     """Window k starts where window k-1 ended."""
     for before, after in itertools.pairwise(events):
         assert item(after, "active")["startDate"] == item(before, "active")["endDate"]
+
+
+T0 = datetime(2026, 1, 27, 10, 0, tzinfo=timezone.utc)
+
+
+def window(
+    run: uuid.UUID, seq: int, active: float = 10, inactive: float = 5, gap: float = 0
+) -> Entry:
+    """The entry of window ``seq`` of ``run`` (15 s windows, optionally shifted by ``gap``)."""
+    start = T0 + timedelta(seconds=15 * seq + gap)
+    event = tt.TimeSpentEvent.for_window(
+        user=USER,
+        activity=ACTIVITY,
+        run_id=run,
+        start=start,
+        end=start + timedelta(seconds=active + inactive),
+        active_seconds=active,
+        inactive_seconds=inactive,
+        event_id=time_spent_event_id(run, seq),
+    )
+    return Entry.of(event, seq, seq)
+
+
+def completion(run: uuid.UUID) -> Entry:
+    """The completion entry of ``run``."""
+    event = tt.ActivityCompletedEvent.for_completion(
+        user=USER,
+        activity=ACTIVITY,
+        run_id=run,
+        event_time=T0 + timedelta(hours=1),
+        xp_earned=3,
+        event_id=completion_event_id(run),
+    )
+    return Entry.of(event)
+
+
+def seconds(entry: Entry) -> float:
+    """Active plus inactive seconds of a time entry."""
+    generated = tt.load(entry.payload, tt.TimeSpentEvent).generated
+    return generated.seconds("active") + generated.seconds("inactive")

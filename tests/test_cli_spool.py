@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import SENSOR, USER
-from tests.test_outbox import completion, window
+from tests.support import SENSOR, USER, completion, window
 from timeback_tracker._locations import default_spool_path
 from timeback_tracker._outbox import completion_event_id, time_spent_event_id
 from timeback_tracker._spool import SqliteOutbox

@@ -22,8 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import timeback_tracker as tt
-from tests.support import ACTIVITY, SENSOR, USER
-from tests.test_outbox import T0, completion, seconds, window
+from tests.support import ACTIVITY, SENSOR, T0, USER, completion, seconds, window
 from timeback_tracker._clock import FakeClock
 from timeback_tracker._delivery import Counters, Delivery
 from timeback_tracker._locations import DEFAULT_SPOOL, resolve_spool_path
