@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import timeback_tracker as tt
-from timeback_tracker._outbox import Entry, completion_event_id, time_spent_event_id
+from timeback_tracker._accounting import RunAccounting
+from timeback_tracker._clock import FakeClock
+from timeback_tracker._events import RunTemplate, completion_event_id, time_spent_event_id
+from timeback_tracker._outbox import Checkpoint, Entry
+
+__all__ = [  # completion_event_id is re-exported for the tests
+    "completion_event_id",
+]
 from timeback_tracker._serialization import parse_timestamp
 from timeback_tracker.testing import LocalCollector
 
@@ -54,40 +61,57 @@ def assert_contiguous(events: list[dict[str, Any]]) -> None:
 
 
 T0 = datetime(2026, 1, 27, 10, 0, tzinfo=timezone.utc)
+T0_MS = round(T0.timestamp() * 1000)
+
+
+def template(run: uuid.UUID) -> RunTemplate:
+    """The template of ``run``'s one segment in these tests (its token derived from the run)."""
+    return RunTemplate(
+        user=USER, activity=ACTIVITY, run_id=run, course_id=None, segment=run.hex[:12]
+    )
+
+
+def window_id(run: uuid.UUID, first: int, last: int | None = None) -> str:
+    """The id of window ``first`` (or windows first..last merged) of :func:`template`'s segment."""
+    return time_spent_event_id(run, run.hex[:12], first, first if last is None else last)
 
 
 def window(
     run: uuid.UUID, seq: int, active: float = 10, inactive: float = 5, gap: float = 0
 ) -> Entry:
     """The entry of window ``seq`` of ``run`` (15 s windows, optionally shifted by ``gap``)."""
-    start = T0 + timedelta(seconds=15 * seq + gap)
-    event = tt.TimeSpentEvent.for_window(
-        user=USER,
-        activity=ACTIVITY,
-        run_id=run,
-        start=start,
-        end=start + timedelta(seconds=active + inactive),
-        active_seconds=active,
-        inactive_seconds=inactive,
-        event_id=time_spent_event_id(run, seq),
+    start = T0_MS + 15_000 * seq + round(gap * 1000)
+    active_ms, inactive_ms = round(active * 1000), round(inactive * 1000)
+    return Entry.window(
+        template(run), seq, seq, start, start + active_ms + inactive_ms, active_ms, inactive_ms
     )
-    return Entry.of(event, seq, seq)
 
 
 def completion(run: uuid.UUID) -> Entry:
     """The completion entry of ``run``."""
-    event = tt.ActivityCompletedEvent.for_completion(
-        user=USER,
-        activity=ACTIVITY,
-        run_id=run,
-        event_time=T0 + timedelta(hours=1),
-        xp_earned=3,
-        event_id=completion_event_id(run),
-    )
-    return Entry.of(event)
+    return Entry.completion(template(run), T0_MS + 3_600_000, xp_earned=3)
 
 
 def seconds(entry: Entry) -> float:
     """Active plus inactive seconds of a time entry."""
-    generated = tt.load(entry.payload, tt.TimeSpentEvent).generated
-    return generated.seconds("active") + generated.seconds("inactive")
+    return (entry.active_ms + entry.inactive_ms) / 1000
+
+
+def checkpoint(run: uuid.UUID, seq: int, open_seconds: float = 5) -> Checkpoint:
+    """The checkpoint of ``run`` (see :func:`template`) while window ``seq`` is open.
+
+    Windows of 15 s, all active, from :data:`T0`; window ``seq`` has been open
+    ``open_seconds``: a recovery rebuilds it as ``window(run, seq, open_seconds, 0)``.
+    """
+    clock = FakeClock(wall_ms=T0_MS)
+    accounting = RunAccounting(now_ms=clock.monotonic_ms(), wall_ms=clock.wall_ms())
+    for _ in range(seq):
+        clock.advance(15)
+        accounting.close_window(clock.monotonic_ms(), clock.wall_ms())
+    clock.advance(open_seconds)
+    return Checkpoint(template(run), accounting.snapshot(), clock.monotonic_ms(), clock.wall_ms())
+
+
+def ended(run: uuid.UUID) -> dict[str, Checkpoint]:
+    """The checkpoint change of ``run``'s segment ending."""
+    return {template(run).segment: Checkpoint(template(run), None, 0, 0)}

@@ -326,18 +326,38 @@ def test_wall_jump_is_a_suspend_and_reanchors() -> None:
     assert run.totals(clock.monotonic_ms()) == (30_000, 0)
 
 
-def test_small_or_backward_wall_jumps_are_ignored() -> None:
-    """Wall jumps below the threshold or backwards never move the anchor."""
+def test_small_wall_jumps_are_ignored_and_large_ones_reanchor_both_ways() -> None:
+    """Wall jumps up to the threshold keep the anchor; a larger one either way moves it."""
     clock = FakeClock()
     run = start(clock, suspend_threshold_ms=5_000)
     clock.advance(15)
     clock.suspend(5)  # exactly the threshold: not a suspend
     assert tick(run, clock) == [win(0, 0, 15, 15, 0)]
     mono = clock.monotonic_ms() + 15_000
-    assert run.close_window(mono, W0 - 3_600_000) == [win(1, 15, 30, 15, 0)]
+    # The clock set back 3 hours: closed on the old anchor, then dated by the clock as it is.
+    assert run.close_window(mono, W0 - 3 * 3_600_000) == [win(1, 15, 30, 15, 0)]
+    back = -3 * 3600
+    assert run.close_window(mono + 1_000, W0 - 3 * 3_600_000 + 1_000) == [
+        win(2, back, back + 1, 1, 0)
+    ]
     # A forward jump past the threshold: closed on the old anchor, then re-anchored.
-    assert run.close_window(mono + 1_000, W0 + 40_000) == [win(2, 30, 31, 1, 0)]
-    assert run.close_window(mono + 2_000, W0 + 41_000) == [win(3, 40, 41, 1, 0)]
+    assert run.close_window(mono + 2_000, W0 + 40_000) == [win(3, back + 1, back + 2, 1, 0)]
+    assert run.close_window(mono + 3_000, W0 + 41_000) == [win(4, 40, 41, 1, 0)]
+    assert run.totals(mono + 3_000) == (33_000, 0)  # durations never moved
+
+
+def test_a_backward_step_mid_run_keeps_durations_exact() -> None:
+    """After a -3 h step the next windows are dated 3 h earlier, not 3 h in the future."""
+    clock = FakeClock()
+    run = start(clock)
+    clock.advance(10)
+    clock.set_wall(-3 * 3600)
+    clock.advance(5)
+    assert tick(run, clock) == [win(0, 0, 15, 15, 0)]
+    clock.advance(15)
+    after = tick(run, clock)
+    assert after == [win(1, 15 - 3 * 3600, 30 - 3 * 3600, 15, 0)]
+    assert after[0].end_wall_ms == clock.wall_ms()
 
 
 def test_late_tick_cuts_the_sleep_out() -> None:
@@ -376,14 +396,14 @@ def test_late_tick_does_not_count_sleep_toward_idle_or_cutoff() -> None:
     assert tick(run, clock) == [win(3, 621, 626, 0, 5)]
 
 
-def test_late_tick_with_a_backward_wall_never_overlaps() -> None:
-    """A late tick whose wall reading went backwards re-anchors no earlier than the old anchor."""
+def test_late_tick_with_a_backward_wall_is_dated_by_the_clock_as_it_is() -> None:
+    """A late tick whose wall reading went backwards re-anchors there: the clock was set back."""
     clock = FakeClock()
     run = start(clock)
     mono = clock.monotonic_ms()
     assert run.close_window(mono + 5_000, W0 + 5_000) == [win(0, 0, 5, 5, 0)]
     assert run.close_window(mono + 60_000, W0 - 1_000, scheduled_ms=mono + 20_000) == []
-    assert run.close_window(mono + 61_000, W0) == [win(1, 60, 61, 1, 0)]
+    assert run.close_window(mono + 61_000, W0) == [win(1, -1, 0, 1, 0)]
 
 
 def test_late_tick_while_dormant_stays_dormant() -> None:

@@ -10,14 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import SENSOR, USER, completion, window
+from tests.support import (
+    SENSOR,
+    USER,
+    checkpoint,
+    completion,
+    completion_event_id,
+    template,
+    window,
+    window_id,
+)
 from timeback_tracker._locations import default_spool_path
-from timeback_tracker._outbox import completion_event_id, time_spent_event_id
 from timeback_tracker._spool import SqliteOutbox
 from timeback_tracker._spool_admin import SpoolFile
 
 RUN = uuid.UUID("6f1c1a52-5b1e-4f3e-9d7a-6a0f3f4c9b21")
-DEAD_ID = time_spent_event_id(RUN, 0)
+OTHER = uuid.UUID("0b7e1c2a-58cc-4372-a567-0e02b2c3d479")
+DEAD_ID = window_id(RUN, 0)
 
 
 def make_spool(path: Path) -> Path:
@@ -25,7 +34,7 @@ def make_spool(path: Path) -> Path:
     outbox = SqliteOutbox(path, 100)
     outbox.put_many(
         [window(RUN, 0), window(RUN, 1), window(RUN, 2), completion(RUN)],
-        {str(uuid.uuid4()): window(uuid.uuid4(), 0)},
+        {template(OTHER).segment: checkpoint(OTHER, 0)},
     )
     outbox.dead_letter(outbox.take(1), "HTTP 400 Bad Request")
     outbox.close()
@@ -81,8 +90,8 @@ def test_list_shows_no_pii_unless_asked(spool: Path, env: dict[str, str]) -> Non
     header, *lines = plain.stdout.splitlines()
     assert header.split() == ["STATE", "ID", "KIND", "RUN", "EVENT", "TIME", "ATTEMPTS", "VALUES"]
     assert [line.split()[:4] for line in lines] == [
-        ["queued", time_spent_event_id(RUN, 1), "time", str(RUN)],
-        ["queued", time_spent_event_id(RUN, 2), "time", str(RUN)],
+        ["queued", window_id(RUN, 1), "time", str(RUN)],
+        ["queued", window_id(RUN, 2), "time", str(RUN)],
         ["queued", completion_event_id(RUN), "completion", str(RUN)],
     ]
     assert lines[0].split()[4:] == ["2026-01-27T10:00:30Z", "0", "active=10", "inactive=5"]

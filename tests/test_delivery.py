@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 import timeback_tracker as tt
-from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, windows
+from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, completion_event_id, windows
 from timeback_tracker._delivery import Delivery
 from timeback_tracker._transport import classify, parse_retry_after
 from timeback_tracker.testing import LocalCollector
@@ -171,7 +172,7 @@ def test_poison_event_is_isolated_and_dead_lettered(
     dead = [f for f in failures if not f.will_retry]
     assert len(dead) == 1
     assert dead[0].status == 400
-    assert dead[0].event_ids == (tt._outbox.completion_event_id(sessions[2]._run),)
+    assert dead[0].event_ids == (completion_event_id(uuid.UUID(sessions[2].run_id)),)
 
 
 def test_oversize_batches_are_halved(
@@ -284,16 +285,16 @@ def test_heartbeat_survives_unexpected_errors(
     """A bug in a tick is counted and the next ticks still close windows."""
     tracker = make_tracker(heartbeat_interval=0.1)
     session = tracker.start_session(USER, ACTIVITY)
-    original = tt.Session._heartbeat
+    original = tt.Session._close_window
     calls = {"n": 0}
 
-    def flaky(self: tt.Session, scheduled_ms: int) -> None:
+    def flaky(self: tt.Session, late_ms: int, durable: bool) -> Any:
         calls["n"] += 1
         if calls["n"] == 2:
             raise ValueError("injected")
-        original(self, scheduled_ms)
+        return original(self, late_ms, durable)
 
-    monkeypatch.setattr(tt.Session, "_heartbeat", flaky)
+    monkeypatch.setattr(tt.Session, "_close_window", flaky)
     time.sleep(0.65)
     session.complete(1)
     assert tracker.flush(5.0)

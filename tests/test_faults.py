@@ -10,8 +10,16 @@ from typing import Any
 import pytest
 
 import timeback_tracker as tt
-from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, assert_contiguous, windows
-from timeback_tracker._outbox import completion_event_id, time_spent_event_id
+from tests.support import (
+    ACTIVITY,
+    SENSOR,
+    USER,
+    assert_conserved,
+    assert_contiguous,
+    completion_event_id,
+    windows,
+)
+from timeback_tracker._events import time_spent_event_id
 from timeback_tracker.testing import LocalCollector, RequestRecord
 
 CLIENT_ID = "kiosk"
@@ -49,7 +57,10 @@ def assert_run_delivered(collector: LocalCollector, session: tt.Session) -> list
     events = windows(collector, session.run_id)
     run = uuid.UUID(session.run_id)
     # Ids are deterministic per window sequence: no window is missing or extra.
-    assert [e["id"] for e in events] == [time_spent_event_id(run, k) for k in range(len(events))]
+    segment = session._template.segment
+    assert [e["id"] for e in events] == [
+        time_spent_event_id(run, segment, k, k) for k in range(len(events))
+    ]
     assert_conserved(events)
     assert_contiguous(events)
     active, inactive = collector.totals(session.run_id)

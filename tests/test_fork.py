@@ -91,7 +91,8 @@ def test_child_starts_over_and_parent_keeps_its_events(collector: LocalCollector
             checks: dict[str, Any] = {}
             checks["fresh_stats"] = tracker.stats() == tt.TrackerStats()
             refused = []
-            for call in (session.touch, session.pause, session.resume, session.end):
+            session.touch()  # input changes nothing on a session that is not ours
+            for call in (session.pause, session.resume, session.end):
                 try:
                     call()
                 except tt.SessionStateError as exc:
@@ -100,7 +101,7 @@ def test_child_starts_over_and_parent_keeps_its_events(collector: LocalCollector
                 session.complete(1)
             except tt.SessionStateError:
                 refused.append(True)
-            checks["inherited_session_refused"] = refused == [True] * 5
+            checks["inherited_session_refused"] = refused == [True] * 4
             checks["inherited_state"] = session.state == "ended"
             own = tracker.start_session(USER, ACTIVITY, course_id="MATH-3")
             time.sleep(0.25)

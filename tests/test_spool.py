@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -22,11 +23,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import timeback_tracker as tt
-from tests.support import ACTIVITY, SENSOR, T0, USER, completion, seconds, window
+from tests.support import (
+    SENSOR,
+    T0,
+    T0_MS,
+    checkpoint,
+    completion,
+    ended,
+    seconds,
+    template,
+    window,
+    window_id,
+)
 from timeback_tracker._clock import FakeClock
 from timeback_tracker._delivery import Counters, Delivery
 from timeback_tracker._locations import DEFAULT_SPOOL, resolve_spool_path
-from timeback_tracker._outbox import Entry, MemoryOutbox, Outbox, time_spent_event_id
+from timeback_tracker._outbox import Entry, MemoryOutbox, Outbox
 from timeback_tracker._spool import SqliteOutbox, open_outbox
 from timeback_tracker._spool_admin import SpoolFile
 from timeback_tracker.testing import LocalCollector
@@ -36,27 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # A child process working on a spool: `python -c WORKER <mode> <spool> [args]`.
 WORKER = r"""
 import os, sys, time, uuid
-from datetime import datetime, timedelta, timezone
-import timeback_tracker as tt
-from timeback_tracker._outbox import Entry, time_spent_event_id
+from tests.support import checkpoint, window
 from timeback_tracker._spool import SqliteOutbox
-
-USER = tt.TimebackUser(id="https://sis.example.com/users/student-123", email="kid@example.com")
-ACTIVITY = tt.TimebackActivityContext(
-    id="https://myapp.example.com/activities/Math/g3/lesson-1",
-    subject=tt.Subject.MATH,
-    app=tt.App(name="My App"),
-)
-T0 = datetime(2026, 1, 27, 10, 0, tzinfo=timezone.utc)
-
-def window(run, seq):
-    start = T0 + timedelta(seconds=15 * seq)
-    event = tt.TimeSpentEvent.for_window(
-        user=USER, activity=ACTIVITY, run_id=run, start=start,
-        end=start + timedelta(seconds=15), active_seconds=10, inactive_seconds=5,
-        event_id=time_spent_event_id(run, seq),
-    )
-    return Entry.of(event, seq, seq)
 
 mode, path = sys.argv[1], sys.argv[2]
 outbox = SqliteOutbox(path, 100_000, drain_wait=0)
@@ -68,13 +61,15 @@ if mode == "put":
     sys.stdin.read()
 elif mode == "checkpoint":
     run = uuid.UUID(sys.argv[3])
-    outbox.put_many([], {str(run): window(run, 7)})
+    point = checkpoint(run, 7)
+    outbox.put_many([], {point.template.segment: point})
     print("ready", outbox.owner, flush=True)
     sys.stdin.read()
     outbox.close()
 elif mode == "fork-checkpoint":
     run = uuid.UUID(sys.argv[3])
-    outbox.put_many([], {str(run): window(run, 7)})
+    point = checkpoint(run, 7)
+    outbox.put_many([], {point.template.segment: point})
     child = os.fork()
     if child == 0:
         print("child", flush=True)  # after the at-fork hooks ran
@@ -220,14 +215,15 @@ def test_full_outbox_coalesces_contiguous_windows_of_a_run(make: Callable[[int],
     assert (admission.coalesced, admission.dropped) == (1, [])
     held = outbox.take(10)
     assert len(held) == 3
-    merged = tt.load(held[-1].payload, tt.TimeSpentEvent)
+    merged = tt.load(json.loads(held[-1].payload), tt.TimeSpentEvent)
     assert merged.generated.seconds("active") == 20
     assert merged.generated.seconds("inactive") == 10
     items = merged.generated.items
     assert items[0].start_date == T0 + timedelta(seconds=30)
     assert items[0].end_date == T0 + timedelta(seconds=60)
-    assert merged.id == time_spent_event_id(run, 2, 3)
+    assert merged.id == window_id(run, 2, 3)
     assert (held[-1].first_seq, held[-1].last_seq) == (2, 3)
+    assert (held[-1].active_ms, held[-1].inactive_ms) == (20_000, 10_000)
 
 
 def test_a_merged_pair_keeps_the_place_of_the_older_window(make: Callable[[int], Outbox]) -> None:
@@ -240,7 +236,7 @@ def test_a_merged_pair_keeps_the_place_of_the_older_window(make: Callable[[int],
     admission = outbox.put(completion(a))
     assert (admission.coalesced, admission.dropped) == (1, [])
     assert ids(outbox.take(10)) == [
-        time_spent_event_id(a, 0, 1),
+        window_id(a, 0, 1),
         completion(b).id,
         completion(a).id,
     ]
@@ -255,7 +251,7 @@ def test_attempted_windows_are_never_merged(make: Callable[[int], Outbox]) -> No
     outbox.release(outbox.take(10))  # both were attempted
     admission = outbox.put(window(run, 2))
     assert admission.coalesced == 0
-    assert ids(admission.dropped) == [time_spent_event_id(run, 0)]
+    assert ids(admission.dropped) == [window_id(run, 0)]
     assert len(outbox) == 2
 
 
@@ -267,7 +263,7 @@ def test_windows_in_flight_are_not_dropped(make: Callable[[int], Outbox]) -> Non
     outbox.put(window(b, 5))
     outbox.take(1)
     admission = outbox.put(completion(a))
-    assert ids(admission.dropped) == [time_spent_event_id(b, 5)]
+    assert ids(admission.dropped) == [window_id(b, 5)]
 
 
 def test_windows_across_a_gap_are_not_merged(make: Callable[[int], Outbox]) -> None:
@@ -288,34 +284,30 @@ def test_merge_never_exceeds_a_day(make: Callable[[int], Outbox]) -> None:
     outbox = make(1)
     big = window(run, 0, active=50_000, inactive=0)
     outbox.put(big)
-    event = tt.TimeSpentEvent.for_window(
-        user=USER,
-        activity=ACTIVITY,
-        run_id=run,
-        start=T0 + timedelta(seconds=50_000),
-        end=T0 + timedelta(seconds=90_000),
-        active_seconds=40_000,
-        inactive_seconds=0,
-        event_id=time_spent_event_id(run, 1),
+    start = T0_MS + 50_000_000
+    admission = outbox.put(
+        Entry.window(template(run), 1, 1, start, start + 40_000_000, 40_000_000, 0)
     )
-    admission = outbox.put(Entry.of(event, 1, 1))
     assert admission.coalesced == 0
     assert ids(admission.dropped) == [big.id]
 
 
 def test_completions_are_never_dropped(make: Callable[[int], Outbox]) -> None:
-    """A full outbox drops the oldest time window, never a completion."""
+    """A full outbox drops the oldest time window, never a completion: with nothing else to
+    drop, a completion is held beyond the bound, and a window is refused."""
     runs = [uuid.uuid4() for _ in range(3)]
     outbox = make(3)
     outbox.put(completion(runs[0]))
     outbox.put(window(runs[1], 0))
     outbox.put(completion(runs[1]))
     admission = outbox.put(completion(runs[2]))
-    assert ids(admission.dropped) == [time_spent_event_id(runs[1], 0)]
+    assert ids(admission.dropped) == [window_id(runs[1], 0)]
     assert {e.kind for e in outbox.take(10)} == {"completion"}
-    # Nothing left to drop: the incoming completion is refused, not a held one.
-    assert ids(outbox.put(completion(uuid.uuid4())).dropped) != []
-    assert len(outbox) == 3
+    late = uuid.uuid4()
+    assert outbox.put(completion(late)).dropped == []
+    assert len(outbox) == 4
+    assert ids(outbox.put(window(late, 0)).dropped) == [window_id(late, 0)]
+    assert len(outbox) == 4
 
 
 def test_dead_letters_leave_the_queue(make: Callable[[int], Outbox]) -> None:
@@ -374,12 +366,9 @@ def test_bounded_and_time_conserved(
                     finished[run_index] = True
                     completions += 1
                 for dropped in outbox.put(entry).dropped:
-                    assert dropped.kind == "time" or len(outbox) == max_queue
-                    if dropped.kind == "time":
-                        dropped_seconds += seconds(dropped)
-                    else:
-                        completions -= 1
-                assert len(outbox) <= max_queue
+                    assert dropped.kind == "time"
+                    dropped_seconds += seconds(dropped)
+                assert len(outbox) <= max(max_queue, completions)
             held = outbox.take(100)
         finally:
             outbox.close()
@@ -425,25 +414,35 @@ def test_a_put_survives_sigkill_right_after_it_returns(spool: Path) -> None:
     finally:
         reopened.close()
     assert held[:5] == acknowledged
-    assert held == [time_spent_event_id(run, n) for n in range(len(held))]
+    assert held == [window_id(run, n) for n in range(len(held))]
 
 
 # -- checkpoints and recovery ---------------------------------------------------------------
 
 
+def segments(path: Path) -> list[tuple[object, ...]]:
+    """(segment, ended, has state) of every segment row."""
+    return rows(path, "SELECT segment, ended, state IS NOT NULL FROM segments ORDER BY segment")
+
+
 def test_checkpoints_are_replaced_and_cleared_with_the_entries(spool: Path) -> None:
-    """put_many writes a run's checkpoint with its entries; None clears it."""
+    """put_many writes a segment's state with its entries; its end clears what is not needed."""
     run = uuid.uuid4()
+    segment = template(run).segment
     outbox = SqliteOutbox(spool, 100)
     try:
-        outbox.put_many([window(run, 0)], {str(run): window(run, 1)})
-        outbox.put_many([window(run, 1)], {str(run): window(run, 2)})
-        assert rows(spool, "SELECT run_id, id FROM checkpoints") == [
-            (str(run), time_spent_event_id(run, 2))
-        ]
-        outbox.put_many([window(run, 2)], {str(run): None})
-        assert rows(spool, "SELECT count(*) FROM checkpoints") == [(0,)]
+        outbox.put_many([window(run, 0)], {segment: checkpoint(run, 1)})
+        outbox.put_many([window(run, 1)], {segment: checkpoint(run, 2)})
+        assert segments(spool) == [(segment, 0, 1)]
+        [[state]] = rows(spool, "SELECT state FROM segments")
+        assert json.loads(str(state)) == checkpoint(run, 2).state
+        outbox.put_many([window(run, 2)], ended(run))
+        # Ended; kept only as the template of the windows still held (for merges).
+        assert segments(spool) == [(segment, 1, 0)]
         assert len(outbox) == 3
+        outbox.ack(outbox.take(10))
+        outbox.close()
+        assert segments(spool) == []
     finally:
         outbox.close()
 
@@ -456,24 +455,28 @@ def test_put_many_is_all_or_nothing(spool: Path, caplog: pytest.LogCaptureFixtur
     try:
         conn = sqlite3.connect(spool)
         conn.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON checkpoints "
+            "CREATE TRIGGER refuse BEFORE UPDATE ON segments "
             "BEGIN SELECT RAISE(ABORT, 'refused'); END"
         )
         conn.commit()
         conn.close()
         with caplog.at_level(logging.WARNING, "timeback_tracker.spool"):
-            outbox.put_many([window(run, 0), window(run, 1)], {str(run): window(run, 2)})
+            outbox.put_many(
+                [window(run, 0), window(run, 1)], {template(run).segment: checkpoint(run, 2)}
+            )
         assert rows(spool, "SELECT count(*) FROM entries") == [(0,)]
-        assert rows(spool, "SELECT count(*) FROM checkpoints") == [(0,)]
+        assert rows(spool, "SELECT count(*) FROM segments") == [(0,)]
         assert len(outbox) == 2
         assert "keeping new events in memory" in caplog.text
-        assert ids(outbox.take(5)) == [time_spent_event_id(run, 0), time_spent_event_id(run, 1)]
+        assert ids(outbox.take(5)) == [window_id(run, 0), window_id(run, 1)]
     finally:
         outbox.close()
 
 
-def test_recover_emits_a_dead_owners_checkpoint_once_and_leaves_a_live_ones(spool: Path) -> None:
-    """A checkpoint of a killed process becomes an entry once; a live process's stays."""
+def test_recover_rebuilds_a_dead_owners_open_window_once_and_leaves_a_live_ones(
+    spool: Path,
+) -> None:
+    """The open window of a killed process is rebuilt once, with its id; a live one's stays."""
     dead_run, live_run = uuid.uuid4(), uuid.uuid4()
     dead = spawn("checkpoint", str(spool), str(dead_run))
     live = spawn("checkpoint", str(spool), str(live_run))
@@ -487,52 +490,49 @@ def test_recover_emits_a_dead_owners_checkpoint_once_and_leaves_a_live_ones(spoo
     try:
         assert Path(f"{spool}.owner-{dead_owner}.lock").exists()
         recovered = outbox.recover()
-        assert ids(recovered) == [time_spent_event_id(dead_run, 7)]
-        assert recovered[0].payload == window(dead_run, 7).payload
+        assert ids(recovered) == [window_id(dead_run, 7)]
+        assert recovered[0].payload == window(dead_run, 7, active=5, inactive=0).payload
         assert outbox.recover() == []
         assert not Path(f"{spool}.owner-{dead_owner}.lock").exists()
-        assert rows(spool, "SELECT run_id FROM checkpoints") == [(str(live_run),)]
+        assert rows(spool, "SELECT run_id FROM segments WHERE ended = 0") == [(str(live_run),)]
         # An owner that closed without ending its run is not alive either.
         live.stdin.close()
         assert live.wait(10) == 0
         live.stdout.close()
-        assert ids(outbox.recover()) == [time_spent_event_id(live_run, 7)]
-        assert ids(outbox.take(10)) == [
-            time_spent_event_id(dead_run, 7),
-            time_spent_event_id(live_run, 7),
-        ]
+        assert ids(outbox.recover()) == [window_id(live_run, 7)]
+        assert ids(outbox.take(10)) == [window_id(dead_run, 7), window_id(live_run, 7)]
     finally:
         outbox.close()
 
 
 def test_recover_keeps_an_entry_that_has_the_checkpoints_id(spool: Path) -> None:
-    """If an entry with the checkpoint's id is queued already, that entry wins."""
+    """If an entry with the rebuilt window's id is queued already, that entry wins."""
     run = uuid.uuid4()
     queued = window(run, 7, active=15, inactive=0)
     crashed = SqliteOutbox(spool, 100)
-    crashed.put_many([queued], {str(run): window(run, 7)})
+    crashed.put_many([queued], {template(run).segment: checkpoint(run, 7)})
     crashed.close()  # its owner lock is gone: as good as dead
     outbox = SqliteOutbox(spool, 100)
     try:
         assert outbox.recover() == []
         (held,) = outbox.take(10)
         assert held.payload == queued.payload
-        assert rows(spool, "SELECT count(*) FROM checkpoints") == [(0,)]
+        assert rows(spool, "SELECT count(*) FROM segments WHERE ended = 0") == [(0,)]
     finally:
         outbox.close()
 
 
 def test_an_instance_in_this_process_counts_as_alive(spool: Path, outboxes: list[Outbox]) -> None:
-    """Another open instance's checkpoints are not recovered, even in the same process."""
+    """Another open instance's run segments are not recovered, even in the same process."""
     run = uuid.uuid4()
     other = SqliteOutbox(spool, 100)
     outboxes.append(other)
-    other.put_many([], {str(run): window(run, 3)})
+    other.put_many([], {template(run).segment: checkpoint(run, 3)})
     outbox = SqliteOutbox(spool, 100)
     outboxes.append(outbox)
     assert outbox.recover() == []
     other.close()
-    assert ids(outbox.recover()) == [time_spent_event_id(run, 3)]
+    assert ids(outbox.recover()) == [window_id(run, 3)]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -547,7 +547,7 @@ def test_a_forked_child_does_not_keep_its_dead_parent_alive(spool: Path) -> None
     kill(parent)
     outbox = SqliteOutbox(spool, 100)
     try:
-        assert ids(outbox.recover()) == [time_spent_event_id(run, 7)]
+        assert ids(outbox.recover()) == [window_id(run, 7)]
     finally:
         outbox.close()
         os.kill(child, signal.SIGKILL)
@@ -565,10 +565,10 @@ def test_one_instance_drains_at_a_time(spool: Path, outboxes: list[Outbox]) -> N
     second.put(window(run, 0))
     first.put(window(run, 1))
     assert len(first) == len(second) == 2
-    assert ids(first.take(1)) == [time_spent_event_id(run, 0)]
+    assert ids(first.take(1)) == [window_id(run, 0)]
     assert second.take(10) == []
     first.close()
-    assert ids(second.take(10)) == [time_spent_event_id(run, 0), time_spent_event_id(run, 1)]
+    assert ids(second.take(10)) == [window_id(run, 0), window_id(run, 1)]
 
 
 def test_take_waits_a_little_when_another_process_drains(spool: Path) -> None:
@@ -617,7 +617,7 @@ def test_delivery_drains_a_spool_and_dead_letters_expired_events(spool: Path) ->
     run, old_run = uuid.uuid4(), uuid.uuid4()
     outbox = SqliteOutbox(spool, 1000)
     old = window(old_run, 0)
-    old.event_time_ms = clock.wall_ms() - 2 * 86_400_000
+    old.born_ms = clock.wall_ms() - 2 * 86_400_000
     fresh = [window(run, n) for n in range(120)]
     outbox.put_many([old, *fresh])
     with LocalCollector() as collector:
@@ -629,7 +629,7 @@ def test_delivery_drains_a_spool_and_dead_letters_expired_events(spool: Path) ->
         finally:
             delivery.stop(2)
         assert {e["id"] for e in collector.time_spent_events()} == set(ids(fresh))
-    assert dead_letters(outbox) == [(time_spent_event_id(old_run, 0), "older than max_event_age")]
+    assert dead_letters(outbox) == [(window_id(old_run, 0), "older than max_event_age")]
     outbox.close()
     with SpoolFile(spool) as admin:
         assert dict(admin.status().dead_reasons) == {"older than max_event_age": 1}
@@ -688,7 +688,7 @@ def test_explicit_paths_and_memory(tmp_path: Path) -> None:
     assert resolve_spool_path(str(tmp_path / "a.db"), SENSOR) == tmp_path / "a.db"
     with pytest.raises(ValueError, match="spool_path"):
         resolve_spool_path("", SENSOR)
-    assert isinstance(open_outbox(None, SENSOR, 10), MemoryOutbox)
+    assert isinstance(open_outbox(None, 10, sensor=SENSOR, endpoint=""), MemoryOutbox)
 
 
 def test_files_are_owner_only_whatever_the_umask(
@@ -699,7 +699,7 @@ def test_files_are_owner_only_whatever_the_umask(
     monkeypatch.setattr(sys, "platform", "linux")
     old_umask = os.umask(0)
     try:
-        outbox = open_outbox(DEFAULT_SPOOL, SENSOR, 10)
+        outbox = open_outbox(DEFAULT_SPOOL, 10, sensor=SENSOR, endpoint="")
         assert isinstance(outbox, SqliteOutbox)
         outbox.put(window(uuid.uuid4(), 0))
         outbox.take(1)  # creates the drain lock
@@ -711,7 +711,7 @@ def test_files_are_owner_only_whatever_the_umask(
             "SPOOL",
             "SPOOL-wal",
             "SPOOL-shm",
-            "SPOOL.drain.lock",
+            f"SPOOL.drain-{outbox.dest}.lock",
             f"SPOOL.owner-{outbox.owner}.lock",
         }
         assert {oct(stat.S_IMODE(path.stat().st_mode)) for path in files} == {"0o600"}
@@ -732,7 +732,7 @@ def test_looser_permissions_are_tightened_with_a_warning(
     path.parent.chmod(0o755)
     path.chmod(0o644)
     with caplog.at_level(logging.WARNING, "timeback_tracker.spool"):
-        outbox = open_outbox(DEFAULT_SPOOL, SENSOR, 10)
+        outbox = open_outbox(DEFAULT_SPOOL, 10, sensor=SENSOR, endpoint="")
     outbox.close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
@@ -757,7 +757,7 @@ def test_a_corrupt_spool_is_moved_aside_and_a_fresh_one_used(
     """A file that is not a database is renamed with a timestamp; a new spool works."""
     spool.write_bytes(b"definitely not SQLite " * 100)
     with caplog.at_level(logging.WARNING, "timeback_tracker.spool"):
-        outbox = open_outbox(spool, SENSOR, 10)
+        outbox = open_outbox(spool, 10, sensor=SENSOR, endpoint="")
     try:
         assert isinstance(outbox, SqliteOutbox)
         aside = [p for p in spool.parent.iterdir() if ".corrupt-" in p.name]
@@ -781,7 +781,7 @@ def test_a_damaged_spool_page_is_detected_by_the_integrity_check(spool: Path) ->
     data = bytearray(spool.read_bytes())
     data[4096 * 2 : 4096 * 6] = b"\x17" * (4096 * 4)  # trash b-tree pages, keep the header
     spool.write_bytes(bytes(data))
-    fresh = open_outbox(spool, SENSOR, 10)
+    fresh = open_outbox(spool, 10, sensor=SENSOR, endpoint="")
     try:
         assert isinstance(fresh, SqliteOutbox)
         assert len(fresh) == 0
@@ -797,7 +797,7 @@ def test_a_foreign_database_is_not_used_as_a_spool(spool: Path) -> None:
     conn.commit()
     conn.close()
     original = spool.read_bytes()
-    outbox = open_outbox(spool, SENSOR, 10)
+    outbox = open_outbox(spool, 10, sensor=SENSOR, endpoint="")
     try:
         assert isinstance(outbox, SqliteOutbox)
         (aside,) = [p for p in spool.parent.iterdir() if ".corrupt-" in p.name]
@@ -814,7 +814,7 @@ def test_an_unusable_location_falls_back_to_memory(
     blocker.write_text("")
     for path in (blocker / "spool.sqlite3", Path("/proc/timeback-tracker/spool.sqlite3")):
         with caplog.at_level(logging.WARNING, "timeback_tracker.spool"):
-            outbox = open_outbox(path, SENSOR, 10)
+            outbox = open_outbox(path, 10, sensor=SENSOR, endpoint="")
         assert isinstance(outbox, MemoryOutbox)
         assert "keeping events in memory only" in caplog.text
         caplog.clear()
@@ -827,7 +827,7 @@ def test_a_spool_of_a_newer_version_is_left_alone(spool: Path) -> None:
     conn.execute("PRAGMA user_version = 99")
     conn.commit()
     conn.close()
-    assert isinstance(open_outbox(spool, SENSOR, 10), MemoryOutbox)
+    assert isinstance(open_outbox(spool, 10, sensor=SENSOR, endpoint=""), MemoryOutbox)
     assert not any(".corrupt-" in p.name for p in spool.parent.iterdir())
 
 
@@ -842,7 +842,7 @@ def test_a_failing_write_keeps_events_in_memory_until_the_spool_works(
     outbox._conn.execute("PRAGMA query_only = ON")
     with caplog.at_level(logging.WARNING, "timeback_tracker.spool"):
         outbox.put(window(run, 1))
-        outbox.put_many([window(run, 2)], {str(run): window(run, 3)})
+        outbox.put_many([window(run, 2)], {template(run).segment: checkpoint(run, 3)})
     assert "a write failed" in caplog.text
     assert len(outbox) == 3
     assert rows(spool, "SELECT count(*) FROM entries") == [(1,)]
@@ -850,10 +850,10 @@ def test_a_failing_write_keeps_events_in_memory_until_the_spool_works(
     outbox._retry_at = 0.0  # as if RETRY_INTERVAL had passed
     outbox.put(window(run, 4))
     assert rows(spool, "SELECT id FROM entries ORDER BY slot") == [
-        (time_spent_event_id(run, n),) for n in (0, 1, 2, 4)
+        (window_id(run, n),) for n in (0, 1, 2, 4)
     ]
-    assert rows(spool, "SELECT id FROM checkpoints") == [(time_spent_event_id(run, 3),)]
-    assert ids(outbox.take(10)) == [time_spent_event_id(run, n) for n in (0, 1, 2, 4)]
+    assert segments(spool) == [(template(run).segment, 0, 1)]
+    assert ids(outbox.take(10)) == [window_id(run, n) for n in (0, 1, 2, 4)]
     outbox.close()
 
 
@@ -870,8 +870,8 @@ def test_events_kept_in_memory_are_written_at_close(spool: Path) -> None:
     with SpoolFile(spool) as admin:
         listed = admin.list_entries(include_dead=True)
     assert [(row.entry.id, row.reason) for row in listed] == [
-        (time_spent_event_id(run, 1), None),
-        (time_spent_event_id(run, 0), "HTTP 422"),
+        (window_id(run, 1), None),
+        (window_id(run, 0), "HTTP 422"),
     ]
 
 
@@ -918,7 +918,8 @@ def test_status_list_retry_and_purge(spool: Path) -> None:
     entries = [window(run, 0), window(run, 1), completion(run)]
     for entry, age_hours in zip(entries, (0.5, 30, 400), strict=True):
         entry.event_time_ms = round(now - age_hours * 3_600_000)
-    outbox.put_many(entries, {str(uuid.uuid4()): window(uuid.uuid4(), 0)})
+    other = uuid.uuid4()
+    outbox.put_many(entries, {template(other).segment: checkpoint(other, 0)})
     outbox.dead_letter(outbox.take(1), "HTTP 400 Bad Request")
     outbox.close()
     with SpoolFile(spool) as admin:

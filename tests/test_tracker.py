@@ -69,16 +69,21 @@ def test_session_delivers_windows_and_one_completion_last(
     assert tracker.stats().sent == len(collector.events)
 
 
-def test_event_ids_are_deterministic_per_run_and_window() -> None:
-    """The same run and window sequence always give the same event id."""
-    from timeback_tracker._outbox import completion_event_id, time_spent_event_id
+def test_event_ids_are_deterministic_per_run_segment_and_window() -> None:
+    """The same run, segment and window sequence always give the same event id."""
+    from timeback_tracker._events import completion_event_id, time_spent_event_id
 
     run = uuid.UUID("f47ac10b-58cc-4372-a567-0e02b2c3d479")
-    assert time_spent_event_id(run, 3) == time_spent_event_id(run, 3)
-    assert time_spent_event_id(run, 3) != time_spent_event_id(run, 4)
-    assert time_spent_event_id(run, 3, 5) not in {time_spent_event_id(run, n) for n in range(9)}
-    assert completion_event_id(run) != time_spent_event_id(run, 0)
+    assert time_spent_event_id(run, "a", 3, 3) == time_spent_event_id(run, "a", 3, 3)
+    assert time_spent_event_id(run, "a", 3, 3) != time_spent_event_id(run, "a", 4, 4)
+    assert time_spent_event_id(run, "a", 3, 3) != time_spent_event_id(run, "b", 3, 3)
+    assert time_spent_event_id(run, "a", 3, 5) not in {
+        time_spent_event_id(run, "a", n, n) for n in range(9)
+    }
+    assert completion_event_id(run) != time_spent_event_id(run, "a", 0, 0)
     assert completion_event_id(run).startswith("urn:uuid:")
+    # Pinned, so that a change of the rule (which would break recovery of old spools) is seen.
+    assert time_spent_event_id(run, "a", 0, 0) == (f"urn:uuid:{uuid.uuid5(run, 'time-spent/a/0')}")
 
 
 def test_fake_clock_session_accounts_pauses_exactly(
@@ -106,14 +111,26 @@ def test_fake_clock_session_accounts_pauses_exactly(
 
 
 def test_calls_after_complete_raise_session_state_error(make_tracker: MakeTracker) -> None:
-    """After complete(), every state-changing call raises SessionStateError."""
+    """After complete(), state changes raise SessionStateError saying so; touch() is a no-op."""
     session = make_tracker().start_session(USER, ACTIVITY)
     session.complete(0)
-    for call in (session.pause, session.resume, session.touch, session.end):
+    for call in (session.pause, session.resume, session.end):
         with pytest.raises(tt.SessionStateError, match="completed"):
             call()
-    with pytest.raises(tt.SessionStateError):
+    session.touch()  # UI handlers keep firing after a lesson ends: nothing happens
+    with pytest.raises(tt.SessionStateError, match="completed"):
         session.complete(1)
+    assert session.state == "completed"
+
+
+def test_calls_after_end_say_ended(make_tracker: MakeTracker) -> None:
+    """After end(), the state and every refusal say "ended"."""
+    session = make_tracker().start_session(USER, ACTIVITY)
+    session.end()
+    session.touch()
+    for call in (session.pause, session.resume, session.end):
+        with pytest.raises(tt.SessionStateError, match="ended"):
+            call()
     assert session.state == "ended"
 
 
@@ -142,7 +159,7 @@ def test_context_manager_ends_session_unless_completed(
         time.sleep(0.05)
     with tracker.start_session(USER, ACTIVITY) as completed:
         completed.complete(1)
-    assert ended.state == completed.state == "ended"
+    assert (ended.state, completed.state) == ("ended", "completed")
     assert tracker.flush(5.0)
     assert collector.completions(ended.run_id) == []
     assert len(collector.completions(completed.run_id)) == 1

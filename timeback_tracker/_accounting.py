@@ -26,6 +26,26 @@ MAX_VALUE_MS = 86_400_000
 
 State = Literal["running", "paused", "idle", "ended"]
 
+# The boolean slots of RunAccounting (the others hold integers or None).
+_FLAGS = frozenset({"_dormant", "_ended", "_paused"})
+
+
+def _is_slot_value(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return name in _FLAGS
+    return value is None or isinstance(value, int)
+
+
+def _ints(values: object, count: int) -> list[int]:
+    if (
+        not isinstance(values, list)
+        or len(values) != count
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    ):
+        raise ValueError("not an accounting snapshot: a window")
+    return values
+
+
 # An idle deadline no run ever reaches, so that "no idle timeout" needs no
 # special case on the hot path of touch().
 _NEVER = 1 << 62
@@ -253,9 +273,12 @@ class RunAccounting:
                 self._idle_at += now_ms - seen
                 self._inactive_since += now_ms - seen
             self._reanchor(now_ms, wall_ms)
-        elif (wall_ms - self._anchor_wall) - (now_ms - self._anchor_mono) > self._suspend_threshold:
-            # The monotonic clock stopped during the sleep (Linux, macOS):
-            # durations are right, only the wall dates of what follows move.
+        elif abs((wall_ms - self._anchor_wall) - (now_ms - self._anchor_mono)) > (
+            self._suspend_threshold
+        ):
+            # The wall clock moved apart from the monotonic one: the machine slept
+            # and its monotonic clock stopped (Linux, macOS), or the clock was set,
+            # either way. Durations are right; only the dates of what follows move.
             self._accrue(now_ms)
             self._close(now_ms)
             self._reanchor(now_ms, wall_ms)
@@ -286,6 +309,48 @@ class RunAccounting:
         self._dormant = True
         self._idle_at = -_NEVER  # sends touch() to its slow path, which raises
         return self._drain()
+
+    _SNAPSHOT_VERSION = 1
+
+    def snapshot(self) -> list[object]:
+        """The whole state as a JSON-ready list, for :meth:`restore` in another process.
+
+        The accounting is deterministic between calls, so a snapshot and the
+        time of the last sign of life are enough to rebuild the open window
+        after a crash (see ``_spool.py``).
+        """
+        values: list[object] = [self._SNAPSHOT_VERSION]
+        for name in self.__slots__:
+            value = getattr(self, name)
+            values.append([attrs.astuple(w) for w in value] if name == "_pending" else value)
+        return values
+
+    @classmethod
+    def restore(cls, snapshot: object) -> RunAccounting:
+        """The accounting a :meth:`snapshot` describes.
+
+        Raises:
+            ValueError: ``snapshot`` is not a snapshot of this version.
+        """
+        if (
+            not isinstance(snapshot, list)
+            or len(snapshot) != len(cls.__slots__) + 1
+            or snapshot[0] != cls._SNAPSHOT_VERSION
+        ):
+            raise ValueError("not an accounting snapshot of this version")
+        accounting = cls.__new__(cls)
+        for name, stored in zip(cls.__slots__, snapshot[1:], strict=True):
+            value = stored
+            if name == "_pending":
+                if not isinstance(stored, list):
+                    raise ValueError("not an accounting snapshot: _pending")
+                value = [Window(*_ints(window, 5)) for window in stored]
+            elif (isinstance(stored, bool) and name not in _FLAGS) or (
+                stored is not None and not isinstance(stored, int)
+            ):
+                raise ValueError(f"not an accounting snapshot: {name}")
+            setattr(accounting, name, value)
+        return accounting
 
     def totals(self, now_ms: int) -> tuple[int, int]:
         """Time counted so far, including the open window up to ``now_ms``.
@@ -359,8 +424,9 @@ class RunAccounting:
         self._open(at)
 
     def _reanchor(self, now: int, wall: int) -> None:
-        # Never backwards: the next window must not start before the last ended.
-        self._anchor_wall = max(wall, self._wall_at(now))
+        # Backwards too: after the clock was set back, what follows is dated by
+        # the clock as it now is (the next window then starts before the last ended).
+        self._anchor_wall = wall
         self._anchor_mono = now
         if not self._dormant:
             self._open(now)

@@ -6,8 +6,11 @@ so that sums of durations are exact integers.
 
 from __future__ import annotations
 
+import functools
+import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
@@ -27,6 +30,13 @@ class Clock(Protocol):
         """Milliseconds since the Unix epoch, UTC (for timestamps)."""
         ...
 
+    def elapsed_ms(self) -> int:
+        """Milliseconds on a clock that never goes back and runs while the machine sleeps.
+
+        It tells real time passing from the wall clock being set.
+        """
+        ...
+
 
 class SystemClock:
     """The real clocks of this machine."""
@@ -44,6 +54,55 @@ class SystemClock:
         """Milliseconds on :func:`time.time_ns`."""
         return time.time_ns() // 1_000_000
 
+    @staticmethod
+    def elapsed_ms() -> int:
+        """Milliseconds on the boot-time clock, which also runs while the machine sleeps.
+
+        Linux: ``CLOCK_BOOTTIME``; macOS: ``CLOCK_MONOTONIC`` (it counts sleep
+        there); elsewhere the monotonic clock (Windows counts sleep in it).
+        """
+        return _elapsed_ns() // 1_000_000
+
+
+def _boot_clock() -> Callable[[], int]:
+    clock_id = getattr(time, "CLOCK_BOOTTIME", None)
+    if clock_id is None and sys.platform == "darwin":
+        clock_id = getattr(time, "CLOCK_MONOTONIC", None)
+    if clock_id is not None:
+        try:
+            time.clock_gettime_ns(clock_id)
+        except OSError:
+            clock_id = None
+    if clock_id is None:
+        return time.monotonic_ns
+    return functools.partial(time.clock_gettime_ns, clock_id)
+
+
+_elapsed_ns = _boot_clock()
+
+STEP_THRESHOLD_MS = 2_000
+"""A change of the wall clock against real time larger than this is taken as the clock being set."""
+
+
+class WallClockWatch:
+    """Notices the wall clock being set (NTP fixing a dead clock battery, a user's change).
+
+    Args:
+        clock: The clock to watch.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._offset = clock.wall_ms() - clock.elapsed_ms()
+
+    def step(self, clock: Clock) -> int:
+        """Milliseconds the wall clock was set by since the last call (0 when not set)."""
+        offset = clock.wall_ms() - clock.elapsed_ms()
+        step = offset - self._offset
+        if abs(step) <= STEP_THRESHOLD_MS:
+            return 0
+        self._offset = offset
+        return step
+
 
 class FakeClock:
     """A clock that only moves when told to, for deterministic tests.
@@ -58,6 +117,7 @@ class FakeClock:
         self._lock = threading.Lock()
         self._wall = wall_ms
         self._mono = monotonic_ms
+        self._elapsed = monotonic_ms
 
     def monotonic_ms(self) -> int:
         """The current monotonic reading."""
@@ -71,6 +131,10 @@ class FakeClock:
         """The current wall time."""
         return self._wall
 
+    def elapsed_ms(self) -> int:
+        """Real time passed: moved by :meth:`advance` and :meth:`suspend`, not :meth:`set_wall`."""
+        return self._elapsed
+
     def advance(self, seconds: float) -> None:
         """Move both clocks forward, as time passes on a machine that is awake."""
         step = round(seconds * 1000)
@@ -79,6 +143,12 @@ class FakeClock:
         with self._lock:
             self._mono += step
             self._wall += step
+            self._elapsed += step
+
+    def set_wall(self, seconds: float) -> None:
+        """Set the wall clock by ``seconds`` (either way), as NTP or a user does; no time passes."""
+        with self._lock:
+            self._wall += round(seconds * 1000)
 
     def suspend(self, seconds: float) -> None:
         """Move only wall time forward, as a machine that sleeps (Linux, macOS)."""
@@ -87,6 +157,7 @@ class FakeClock:
             raise ValueError("seconds: must be >= 0")
         with self._lock:
             self._wall += step
+            self._elapsed += step
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

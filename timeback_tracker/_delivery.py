@@ -306,7 +306,7 @@ class Delivery:
 
     def _expire(self, batch: list[Entry]) -> list[Entry]:
         oldest_allowed = self._clock.wall_ms() - self._config.max_event_age * 1000
-        too_old = [e for e in batch if e.event_time_ms < oldest_allowed]
+        too_old = [e for e in batch if e.born_ms < oldest_allowed]
         if too_old:
             self._dead_letter(too_old, "older than max_event_age", None)
         return [e for e in batch if e not in too_old]

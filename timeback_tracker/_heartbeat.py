@@ -2,9 +2,10 @@
 
 Ticks are scheduled from the start time (tick k at start + k * interval), not
 by sleeping a fixed amount after each tick, so they do not drift; between
-ticks the thread sleeps on a condition and uses no CPU. With a durable spool
-it also checkpoints the open windows every second in between, so that a crash
-loses at most about a second of counted time.
+ticks the thread sleeps on a condition and uses no CPU. While no session
+runs it does not wake at all. With a durable spool it also gives a sign of
+life every second in between (``alive``), so that a crash loses at most about
+a second of counted time.
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ log = logging.getLogger("timeback_tracker.heartbeat")
 
 
 class Heartbeat:
-    """One named daemon thread calling ``tick(scheduled_ms)`` every interval.
+    """One named daemon thread calling ``tick(scheduled_ms)`` every interval while busy.
 
     Args:
         interval_ms: Milliseconds between ticks.
         clock: Where time comes from.
         tick: Called on each tick with the monotonic time it was scheduled for.
-        crashed: Called with any exception ``tick`` or ``checkpoint`` raised;
-            the thread goes on.
-        checkpoint: Called between ticks every ``checkpoint_ms``, if given.
-        checkpoint_ms: Milliseconds between checkpoints.
+        crashed: Called with any exception ``tick`` or ``alive`` raised; the
+            thread goes on.
+        alive: Called between ticks every ``alive_ms``, if given.
+        alive_ms: Milliseconds between two calls of ``alive``.
     """
 
     def __init__(
@@ -38,32 +39,41 @@ class Heartbeat:
         tick: Callable[[int], None],
         crashed: Callable[[BaseException], None],
         *,
-        checkpoint: Callable[[], None] | None = None,
-        checkpoint_ms: int = 1000,
+        alive: Callable[[], None] | None = None,
+        alive_ms: int = 1000,
     ) -> None:
         self._interval = interval_ms
         self._clock = clock
         self._tick = tick
         self._crashed = crashed
-        self._checkpoint = checkpoint
-        self._checkpoint_ms = checkpoint_ms
+        self._alive = alive
+        self._alive_ms = alive_ms
         self._condition = threading.Condition()
+        self._busy = False
         self._stopped = False
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         alive = self._thread is not None and self._thread.is_alive()
-        return f"<Heartbeat interval_ms={self._interval} alive={alive}>"
+        return f"<Heartbeat interval_ms={self._interval} busy={self._busy} alive={alive}>"
 
     def start(self) -> None:
-        """Start the thread unless it is running or was stopped."""
+        """Sessions run: tick on schedule (starting the thread if needed)."""
         with self._condition:
-            if self._stopped or (self._thread is not None and self._thread.is_alive()):
+            if self._stopped:
                 return
-            self._thread = threading.Thread(
-                target=self._run, name="timeback-tracker-heartbeat", daemon=True
-            )
-            self._thread.start()
+            self._busy = True
+            self._condition.notify_all()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="timeback-tracker-heartbeat", daemon=True
+                )
+                self._thread.start()
+
+    def rest(self) -> None:
+        """No session runs: sleep until :meth:`start`."""
+        with self._condition:
+            self._busy = False
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop the thread and wait for it (at most ``timeout`` seconds)."""
@@ -77,27 +87,40 @@ class Heartbeat:
     def _run(self) -> None:
         start = self._clock.monotonic_ms()
         ticks = 1
-        next_checkpoint = start + self._checkpoint_ms
+        next_alive = start + self._alive_ms
         while True:
+            rested = self._wait_for_work()
+            if rested is None:
+                return
+            if rested:
+                # Back from rest: the next tick is the next one on the schedule.
+                ticks = max(ticks, (self._clock.monotonic_ms() - start) // self._interval + 1)
             scheduled = start + ticks * self._interval
-            wake = scheduled
-            if self._checkpoint is not None:
-                wake = min(scheduled, next_checkpoint)
+            wake = scheduled if self._alive is None else min(scheduled, next_alive)
             if not self._sleep_until(wake):
                 return
             now = self._clock.monotonic_ms()
             try:
                 if now >= scheduled:
                     self._tick(scheduled)  # also checkpoints what it leaves open
-                elif self._checkpoint is not None:
-                    self._checkpoint()
+                elif self._alive is not None:
+                    self._alive()
             except Exception as exc:  # noqa: BLE001 - the thread must outlive any bug
                 self._crashed(exc)
             now = self._clock.monotonic_ms()
-            next_checkpoint = now + self._checkpoint_ms
+            next_alive = now + self._alive_ms
             if now >= scheduled:
                 # After a long stall (e.g. the machine slept), skip the missed ticks.
                 ticks = max(ticks + 1, (now - start) // self._interval + 1)
+
+    def _wait_for_work(self) -> bool | None:
+        """Block while no session runs: whether it had to wait; None once stopped."""
+        with self._condition:
+            rested = False
+            while not self._busy and not self._stopped:
+                rested = True
+                self._condition.wait()
+            return None if self._stopped else rested
 
     def _sleep_until(self, deadline_ms: int) -> bool:
         """Wait on the condition until the deadline; False once stopped."""

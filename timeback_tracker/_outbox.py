@@ -5,94 +5,154 @@ delivery thread ``take``s the oldest, then ``ack``s, ``release``s or
 ``dead_letter``s them. An entry leaves the outbox only when acknowledged,
 dead-lettered or (as a last resort, counted) dropped.
 
-When full, the outbox first coalesces contiguous, never-attempted
-TimeSpentEvents of one run into one window (values summed, span widened, no
-value above 86400 s); a window that was ever sent is never merged, since the
-endpoint may already hold it. Completions are never dropped. The rule is one
-pure function, :func:`plan_admission`, shared by :class:`MemoryOutbox` and the
-SQLite spool (``_spool.py``).
+An entry is an event as its wire JSON text plus the integers it was rendered
+from, so that merging two windows is integer arithmetic and a re-render from
+the run's template. When full, the outbox first coalesces contiguous
+TimeSpentEvents of one run segment that never reached the server into one
+window (values summed, span widened, no value above 86400 s); a window that
+may have reached the server is never merged, since the endpoint may hold it.
+Completions are never dropped, even if that means holding more than the
+bound. The rule is one function, :func:`admit`, shared by :class:`MemoryOutbox` and
+the SQLite spool (``_spool.py``) through the small :class:`Store` interface.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
-import uuid
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import attrs
 
-from timeback_tracker._serialization import dump, load
-from timeback_tracker.models import (
-    MAX_SECONDS,
-    ActivityCompletedEvent,
-    Event,
-    TimeMetricType,
-    TimeSpentEvent,
-)
+from timeback_tracker._accounting import MAX_VALUE_MS
+from timeback_tracker._events import RunTemplate
 
 Kind = Literal["time", "completion"]
 
-
-def time_spent_event_id(run_id: uuid.UUID, first_seq: int, last_seq: int | None = None) -> str:
-    """The deterministic id of window ``first_seq`` (or of windows first..last merged)."""
-    name = (
-        f"time-spent/{first_seq}"
-        if last_seq in (None, first_seq)
-        else (f"time-spent/{first_seq}-{last_seq}")
-    )
-    return f"urn:uuid:{uuid.uuid5(run_id, name)}"
+COMPLETED_RUNS_REMEMBERED = 10_000
+"""Run ids whose completion an outbox without a spool remembers (the newest)."""
 
 
-def completion_event_id(run_id: uuid.UUID) -> str:
-    """The deterministic id of a run's ActivityCompletedEvent."""
-    return f"urn:uuid:{uuid.uuid5(run_id, 'activity-completed')}"
-
-
-@attrs.define(eq=False)
+@attrs.define(eq=False, slots=True)
 class Entry:
-    """One event waiting in the outbox, as the wire JSON it will be sent as.
+    """One event waiting in the outbox: its wire JSON text and the numbers behind it.
 
     Attributes:
         id: The event id.
         run_id: The event's run id.
         kind: ``"time"`` or ``"completion"``.
-        event_time_ms: The event time (epoch milliseconds), to tell its age.
-        payload: The event's wire JSON (see :func:`timeback_tracker.dump`).
+        event_time_ms: The event time (epoch milliseconds).
+        payload: The event's wire JSON text, sent as is.
         first_seq: Window sequence number (the first, for merged windows);
             None for completions.
         last_seq: Last window sequence number merged into this entry.
-        attempts: How many times the event was taken for sending. Once
+        start_ms: Window start (epoch ms); 0 for completions.
+        end_ms: Window end (epoch ms); 0 for completions.
+        active_ms: Active milliseconds of the window.
+        inactive_ms: Inactive milliseconds of the window.
+        attempts: Requests that may have carried the event to the server. Once
             attempted, it is never coalesced: the endpoint may hold it already.
+            A request that provably never left (connection refused) does not count.
+        template: The run segment's template, to re-render a merged window;
+            None when the entry cannot be merged (it came from elsewhere).
+        born_ms: The wall time the event's age is counted from; moved along
+            with the wall clock when the clock is set, so a clock step cannot
+            make an event look old.
     """
 
     id: str
     run_id: str
     kind: Kind
     event_time_ms: int
-    payload: dict[str, Any] = attrs.field(repr=False)
+    payload: str = attrs.field(repr=False)
     first_seq: int | None = None
     last_seq: int | None = None
+    start_ms: int = 0
+    end_ms: int = 0
+    active_ms: int = 0
+    inactive_ms: int = 0
     attempts: int = 0
+    template: RunTemplate | None = attrs.field(default=None, repr=False)
+    born_ms: int = -1
+
+    def __attrs_post_init__(self) -> None:
+        if self.born_ms < 0:
+            self.born_ms = self.event_time_ms
 
     @classmethod
-    def of(cls, event: Event, first_seq: int | None = None, last_seq: int | None = None) -> Entry:
-        """The entry of a validated event."""
-        return cls(
-            id=event.id,
-            run_id=event.run_id or "",
-            kind="completion" if isinstance(event, ActivityCompletedEvent) else "time",
-            event_time_ms=round(event.event_time.timestamp() * 1000),
-            payload=dump(event),
-            first_seq=first_seq,
-            last_seq=last_seq,
+    def window(  # noqa: PLR0917 - the numbers of a window, in their natural order
+        cls,
+        template: RunTemplate,
+        first_seq: int,
+        last_seq: int,
+        start_ms: int,
+        end_ms: int,
+        active_ms: int,
+        inactive_ms: int,
+        born_ms: int = -1,
+    ) -> Entry:
+        """The entry of one window (or of windows first..last merged) of a run segment.
+
+        ``born_ms`` is the wall time now (the window's end by default).
+        """
+        event_id, payload = template.window(
+            first_seq, last_seq, start_ms, end_ms, active_ms, inactive_ms
         )
+        return cls(
+            event_id,
+            template.run_id,
+            "time",
+            end_ms,
+            payload,
+            first_seq,
+            last_seq,
+            start_ms,
+            end_ms,
+            active_ms,
+            inactive_ms,
+            0,
+            template,
+            born_ms,
+        )
+
+    @classmethod
+    def completion(cls, template: RunTemplate, event_time_ms: int, **metrics: Any) -> Entry:
+        """The entry of a run's ActivityCompletedEvent (metrics validated by the models' rules).
+
+        Raises:
+            ValidationError: A metric breaks a rule.
+        """
+        event_id, payload = template.completion(event_time_ms, **metrics)
+        return cls(event_id, template.run_id, "completion", event_time_ms, payload)
 
     @property
     def attempted(self) -> bool:
-        """Whether the event ever went out in a request."""
+        """Whether the event may have reached the server."""
         return self.attempts > 0
+
+
+@attrs.frozen
+class Checkpoint:
+    """What a crash recovery needs to rebuild the open window of a running run segment.
+
+    Attributes:
+        template: The segment's template.
+        state: The accounting snapshot (``RunAccounting.snapshot()``); None once
+            the segment ended (there is nothing to recover).
+        mono_ms: Monotonic time of the snapshot, in the clock of the process
+            that took it.
+        wall_ms: Wall time of the snapshot.
+    """
+
+    template: RunTemplate
+    state: list[object] | None
+    mono_ms: int
+    wall_ms: int
+
+
+class AlreadyCompletedError(Exception):
+    """The outbox knows the run was completed already: a run has one completion."""
 
 
 @attrs.define
@@ -102,32 +162,53 @@ class Admission:
     coalesced: int = 0
     dropped: list[Entry] = attrs.Factory(list)
 
+    def add(self, other: Admission) -> None:
+        """Count ``other`` in too."""
+        self.coalesced += other.coalesced
+        self.dropped += other.dropped
+
 
 class Outbox(Protocol):
-    """The storage interface the delivery thread works against."""
-
-    def put(self, entry: Entry) -> Admission:
-        """Add an entry at the tail without blocking; make room if full."""
-        ...
+    """The storage interface the tracker and the delivery thread work against."""
 
     def put_many(
-        self, entries: Sequence[Entry], checkpoints: Mapping[str, Entry | None] | None = None
+        self,
+        entries: Sequence[Entry],
+        checkpoints: Mapping[str, Checkpoint] | None = None,
+        *,
+        completes: str | None = None,
     ) -> Admission:
-        """Add entries and replace the crash checkpoints of runs, all or nothing.
+        """Add entries and replace the crash checkpoints of run segments, all or nothing.
 
         Args:
-            entries: Entries to add, in order.
-            checkpoints: run id -> the run's open window as an entry (to be
-                emitted if the process dies), or None to clear it.
+            entries: Entries to add, in order; ids already held are ignored.
+            checkpoints: segment -> its checkpoint (its ``state`` None once it ended).
+            completes: The run id these entries complete, if they do.
+
+        Raises:
+            AlreadyCompletedError: ``completes`` names a run known to be
+                completed; nothing was added.
         """
         ...
 
-    def recover(self) -> list[Entry]:
-        """Emit the checkpoints left by dead processes; returns the entries added."""
+    def mark_alive(self, mono_ms: int, wall_ms: int, checkpoints: Sequence[Checkpoint]) -> None:
+        """Note, cheaply and without durability, that the running segments are this far."""
         ...
 
-    def close(self) -> None:
-        """Release resources (files, locks)."""
+    def recover(self) -> list[Entry]:
+        """Emit the open windows of runs of dead processes; returns the entries added."""
+        ...
+
+    def rebase(self, delta_ms: int) -> None:
+        """The wall clock was set by ``delta_ms``: move the age base of what is held."""
+        ...
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Write what waits in memory (for up to ``timeout`` s), release files and locks.
+
+        Returns:
+            False when events that should have been kept could not be.
+        """
         ...
 
     def take(self, limit: int) -> list[Entry]:
@@ -138,8 +219,14 @@ class Outbox(Protocol):
         """Delivered: remove for good."""
         ...
 
-    def release(self, entries: Iterable[Entry]) -> None:
-        """Not delivered: keep at their place at the head, for the next take."""
+    def release(self, entries: Iterable[Entry], *, reached: bool = True) -> None:
+        """Not delivered: keep at their place at the head, for the next take.
+
+        Args:
+            entries: The entries.
+            reached: False when the request provably never reached the server
+                (connection refused, name not resolved): they stay mergeable.
+        """
         ...
 
     def dead_letter(self, entries: Iterable[Entry], reason: str) -> None:
@@ -151,128 +238,165 @@ class Outbox(Protocol):
         ...
 
 
-@attrs.frozen
-class Merge:
-    """Two windows of a run become one: ``merged`` takes the place of ``keep``.
+class Store(Protocol):
+    """What :func:`admit` needs of an outbox's storage (called with its lock held)."""
 
-    Attributes:
-        keep: The older window, held; ``merged`` replaces it at its place.
-        gone: The newer window, held, removed; None when it is the incoming
-            entry, which is then folded in instead of added.
-        merged: The window covering both.
-    """
+    def count(self) -> int:
+        """Entries held."""
+        ...
 
-    keep: Entry
-    gone: Entry | None
-    merged: Entry
+    def newest_of_run(self, run_id: str) -> Entry | None:
+        """The run's newest held entry."""
+        ...
 
+    def adjacent_windows(self) -> Iterator[tuple[Entry, Entry]]:
+        """Pairs of consecutive windows of one run segment, never attempted and not in
+        flight, oldest first."""
+        ...
 
-@attrs.frozen
-class Drop:
-    """``entry`` is discarded: a held time window, or the incoming entry itself."""
+    def oldest_window(self) -> Entry | None:
+        """The oldest time window not in flight."""
+        ...
 
-    entry: Entry
+    def holds(self, entry_id: str) -> bool:
+        """Whether an entry of that id is held."""
+        ...
 
+    def in_flight(self, entry: Entry) -> bool:
+        """Whether ``entry`` is taken and not yet acknowledged or released."""
+        ...
 
-@attrs.frozen
-class Plan:
-    """How to admit one entry: steps to apply in order, then add it or not.
+    def insert(self, entry: Entry) -> None:
+        """Add ``entry`` at the tail."""
+        ...
 
-    Attributes:
-        steps: Merges and drops, in the order they must be applied.
-        admit: Whether the incoming entry is then added at the tail.
-    """
+    def replace(self, old: Entry, new: Entry) -> None:
+        """Put ``new`` in the place of ``old``."""
+        ...
 
-    steps: tuple[Merge | Drop, ...] = ()
-    admit: bool = True
-
-    def admission(self) -> Admission:
-        """What the caller is told: how many windows were merged, which entries dropped."""
-        return Admission(
-            coalesced=sum(1 for step in self.steps if isinstance(step, Merge)),
-            dropped=[step.entry for step in self.steps if isinstance(step, Drop)],
-        )
+    def remove(self, entry: Entry) -> None:
+        """Remove ``entry``."""
+        ...
 
 
-def plan_admission(
-    held: Sequence[Entry],
-    incoming: Entry,
-    max_queue: int,
-    in_flight: Container[str] = (),
-    merge: Callable[[Entry, Entry], Entry | None] | None = None,
-) -> Plan:
-    """Decide how to admit ``incoming`` into an outbox holding ``held``: the coalescing rule.
+def admit(store: Store, incoming: Entry, max_queue: int) -> Admission:
+    """Admit ``incoming`` into a store: the coalescing rule, shared by every outbox.
 
-    Pure: reads its arguments, changes nothing. While the outbox is full it
-    first folds the incoming window into its run's newest held window, if
-    contiguous and never attempted; else it merges the first mergeable pair of
-    consecutive windows of any run; else it drops the oldest time window not in
-    flight. A completion is never dropped: if nothing else can go, the incoming
-    entry is dropped.
+    Below the bound, the entry is added. At the bound, the incoming window is
+    first folded into its run's newest held window, if they are consecutive
+    windows that never reached the server; else the oldest mergeable pair of
+    consecutive windows of a run is merged, as often as needed; else the
+    oldest time window not in flight is dropped. A completion is never
+    dropped: if nothing else can go, an incoming completion is held beyond
+    the bound and an incoming window is dropped.
 
     Args:
-        held: The entries held, oldest first (the caller checked ``incoming``
-            is not among them).
-        incoming: The entry to admit.
-        max_queue: Most entries held.
-        in_flight: Ids of entries taken and not yet acknowledged or released.
-        merge: Merges two entries, or returns None when not allowed;
-            :func:`merge_windows` when None (a caller may load payloads lazily).
+        store: The outbox's storage (the caller holds its lock).
+        incoming: The entry to admit; its id is not held.
+        max_queue: Most entries held (completions may go beyond).
 
     Returns:
-        The steps to apply, in order.
+        How many windows were merged away, and which entries were dropped.
     """
-    if len(held) < max_queue:
-        return Plan()
-    join = merge_windows if merge is None else merge
-    queue = list(held)
-    ids = {entry.id for entry in queue}
+    admission = Admission()
+    if store.count() < max_queue:
+        store.insert(incoming)
+        return admission
     if incoming.kind == "time":
-        last = next((e for e in reversed(queue) if e.run_id == incoming.run_id), None)
-        if last is not None and not last.attempted:
-            merged = join(last, incoming)
-            if merged is not None and merged.id not in ids - {last.id}:
-                return Plan((Merge(last, None, merged),), admit=False)
-    steps: list[Merge | Drop] = []
-    while len(queue) >= max_queue:
-        pair = _first_mergeable_pair(queue, ids, join)
+        last = store.newest_of_run(incoming.run_id)
+        if last is not None and not last.attempted and not store.in_flight(last):
+            merged = merge_windows(last, incoming)
+            if merged is not None and (merged.id == last.id or not store.holds(merged.id)):
+                store.replace(last, merged)
+                admission.coalesced += 1
+                return admission
+    while store.count() >= max_queue:
+        pair = next(
+            (
+                (keep, gone, merged)
+                for keep, gone in store.adjacent_windows()
+                if (merged := merge_windows(keep, gone)) is not None
+                # A merged id held by another entry would make two events of one id.
+                and not store.holds(merged.id)
+            ),
+            None,
+        )
         if pair is not None:
             keep, gone, merged = pair
-            queue[queue.index(keep)] = merged
-            queue.remove(gone)
-            ids.difference_update((keep.id, gone.id))
-            ids.add(merged.id)
-            steps.append(Merge(keep, gone, merged))
+            store.remove(gone)
+            store.replace(keep, merged)
+            admission.coalesced += 1
             continue
-        victim = next((e for e in queue if e.kind == "time" and e.id not in in_flight), None)
+        victim = store.oldest_window()
         if victim is None:
-            steps.append(Drop(incoming))
-            return Plan(tuple(steps), admit=False)
-        queue.remove(victim)
-        ids.discard(victim.id)
-        steps.append(Drop(victim))
-    return Plan(tuple(steps))
+            if incoming.kind == "completion":
+                break  # never dropped: held beyond the bound
+            admission.dropped.append(incoming)
+            return admission
+        store.remove(victim)
+        admission.dropped.append(victim)
+    store.insert(incoming)
+    return admission
 
 
-def _first_mergeable_pair(
-    queue: list[Entry], ids: set[str], join: Callable[[Entry, Entry], Entry | None]
-) -> tuple[Entry, Entry, Entry] | None:
-    """The first pair of consecutive windows of one run that may merge, and the merged entry."""
-    previous_by_run: dict[str, Entry] = {}
-    for entry in queue:
-        previous = previous_by_run.get(entry.run_id)
-        previous_by_run[entry.run_id] = entry
-        if previous is None or previous.attempted or entry.attempted:
-            continue
-        merged = join(previous, entry)
-        # A merged id already held (by another entry) would make two events of one id.
-        if merged is not None and merged.id not in ids - {previous.id, entry.id}:
-            return previous, entry, merged
-    return None
+def merge_windows(first: Entry, second: Entry) -> Entry | None:
+    """One entry covering two consecutive windows of a run segment, or None if not allowed.
+
+    Integer arithmetic and one render: the sums are exact, the span is widened.
+    """
+    template = first.template
+    if (
+        template is None
+        or second.template is None
+        or second.template.segment != template.segment
+        or first.kind != "time"
+        or second.kind != "time"
+        or first.last_seq is None
+        or first.first_seq is None
+        or second.first_seq != first.last_seq + 1
+        or second.last_seq is None
+        or first.end_ms != second.start_ms  # a gap (cutoff, sleep): merging would hide it
+    ):
+        return None
+    active = first.active_ms + second.active_ms
+    inactive = first.inactive_ms + second.inactive_ms
+    if active > MAX_VALUE_MS or inactive > MAX_VALUE_MS:
+        return None
+    return Entry.window(
+        template,
+        first.first_seq,
+        second.last_seq,
+        first.start_ms,
+        second.end_ms,
+        active,
+        inactive,
+        min(first.born_ms, second.born_ms),
+    )
+
+
+class CompletedRuns:
+    """The run ids known to be completed, the newest :data:`COMPLETED_RUNS_REMEMBERED`."""
+
+    def __init__(self) -> None:
+        self._runs: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def __contains__(self, run_id: object) -> bool:
+        return run_id in self._runs
+
+    def add(self, run_id: str) -> None:
+        """Remember ``run_id`` (forgetting the oldest beyond the limit)."""
+        self._runs[run_id] = None
+        while len(self._runs) > COMPLETED_RUNS_REMEMBERED:
+            self._runs.popitem(last=False)
 
 
 class MemoryOutbox:
-    """An in-memory outbox: FIFO, bounded, thread-safe, O(1) put in the common case."""
+    """An in-memory outbox: FIFO, bounded, thread-safe, O(1) put in the common case.
+
+    Args:
+        max_queue: Most entries held (completions may go beyond); also the
+            most dead letters kept.
+    """
 
     def __init__(self, max_queue: int) -> None:
         self._max = max_queue
@@ -283,7 +407,10 @@ class MemoryOutbox:
         self._slots: dict[str, int] = {}
         self._next_slot = 0
         self._in_flight: set[str] = set()
-        self.dead_letters: list[tuple[Entry, str]] = []
+        self._completed = CompletedRuns()
+        self.dead_letters: collections.deque[tuple[Entry, str]] = collections.deque(
+            maxlen=max_queue
+        )
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -293,34 +420,46 @@ class MemoryOutbox:
 
     def put(self, entry: Entry) -> Admission:
         """Add an entry; if full, coalesce, else drop the oldest time window."""
-        with self._lock:
-            if entry.id in self._slots:
-                return Admission()  # the same event again: already held
-            if len(self._entries) < self._max:
-                self._insert(entry)  # the common case: O(1)
-                return Admission()
-            plan = plan_admission(list(self._entries.values()), entry, self._max, self._in_flight)
-            for step in plan.steps:
-                if isinstance(step, Merge):
-                    if step.gone is not None:
-                        self._remove(step.gone)
-                    self._replace(step.keep, step.merged)
-                else:
-                    self._remove(step.entry)
-            if plan.admit:
-                self._insert(entry)
-        return plan.admission()
+        return self.put_many((entry,))
 
     def put_many(
-        self, entries: Sequence[Entry], checkpoints: Mapping[str, Entry | None] | None = None
+        self,
+        entries: Sequence[Entry],
+        checkpoints: Mapping[str, Checkpoint] | None = None,
+        *,
+        completes: str | None = None,
     ) -> Admission:
-        """Add entries in order; memory survives no crash, so checkpoints are ignored."""
+        """Add entries in order, all or nothing; memory survives no crash, so
+        checkpoints are ignored.
+
+        Raises:
+            AlreadyCompletedError: ``completes`` was completed before; nothing added.
+        """
         admission = Admission()
-        for entry in entries:
-            one = self.put(entry)
-            admission.coalesced += one.coalesced
-            admission.dropped += one.dropped
+        with self._lock:
+            if completes is not None and completes in self._completed:
+                raise AlreadyCompletedError(completes)
+            added: list[Entry] = []
+            try:
+                for entry in entries:
+                    if entry.id in self._slots:
+                        continue  # the same event again: already held
+                    if len(self._entries) < self._max:
+                        self.insert(entry)  # the common case: O(1)
+                    else:
+                        admission.add(admit(self, entry, self._max))
+                    added.append(entry)
+            except BaseException:
+                # Interrupted (Ctrl-C in complete()): none of it, so the call can be retried.
+                for entry in added:
+                    self.remove(entry)
+                raise
+            if completes is not None:
+                self._completed.add(completes)
         return admission
+
+    def mark_alive(self, mono_ms: int, wall_ms: int, checkpoints: Sequence[Checkpoint]) -> None:
+        """Nothing survives a crash in memory."""
 
     def snapshot(self) -> tuple[list[Entry], int]:
         """The entries held, oldest first, and how many of them are in flight."""
@@ -331,8 +470,15 @@ class MemoryOutbox:
         """Nothing to recover in memory."""
         return []
 
-    def close(self) -> None:
-        """Nothing to release."""
+    def rebase(self, delta_ms: int) -> None:
+        """Move the age base of every entry held by ``delta_ms``."""
+        with self._lock:
+            for entry in self._entries.values():
+                entry.born_ms += delta_ms
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Nothing to release; memory keeps nothing beyond the process anyway."""
+        return True
 
     def take(self, limit: int) -> list[Entry]:
         """The oldest entries not in flight, marked in flight."""
@@ -352,68 +498,78 @@ class MemoryOutbox:
         """Remove delivered entries."""
         with self._lock:
             for entry in entries:
-                self._remove(entry)
+                self.remove(entry)
 
-    def release(self, entries: Iterable[Entry]) -> None:
+    def release(self, entries: Iterable[Entry], *, reached: bool = True) -> None:
         """Return entries to the queue at their original place."""
         with self._lock:
             for entry in entries:
+                if entry.id in self._in_flight and not reached:
+                    entry.attempts = max(0, entry.attempts - 1)
                 self._in_flight.discard(entry.id)
 
     def dead_letter(self, entries: Iterable[Entry], reason: str) -> None:
-        """Move entries aside for good."""
+        """Move entries aside for good (the newest ``max_queue`` dead letters are kept)."""
         with self._lock:
             for entry in entries:
-                if self._remove(entry):
+                if entry.id in self._slots:
+                    self.remove(entry)
                     self.dead_letters.append((entry, reason))
 
-    def _insert(self, entry: Entry, slot: int | None = None) -> None:
+    # -- Store (self._lock held) -----------------------------------------------------
+
+    def count(self) -> int:
+        """Entries held."""
+        return len(self._entries)
+
+    def newest_of_run(self, run_id: str) -> Entry | None:
+        """The run's newest held entry."""
+        return next((e for e in reversed(self._entries.values()) if e.run_id == run_id), None)
+
+    def adjacent_windows(self) -> Iterator[tuple[Entry, Entry]]:
+        """Consecutive held windows of one run, never attempted and not in flight."""
+        previous_by_run: dict[str, Entry] = {}
+        for entry in list(self._entries.values()):
+            previous = previous_by_run.get(entry.run_id)
+            previous_by_run[entry.run_id] = entry
+            if previous is None or previous.attempted or entry.attempted:
+                continue
+            if previous.id in self._in_flight or entry.id in self._in_flight:
+                continue
+            yield previous, entry
+
+    def oldest_window(self) -> Entry | None:
+        """The oldest time window not in flight."""
+        return next(
+            (e for e in self._entries.values() if e.kind == "time" and e.id not in self._in_flight),
+            None,
+        )
+
+    def holds(self, entry_id: str) -> bool:
+        """Whether an entry of that id is held."""
+        return entry_id in self._slots
+
+    def in_flight(self, entry: Entry) -> bool:
+        """Whether ``entry`` is taken and not yet settled."""
+        return entry.id in self._in_flight
+
+    def insert(self, entry: Entry, slot: int | None = None) -> None:
+        """Add ``entry`` at the tail (or at ``slot``)."""
         if slot is None:
             slot = self._next_slot
             self._next_slot += 1
         self._entries[slot] = entry
         self._slots[entry.id] = slot
 
-    def _remove(self, entry: Entry) -> bool:
+    def replace(self, old: Entry, new: Entry) -> None:
+        """Put ``new`` in the place of ``old``."""
+        slot = self._slots.pop(old.id)
+        self._in_flight.discard(old.id)
+        self.insert(new, slot)
+
+    def remove(self, entry: Entry) -> None:
+        """Remove ``entry`` (if held)."""
         self._in_flight.discard(entry.id)
         slot = self._slots.pop(entry.id, None)
-        return slot is not None and self._entries.pop(slot, None) is not None
-
-    def _replace(self, old: Entry, new: Entry) -> None:
-        slot = self._slots.pop(old.id)
-        self._insert(new, slot)
-
-
-def merge_windows(first: Entry, second: Entry) -> Entry | None:
-    """One entry covering two contiguous windows of a run, or None if not allowed."""
-    if first.kind != "time" or second.kind != "time":
-        return None
-    if first.first_seq is None or second.last_seq is None:
-        return None
-    a, b = load(first.payload, TimeSpentEvent), load(second.payload, TimeSpentEvent)
-    a_start, a_end = _span(a)
-    b_start, b_end = _span(b)
-    if a_start is None or b_end is None or a_end != b_start:
-        return None  # a gap (cutoff, suspend): merging would break conservation
-    active = a.generated.seconds("active") + b.generated.seconds("active")
-    inactive = a.generated.seconds("inactive") + b.generated.seconds("inactive")
-    if active > MAX_SECONDS or inactive > MAX_SECONDS:
-        return None
-    run = uuid.UUID(first.run_id)
-    merged = TimeSpentEvent.for_window(
-        user=a.actor,
-        activity=a.object,
-        run_id=run,
-        start=a_start,
-        end=b_end,
-        active_seconds=active,
-        inactive_seconds=inactive,
-        course_id=(a.extensions or {}).get("courseId"),
-        event_id=time_spent_event_id(run, first.first_seq, second.last_seq),
-    )
-    return Entry.of(merged, first.first_seq, second.last_seq)
-
-
-def _span(event: TimeSpentEvent) -> tuple[datetime | None, datetime | None]:
-    item = next(i for i in event.generated.items if i.type is TimeMetricType.ACTIVE)
-    return item.start_date, item.end_date
+        if slot is not None:
+            self._entries.pop(slot, None)

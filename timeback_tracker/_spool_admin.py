@@ -7,13 +7,15 @@ used while a tracker runs; it never creates a file.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
 from timeback_tracker._outbox import Entry
-from timeback_tracker._spool import _connect, _entry, _now_ms, _transaction
+from timeback_tracker._spool_file import connect, transaction
 
 __all__ = ["AGE_BUCKETS", "SpoolFile", "SpoolRow", "SpoolStatus"]
 
@@ -84,7 +86,7 @@ class SpoolFile:
         self._path = Path(path)
         if not self._path.is_file():
             raise FileNotFoundError(f"no spool file at {self._path}")
-        self._conn = _connect(self._path, create=False)
+        self._conn = connect(self._path, create=False)
 
     def __repr__(self) -> str:
         return f"<SpoolFile path={str(self._path)!r}>"
@@ -105,7 +107,7 @@ class SpoolFile:
         Args:
             now_ms: The time ages are counted from (epoch ms); now when None.
         """
-        now = _now_ms() if now_ms is None else now_ms
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         hour = 3_600_000
         conn = self._conn
         by_kind = dict(conn.execute("SELECT kind, count(*) FROM entries GROUP BY kind"))
@@ -129,13 +131,15 @@ class SpoolFile:
             oldest_event_ms=conn.execute("SELECT min(event_time_ms) FROM entries").fetchone()[0],
             dead_letters=sum(reasons.values()),
             dead_reasons=reasons,
-            checkpoints=conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0],
+            checkpoints=conn.execute(
+                "SELECT count(*) FROM segments WHERE ended = 0 AND state IS NOT NULL"
+            ).fetchone()[0],
         )
 
     def list_entries(self, include_dead: bool = False) -> list[SpoolRow]:
         """The queued entries in delivery order, then (if asked) the dead letters, oldest first."""
         rows = [
-            SpoolRow(_entry(row[:-2], row[-2]), row[-1])
+            SpoolRow(_entry(row[:-1]), row[-1])
             for row in self._conn.execute(
                 "SELECT id, run_id, kind, first_seq, last_seq, attempts, event_time_ms, "
                 "payload, queued_ms FROM entries ORDER BY slot"
@@ -143,7 +147,7 @@ class SpoolFile:
         ]
         if include_dead:
             rows += [
-                SpoolRow(_entry(row[:-4], row[-4]), row[-3], row[-2], row[-1])
+                SpoolRow(_entry(row[:-3]), row[-3], row[-2], row[-1])
                 for row in self._conn.execute(
                     "SELECT id, run_id, kind, first_seq, last_seq, attempts, event_time_ms, "
                     "payload, queued_ms, reason, dead_ms FROM dead_letters ORDER BY n"
@@ -161,18 +165,35 @@ class SpoolFile:
         Returns:
             How many entries went back to the queue.
         """
-        now = _now_ms()
-        with _transaction(self._conn):
+        now = time.time_ns() // 1_000_000
+        with transaction(self._conn):
             moved = self._conn.execute(
-                "INSERT OR IGNORE INTO entries (id, run_id, kind, first_seq, last_seq, attempts, "
-                "event_time_ms, queued_ms, payload) SELECT id, run_id, kind, first_seq, last_seq, "
-                "0, event_time_ms, ?, payload FROM dead_letters ORDER BY n",
-                (now,),
+                "INSERT OR IGNORE INTO entries (id, dest, run_id, kind, first_seq, last_seq, "
+                "attempts, event_time_ms, born_ms, queued_ms, payload) SELECT id, dest, run_id, "
+                "kind, first_seq, last_seq, 0, event_time_ms, ?, ?, payload FROM dead_letters "
+                "ORDER BY n",
+                (now, now),
             ).rowcount
             self._conn.execute("DELETE FROM dead_letters")
         return int(moved)
 
     def purge_dead(self) -> int:
         """Delete every dead letter; returns how many."""
-        with _transaction(self._conn):
+        with transaction(self._conn):
             return int(self._conn.execute("DELETE FROM dead_letters").rowcount)
+
+
+def _entry(row: Sequence[Any]) -> Entry:
+    """The entry of a row of ``id, run_id, kind, first_seq, last_seq, attempts, event_time_ms,
+    payload``."""
+    entry_id, run_id, kind, first_seq, last_seq, attempts, event_time_ms, payload = row
+    return Entry(
+        entry_id,
+        run_id,
+        "completion" if kind == "completion" else "time",
+        event_time_ms,
+        payload,
+        first_seq,
+        last_seq,
+        attempts=attempts,
+    )

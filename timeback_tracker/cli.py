@@ -476,6 +476,12 @@ def _print_spool_list(spool: SpoolFile, *, dead: bool, show_pii: bool) -> None:
     lines = [header]
     for row in spool.list_entries(include_dead=dead):
         entry = row.entry
+        try:
+            payload = json.loads(entry.payload)
+        except ValueError:
+            payload = {}
+        if not isinstance(payload, dict):
+            payload = {}
         line = [
             "dead" if row.dead else "queued",
             entry.id,
@@ -483,10 +489,10 @@ def _print_spool_list(spool: SpoolFile, *, dead: bool, show_pii: bool) -> None:
             entry.run_id,
             _utc_text(entry.event_time_ms),
             str(entry.attempts),
-            _entry_values(entry.payload),
+            _entry_values(payload),
         ]
         if show_pii:
-            actor = entry.payload.get("actor") or {}
+            actor = payload.get("actor") or {}
             line += [str(actor.get("id", "-")), str(actor.get("email", "-"))]
         if dead:
             line.append(row.reason or "")

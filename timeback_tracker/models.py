@@ -45,6 +45,16 @@ __all__ = [
 
 CALIPER_CONTEXT: Final = "http://purl.imsglobal.org/ctx/caliper/v1p2"
 MAX_SECONDS: Final = 86_400
+
+MAX_IRI_LENGTH: Final = 2_048
+"""Most characters in an id, URL or IRI (what browsers and proxies commonly accept)."""
+MAX_TEXT_LENGTH: Final = 1_024
+"""Most characters in a name, a sub-type or a course id."""
+MAX_EMAIL_LENGTH: Final = 254
+"""Most characters in an email address (RFC 5321's path limit)."""
+MAX_EXTENSIONS_BYTES: Final = 16_384
+"""Most bytes of one ``extensions`` object as compact UTF-8 JSON. Every window of a run
+repeats the run's constant parts, so these limits keep one event within a few tens of KiB."""
 _GENERATED_NAMESPACE: Final = uuid.UUID("6f1d8a52-3c4e-5b7a-9d2e-1a0b9c8d7e6f")
 
 
@@ -115,6 +125,8 @@ def _unicode_problem(value: str) -> str | None:
 def _iri_problem(value: object) -> str | None:
     if not isinstance(value, str):
         return "must be a string (an absolute URL/IRI)"
+    if len(value) > MAX_IRI_LENGTH:
+        return f"must be at most {MAX_IRI_LENGTH} characters"
     scheme, _, rest = value.partition(":")
     if not _SCHEME.fullmatch(scheme) or not rest or _SPACE.search(value):
         return "must be an absolute URL/IRI such as https://example.com/... (no spaces)"
@@ -139,6 +151,8 @@ def _urn_uuid_problem(value: object) -> str | None:
 
 def _text_problem(value: object) -> str | None:
     if isinstance(value, str) and value.strip():
+        if len(value) > MAX_TEXT_LENGTH:
+            return f"must be at most {MAX_TEXT_LENGTH} characters"
         return _unicode_problem(value)
     return "must be a non-empty string"
 
@@ -251,9 +265,13 @@ def _extensions_problem(value: object) -> str | None:
     if not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
         return "must be a mapping with string keys"
     try:
-        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        size = len(
+            json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode()
+        )
     except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
         return "must hold JSON values only: text, finite numbers, booleans, null, lists, objects"
+    if size > MAX_EXTENSIONS_BYTES:
+        return f"must be at most {MAX_EXTENSIONS_BYTES} bytes as JSON"
     return _tree_problem(value)
 
 
@@ -327,14 +345,18 @@ class TimebackUser:
             "TimebackUser",
             *_constant_problems(self),
             ("id", _iri_problem(self.id)),
-            ("email", None if _is_email(self.email) else "must be an email address (name@domain)"),
+            ("email", _email_problem(self.email)),
             ("name", None if self.name is None else _text_problem(self.name)),
             ("role", None if self.role is None else _enum_problem(Role, self.role)),
         )
 
 
-def _is_email(value: object) -> bool:
-    return isinstance(value, str) and bool(_EMAIL.fullmatch(value)) and not _unicode_problem(value)
+def _email_problem(value: object) -> str | None:
+    if isinstance(value, str) and len(value) > MAX_EMAIL_LENGTH:
+        return f"must be at most {MAX_EMAIL_LENGTH} characters"
+    if isinstance(value, str) and _EMAIL.fullmatch(value) and not _unicode_problem(value):
+        return None
+    return "must be an email address (name@domain)"
 
 
 @attrs.frozen(kw_only=True)

@@ -9,26 +9,26 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 
-import attrs
-
 from timeback_tracker._accounting import RunAccounting, Window
-from timeback_tracker._clock import Clock, utc_from_ms
-from timeback_tracker._outbox import Entry, completion_event_id, time_spent_event_id
-from timeback_tracker.exceptions import SessionStateError
-from timeback_tracker.models import (
-    ActivityCompletedEvent,
-    TimebackActivityContext,
-    TimebackUser,
-    TimeSpentEvent,
-)
+from timeback_tracker._clock import Clock
+from timeback_tracker._events import RunTemplate
+from timeback_tracker._outbox import AlreadyCompletedError, Checkpoint, Entry
+from timeback_tracker.exceptions import SessionStateError, ValidationError
+from timeback_tracker.models import TimebackActivityContext, TimebackUser
 
 log = logging.getLogger("timeback_tracker.session")
 
 __all__ = ["Session"]
+
+Emit = Callable[[Sequence[Entry], Mapping[str, Checkpoint], "str | None"], None]
+"""How a session hands its events to the tracker: entries, checkpoint changes, completed run."""
+
+_LOCK_PATIENCE = 2.0
+"""Seconds a state change waits for the session's lock before it says something is wrong."""
 
 
 class Session:
@@ -37,10 +37,17 @@ class Session:
     Create sessions with :meth:`Tracker.start_session
     <timeback_tracker.Tracker.start_session>`, not directly. Every method is
     safe to call from any thread. After :meth:`complete` or :meth:`end`,
-    state-changing calls raise :class:`~timeback_tracker.SessionStateError`.
+    ``pause()``/``resume()``/``complete()``/``end()`` raise
+    :class:`~timeback_tracker.SessionStateError` and ``touch()`` does nothing.
 
     Used as a context manager, the session is ended (without completion) on
     exit unless it was completed inside the ``with`` block.
+
+    Signal handlers run on the main thread between two steps of whatever it
+    was doing, possibly inside this session's own ``complete()``: there,
+    ``end()`` and ``complete()`` raise ``SessionStateError`` at once instead of
+    waiting for themselves. Set a flag in the handler and end the session from
+    the main loop.
     """
 
     def __init__(
@@ -48,31 +55,29 @@ class Session:
         *,
         user: TimebackUser,
         activity: TimebackActivityContext,
-        run_id: uuid.UUID,
-        course_id: str | None,
+        template: RunTemplate,
         accounting: RunAccounting,
         clock: Clock,
-        emit: Callable[[list[Entry], dict[str, Entry | None]], None],
+        emit: Emit,
         finished: Callable[[Session], None],
-        checkpoints: bool = False,
     ) -> None:
         self._user = user
         self._activity = activity
-        self._run = run_id
-        self._run_id = str(run_id)
-        self._course_id = course_id
+        self._template = template
+        self._run_id = template.run_id
         self._accounting = accounting
         self._clock = clock
         self._monotonic_ns = clock.monotonic_ns
         self._emit = emit
         self._finished = finished
-        self._checkpoints = checkpoints
         # _lock guards the accounting and is held for microseconds. _emit_lock
         # orders whole "close a window and enqueue it" steps, so the heartbeat
         # and complete() never interleave their events, without making touch()
-        # wait for an enqueue.
+        # wait for an enqueue. _emitting names the thread holding _emit_lock:
+        # a signal handler re-entering on that thread must not wait for itself.
         self._lock = threading.Lock()
         self._emit_lock = threading.Lock()
+        self._emitting: int | None = None
         self._outcome: str | None = None  # "completed" or "ended"
 
     def __repr__(self) -> str:
@@ -101,21 +106,27 @@ class Session:
     @property
     def course_id(self) -> str | None:
         """The course id sent as ``extensions.courseId``, if any."""
-        return self._course_id
+        return self._template.course_id
 
     @property
     def state(self) -> str:
-        """``"running"``, ``"paused"``, ``"idle"`` or ``"ended"`` (also after completion)."""
+        """What the session is doing now.
+
+        ``"running"`` (time counts as active), ``"paused"`` (inactive, after
+        :meth:`pause`), ``"idle"`` (inactive: no input for ``idle_timeout``, or
+        past ``inactive_cutoff``), ``"completed"`` (after :meth:`complete`) or
+        ``"ended"`` (after :meth:`end`, or the tracker closed).
+        """
         with self._lock:
             if self._outcome:
-                return "ended"
+                return "completed" if self._outcome == "completed" else "ended"
             return self._accounting.state(self._monotonic_ns() // 1_000_000)
 
     @property
     def current_window(self) -> tuple[int, float] | None:
         """(number, seconds so far) of the open window, or None while nothing is open.
 
-        Numbers start at 0 and are the ``seq`` of the window's deterministic event id.
+        Numbers start at 0 in every segment of a run (each ``start_session()``).
         """
         with self._lock:
             if self._outcome:
@@ -140,16 +151,16 @@ class Session:
     # -- the app's calls -----------------------------------------------------------
 
     def touch(self) -> None:
-        """Record input from the student (for idle detection). Call it freely: ~1 µs.
+        """Record input from the student (for idle detection). Call it freely: ~0.3 µs.
 
-        Raises:
-            SessionStateError: The session was completed or ended.
+        After :meth:`complete` or :meth:`end` it does nothing: UI handlers may
+        keep firing after a lesson ends.
         """
         with self._lock:
             try:  # the hot path: no check of our own, the accounting raises once ended
                 self._accounting.touch(self._monotonic_ns() // 1_000_000)
             except SessionStateError:
-                raise self._state_error("touch") from None
+                return  # completed or ended: input changes nothing any more
 
     def pause(self) -> None:
         """Stop counting active time (e.g. the window lost focus). Idempotent.
@@ -157,9 +168,7 @@ class Session:
         Raises:
             SessionStateError: The session was completed or ended.
         """
-        with self._lock:
-            if self._outcome:
-                raise self._state_error("pause")
+        with self._locked("pause"):
             self._accounting.pause(self._monotonic_ns() // 1_000_000)
 
     def resume(self) -> None:
@@ -168,9 +177,7 @@ class Session:
         Raises:
             SessionStateError: The session was completed or ended.
         """
-        with self._lock:
-            if self._outcome:
-                raise self._state_error("resume")
+        with self._locked("resume"):
             self._accounting.resume(self._monotonic_ns() // 1_000_000)
 
     def complete(
@@ -184,11 +191,12 @@ class Session:
     ) -> None:
         """Complete the activity: send the final window, then the ActivityCompletedEvent.
 
-        The metrics are validated first: if one is invalid, nothing changes and
-        the session keeps running.
+        All or nothing: if a metric is invalid, the run was completed before,
+        or the call is interrupted (Ctrl-C), nothing is recorded and the
+        session keeps running, so the call can be made again.
 
         Args:
-            xp_earned: XP for this run (1 XP = 1 focused minute); the app decides it.
+            xp_earned: XP for this run, >= 0 (1 XP = 1 focused minute); the app decides it.
             total_questions: Questions in the activity (give with ``correct_questions``).
             correct_questions: Questions answered correctly (<= ``total_questions``).
             mastered_units: NEW units mastered in this run (incremental, never a total).
@@ -196,33 +204,46 @@ class Session:
 
         Raises:
             ValidationError: A metric breaks a rule; the message names it.
-            SessionStateError: The session was already completed or ended.
+            SessionStateError: The session was completed or ended, or this
+                run was completed before (by this tracker or one sharing its spool).
         """
-        with self._emit_lock:
-            with self._lock:
-                if self._outcome:
-                    raise self._state_error("complete")
-            completion = ActivityCompletedEvent.for_completion(
-                user=self._user,
-                activity=self._activity,
-                run_id=self._run,
-                event_time=utc_from_ms(self._clock.wall_ms()),
-                xp_earned=xp_earned,
-                total_questions=total_questions,
-                correct_questions=correct_questions,
-                mastered_units=mastered_units,
-                pct_complete=pct_complete,
-                course_id=self._course_id,
-                event_id=completion_event_id(self._run),
-            )
-            windows, active_ms = self._finish("completed")
-            entries = self._entries(windows)
-            last_end = utc_from_ms(windows[-1].end_wall_ms) if windows else None
-            if last_end is not None and last_end > completion.event_time:
-                # The completion comes after the last window, on the wire too.
-                completion = attrs.evolve(completion, event_time=last_end)
-            entries.append(Entry.of(completion))
-            self._emit(entries, {self._run_id: None})
+        metrics = {
+            "xp_earned": xp_earned,
+            "total_questions": total_questions,
+            "correct_questions": correct_questions,
+            "mastered_units": mastered_units,
+            "pct_complete": pct_complete,
+        }
+        with self._emitting_lock("complete"):
+            with self._locked("complete"):
+                now = self._monotonic_ns() // 1_000_000
+                wall = self._clock.wall_ms()
+            # Validated before anything changes (raises ValidationError).
+            if _is_number(xp_earned) and xp_earned < 0:
+                raise ValidationError.single("xp_earned", "must be >= 0")
+            completion = Entry.completion(self._template, wall, **metrics)
+            with self._locked("complete"):
+                before = self._accounting.snapshot()
+                windows = self._accounting.end(now, wall)
+                active_ms = self._accounting.totals(now)[0]
+            try:
+                entries = self._entries(windows)
+                if windows and windows[-1].end_wall_ms > completion.event_time_ms:
+                    # The completion comes after the last window, on the wire too.
+                    completion = Entry.completion(
+                        self._template, windows[-1].end_wall_ms, **metrics
+                    )
+                entries.append(completion)
+                self._emit(entries, self._finished_checkpoint(), self._run_id)
+                self._outcome = "completed"
+            except AlreadyCompletedError:
+                self._rewind(before)
+                raise SessionStateError(
+                    f"run {self._run_id} was completed before: a run has one completion"
+                ) from None
+            except BaseException:
+                self._rewind(before)  # nothing was recorded: the session runs on
+                raise
         self._finished(self)
         log.debug("run %s completed (%d windows in the last step)", self._run_id, len(windows))
         _warn_if_xp_implausible(self._run_id, xp_earned, active_ms)
@@ -231,14 +252,20 @@ class Session:
         """Stop without completion: the open window is sent at once, nothing after it.
 
         Raises:
-            SessionStateError: The session was already completed or ended.
+            SessionStateError: The session was completed or ended.
         """
-        with self._emit_lock:
-            with self._lock:
-                if self._outcome:
-                    raise self._state_error("end")
-            windows, _ = self._finish("ended")
-            self._emit(self._entries(windows), {self._run_id: None})
+        with self._emitting_lock("end"):
+            with self._locked("end"):
+                before = self._accounting.snapshot()
+                windows = self._accounting.end(
+                    self._monotonic_ns() // 1_000_000, self._clock.wall_ms()
+                )
+            try:
+                self._emit(self._entries(windows), self._finished_checkpoint(), None)
+                self._outcome = "ended"
+            except BaseException:
+                self._rewind(before)
+                raise
         self._finished(self)
 
     def __enter__(self) -> Session:
@@ -255,60 +282,71 @@ class Session:
 
     # -- for the tracker -------------------------------------------------------------
 
-    def _heartbeat(self, scheduled_ms: int) -> None:
-        """Close the open window and enqueue it (heartbeat thread)."""
+    @contextmanager
+    def _closing(self) -> Iterator[bool]:
+        """Hold the emit lock for a tick; yields False when the session is finished."""
         with self._emit_lock:
-            with self._lock:
-                if self._outcome:
-                    return
-                now = self._monotonic_ns() // 1_000_000
-                windows = self._accounting.close_window(
-                    now, self._clock.wall_ms(), scheduled_ms=scheduled_ms
-                )
-                opened = self._accounting.open_window(now) if self._checkpoints else None
-            checkpoints = {self._run_id: self._entry(opened)} if self._checkpoints else {}
-            if windows or checkpoints:
-                self._emit(self._entries(windows), checkpoints)
+            self._emitting = threading.get_ident()
+            try:
+                yield self._outcome is None
+            finally:
+                self._emitting = None
 
-    def _checkpoint(self) -> None:
-        """Save the open window, to be sent if this process dies (heartbeat thread).
+    def _close_window(self, late_ms: int, durable: bool) -> tuple[list[Entry], Checkpoint | None]:
+        """Close the open window at a tick (heartbeat thread, inside :meth:`_closing`).
 
-        Under the emit lock, so that a checkpoint never lands after the run's
-        final window: recovering it would send that window's id twice.
+        Args:
+            late_ms: How late the tick woke up (a sign that the machine slept).
+            durable: Whether a checkpoint of what stays open is wanted (a spool).
+
+        Returns:
+            The closed windows' entries and, with a spool, the checkpoint of
+            what stays open.
         """
-        with self._emit_lock:
-            with self._lock:
-                if self._outcome:
-                    return
-                opened = self._accounting.open_window(self._monotonic_ns() // 1_000_000)
-            self._emit([], {self._run_id: self._entry(opened)})
-
-    def _entry(self, window: Window | None) -> Entry | None:
-        return None if window is None else self._entries([window])[0]
-
-    def _finish(self, outcome: str) -> tuple[list[Window], int]:
         with self._lock:
+            # Read under the lock: the app's calls must never see time go back.
             now = self._monotonic_ns() // 1_000_000
-            windows = self._accounting.end(now, self._clock.wall_ms())
-            self._outcome = outcome
-            return windows, self._accounting.totals(now)[0]
+            wall = self._clock.wall_ms()
+            windows = self._accounting.close_window(now, wall, scheduled_ms=now - late_ms)
+            state = self._accounting.snapshot() if durable else None
+        entries = self._entries(windows)
+        if state is None:
+            return entries, None
+        return entries, Checkpoint(self._template, state, now, wall)
+
+    def _checkpoint(self) -> Checkpoint | None:
+        """The state of the run now, for the spool's sign of life; None once finished."""
+        with self._lock:
+            if self._outcome:
+                return None
+            now = self._monotonic_ns() // 1_000_000
+            return Checkpoint(
+                self._template, self._accounting.snapshot(), now, self._clock.wall_ms()
+            )
+
+    def _finished_checkpoint(self) -> dict[str, Checkpoint]:
+        """The checkpoint change of a finished segment: nothing left to recover."""
+        return {self._template.segment: Checkpoint(self._template, None, 0, 0)}
+
+    def _rewind(self, snapshot: list[object]) -> None:
+        """Undo a finish whose events were not recorded: the session runs on."""
+        with self._lock:
+            self._accounting = RunAccounting.restore(snapshot)
 
     def _entries(self, windows: list[Window]) -> list[Entry]:
+        template = self._template
+        # Their age counts from now, on the wall clock as it is now (it may have been set).
+        now = self._clock.wall_ms()
         return [
-            Entry.of(
-                TimeSpentEvent.for_window(
-                    user=self._user,
-                    activity=self._activity,
-                    run_id=self._run,
-                    start=utc_from_ms(window.start_wall_ms),
-                    end=utc_from_ms(window.end_wall_ms),
-                    active_seconds=window.active_ms / 1000,
-                    inactive_seconds=window.inactive_ms / 1000,
-                    course_id=self._course_id,
-                    event_id=time_spent_event_id(self._run, window.seq),
-                ),
-                first_seq=window.seq,
-                last_seq=window.seq,
+            Entry.window(
+                template,
+                window.seq,
+                window.seq,
+                window.start_wall_ms,
+                window.end_wall_ms,
+                window.active_ms,
+                window.inactive_ms,
+                now,
             )
             for window in windows
         ]
@@ -317,13 +355,44 @@ class Session:
         """Make the session unusable here (in a forked child), without emitting anything."""
         self._lock = threading.Lock()
         self._emit_lock = threading.Lock()
+        self._emitting = None
         self._outcome = outcome
         self._accounting.end(self._monotonic_ns() // 1_000_000, self._clock.wall_ms())
 
-    def _state_error(self, call: str) -> SessionStateError:
-        return SessionStateError(
-            f"session {self._run_id} is {self._outcome}: {call}() is not allowed any more"
-        )
+    @contextmanager
+    def _emitting_lock(self, call: str) -> Iterator[None]:
+        if self._emitting == threading.get_ident():
+            raise SessionStateError(
+                f"{call}() was called while this thread is inside complete()/end() of the "
+                f"same session (from a signal handler?): set a flag there instead"
+            )
+        with self._emit_lock:
+            self._emitting = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._emitting = None
+
+    @contextmanager
+    def _locked(self, call: str) -> Iterator[None]:
+        """The state lock for a state change, which must be allowed (not finished)."""
+        if not self._lock.acquire(timeout=_LOCK_PATIENCE):
+            raise SessionStateError(
+                f"{call}(): the session's lock was not free within {_LOCK_PATIENCE:g} s "
+                f"(called from a signal handler that interrupted this session's own call?)"
+            )
+        try:
+            if self._outcome:
+                raise SessionStateError(
+                    f"session {self._run_id} is {self._outcome}: {call}() is not allowed any more"
+                )
+            yield
+        finally:
+            self._lock.release()
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # XP beyond active minutes by this much is worth a warning (1 XP = 1 focused minute).

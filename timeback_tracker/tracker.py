@@ -7,18 +7,21 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import uuid
 import weakref
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 from timeback_tracker._accounting import RunAccounting
-from timeback_tracker._clock import Clock, SystemClock
+from timeback_tracker._clock import Clock, SystemClock, WallClockWatch
 from timeback_tracker._delivery import Counters, Delivery, DeliveryFailure, TrackerStats
+from timeback_tracker._events import RunTemplate, new_segment
 from timeback_tracker._heartbeat import Heartbeat
-from timeback_tracker._outbox import Entry, MemoryOutbox, Outbox
+from timeback_tracker._outbox import Admission, Checkpoint, Entry, MemoryOutbox, Outbox
 from timeback_tracker.config import TrackerConfig
 from timeback_tracker.exceptions import SessionStateError, ValidationError
-from timeback_tracker.models import TimebackActivityContext, TimebackUser, _unicode_problem
+from timeback_tracker.models import TimebackActivityContext, TimebackUser, _text_problem
 from timeback_tracker.session import Session
 
 log = logging.getLogger("timeback_tracker")
@@ -74,7 +77,7 @@ class Tracker:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._counters = Counters()
-        self._outbox = _open_outbox(config)
+        self._outbox = _open_outbox(config, self._damaged)
         self._durable = not isinstance(self._outbox, MemoryOutbox)
         self._delivery = Delivery(self._outbox, config, self._counters, self._report, self._clock)
         self._heartbeat = Heartbeat(
@@ -82,8 +85,9 @@ class Tracker:
             self._clock,
             self._tick,
             self._crashed,
-            checkpoint=self._checkpoint if self._durable else None,
+            alive=self._alive if self._durable else None,
         )
+        self._wall_watch = WallClockWatch(self._clock)
 
     def _recover(self) -> None:
         """Send what an earlier process left: its spooled events and crashed runs' windows."""
@@ -134,15 +138,16 @@ class Tracker:
             raise TypeError("user: must be a TimebackUser")
         if not isinstance(activity, TimebackActivityContext):
             raise TypeError("activity: must be a TimebackActivityContext")
-        if course_id is not None and (not isinstance(course_id, str) or not course_id.strip()):
-            raise ValidationError.single("course_id", "must be a non-empty string or None")
-        if course_id is not None and _unicode_problem(course_id):
-            # Every event of the run would fail to encode, and block the delivery of all others.
-            raise ValidationError.single("course_id", "must be valid Unicode text")
+        problem = None if course_id is None else _text_problem(course_id)
+        if problem:
+            # Every event of the run would carry it: refused once, here.
+            raise ValidationError.single("course_id", problem)
         run = _run_uuid(run_id)
-        now = self._clock.monotonic_ms()
+        template = RunTemplate(
+            user=user, activity=activity, run_id=run, course_id=course_id, segment=new_segment()
+        )
         accounting = RunAccounting(
-            now_ms=now,
+            now_ms=self._clock.monotonic_ms(),
             wall_ms=self._clock.wall_ms(),
             idle_timeout_ms=_seconds_to_ms(self._config.idle_timeout),
             inactive_cutoff_ms=_seconds_to_ms(self._config.inactive_cutoff),
@@ -150,13 +155,11 @@ class Tracker:
         session = Session(
             user=user,
             activity=activity,
-            run_id=run,
-            course_id=course_id,
+            template=template,
             accounting=accounting,
             clock=self._clock,
             emit=self._emit,
             finished=self._forget,
-            checkpoints=self._durable,
         )
         with self._lock:
             if self._closed:
@@ -206,6 +209,7 @@ class Tracker:
             ValueError: ``timeout`` is NaN.
         """
         seconds = self._config.exit_timeout if timeout is None else _wait_seconds(timeout)
+        deadline = time.monotonic() + seconds
         with self._lock:
             if self._closed:
                 return
@@ -214,13 +218,14 @@ class Tracker:
         for session in sessions:
             with contextlib.suppress(SessionStateError):  # finished concurrently
                 session.end()
-        self._heartbeat.stop()
-        delivered = self._delivery.stop(seconds)
+        self._heartbeat.stop(min(1.0, _left(deadline)))
+        delivered = self._delivery.stop(_left(deadline))
         atexit.unregister(self._at_exit)
+        undelivered = len(self._outbox)
+        kept = self._outbox.close(_left(deadline))
         if not delivered:
-            where = "kept in the spool for the next start" if self._durable else "lost"
-            log.warning("closed with %d events undelivered: %s", len(self._outbox), where)
-        self._outbox.close()
+            where = "kept in the spool for the next start" if self._durable and kept else "lost"
+            log.warning("closed with %d events undelivered: %s", undelivered, where)
 
     def __enter__(self) -> Tracker:
         return self
@@ -235,42 +240,85 @@ class Tracker:
 
     # -- internals -------------------------------------------------------------------
 
-    def _emit(self, entries: list[Entry], checkpoints: dict[str, Entry | None]) -> None:
-        admission = self._outbox.put_many(entries, checkpoints)
+    def _emit(
+        self,
+        entries: Sequence[Entry],
+        checkpoints: Mapping[str, Checkpoint],
+        completes: str | None = None,
+    ) -> None:
+        admission = self._outbox.put_many(entries, checkpoints, completes=completes)
+        self._admitted(admission, bool(entries))
+
+    def _admitted(self, admission: Admission, added: bool) -> None:
         self._counters.add("coalesced", admission.coalesced)
         if admission.dropped:
             self._counters.add("dropped", len(admission.dropped))
             ids = tuple(dropped.id for dropped in admission.dropped)
             log.warning("outbox full: dropped %d events: %s", len(ids), ", ".join(ids))
             self._delivery.report_later(DeliveryFailure("outbox full", None, ids))
-        if entries:  # a checkpoint alone is nothing to deliver
+        if added:  # a checkpoint alone is nothing to deliver
             self._delivery.notify()
 
     def _forget(self, session: Session) -> None:
         with self._lock:
             self._sessions.pop(session.run_id, None)
+            busy = bool(self._sessions)
+        if not busy:
+            self._heartbeat.rest()
 
     def _tick(self, scheduled_ms: int) -> None:
+        """Close every running session's window and enqueue them all in one write."""
         with self._lock:
             sessions = list(self._sessions.values())
+        self._watch_wall_clock()
         # A tick that woke up late is a sign that the machine slept; the time spent
-        # here on earlier sessions (a slow spool commit) is not: every session is
-        # given the lateness of the wake-up, measured once.
+        # here on earlier sessions is not: every session is given the lateness of
+        # the wake-up, measured once.
         late_ms = self._clock.monotonic_ms() - scheduled_ms
-        for session in sessions:
-            try:
-                session._heartbeat(self._clock.monotonic_ms() - late_ms)
-            except Exception as exc:  # noqa: BLE001 - one bad session must not stop the others
-                self._crashed(exc)
+        entries: list[Entry] = []
+        checkpoints: dict[str, Checkpoint] = {}
+        with contextlib.ExitStack() as held:
+            for session in sessions:
+                try:
+                    if not held.enter_context(session._closing()):
+                        continue  # completed or ended meanwhile
+                    closed, checkpoint = session._close_window(late_ms, self._durable)
+                except Exception as exc:  # noqa: BLE001 - one bad session must not stop the others
+                    self._crashed(exc)
+                    continue
+                entries += closed
+                if checkpoint is not None:
+                    checkpoints[checkpoint.template.segment] = checkpoint
+            # Still under every session's emit lock: no completion can overtake these.
+            if entries or checkpoints:
+                self._emit(entries, checkpoints)
 
-    def _checkpoint(self) -> None:
+    def _alive(self) -> None:
+        """Tell the spool how far every running session is (cheap, not durable)."""
         with self._lock:
             sessions = list(self._sessions.values())
+        checkpoints = []
         for session in sessions:
             try:
-                session._checkpoint()
+                checkpoint = session._checkpoint()
             except Exception as exc:  # noqa: BLE001 - one bad session must not stop the others
                 self._crashed(exc)
+                continue
+            if checkpoint is not None:
+                checkpoints.append(checkpoint)
+        self._outbox.mark_alive(self._clock.monotonic_ms(), self._clock.wall_ms(), checkpoints)
+
+    def _watch_wall_clock(self) -> None:
+        """Notice the wall clock being set, and keep the age of what is held honest."""
+        step = self._wall_watch.step(self._clock)
+        if step:
+            log.warning("the wall clock was set by %+.3f s", step / 1000)
+            self._outbox.rebase(step)
+
+    def _damaged(self, what: str, reason: str) -> None:
+        """A damaged spool row was set aside: counted and reported like a dead letter."""
+        self._counters.add("dead_lettered")
+        self._delivery.report_later(DeliveryFailure(f"{reason}: {what}"))
 
     def _crashed(self, exc: BaseException) -> None:
         self._counters.add("internal_errors")
@@ -316,12 +364,22 @@ if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _open_outbox(config: TrackerConfig) -> Outbox:
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _open_outbox(config: TrackerConfig, on_damage: Callable[[str, str], None]) -> Outbox:
     if config.spool_path is None:
         return MemoryOutbox(config.max_queue)
     from timeback_tracker._spool import open_outbox  # sqlite3 only when a spool is used
 
-    return open_outbox(config.spool_path, config.sensor, config.max_queue)
+    return open_outbox(
+        config.spool_path,
+        config.max_queue,
+        sensor=config.sensor,
+        endpoint=config.endpoint,
+        on_damage=on_damage,
+    )
 
 
 def _run_uuid(run_id: str | uuid.UUID | None) -> uuid.UUID:

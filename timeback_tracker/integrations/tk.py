@@ -172,9 +172,8 @@ class TkBinding:
         if not self._live or now - self._last_touch < _TOUCH_GAP:
             return
         self._last_touch = now
-        try:
-            self._session.touch()
-        except SessionStateError:
+        self._session.touch()  # a no-op once the session is over
+        if self._session.state in ("completed", "ended"):
             self._retire()
 
     def _on_focus(self) -> None:

@@ -1,0 +1,234 @@
+"""The event path: wire JSON rendered from integers is exactly what the validated models give."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import timeback_tracker as tt
+from tests.support import ACTIVITY, USER
+from timeback_tracker._accounting import MAX_VALUE_MS
+from timeback_tracker._events import (
+    RunTemplate,
+    completion_event_id,
+    format_ms,
+    seconds_text,
+    time_spent_event_id,
+    uuid5_text,
+)
+from timeback_tracker._outbox import Entry, merge_windows
+
+# Everything a run's constant part may hold: names with quotes, backslashes,
+# non-ASCII, emoji; optional fields present or not; extensions of any JSON.
+TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20
+).filter(str.strip)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=6,
+)
+EXTENSIONS = st.none() | st.dictionaries(TEXT, JSON_VALUES, max_size=3)
+
+
+@st.composite
+def run_parts(
+    draw: st.DrawFn,
+) -> tuple[tt.TimebackUser, tt.TimebackActivityContext, uuid.UUID, str | None]:
+    """A valid student, activity context, run id and course id."""
+    user = tt.TimebackUser(
+        id=f"https://sis.example.com/users/{draw(st.integers(0, 10**6))}",
+        email="student@example.com",
+        name=draw(st.none() | TEXT),
+        role=draw(st.none() | st.sampled_from(list(tt.Role))),
+    )
+    activity = tt.TimebackActivityContext(
+        id="https://app.example.com/a/1",
+        subject=draw(st.sampled_from(list(tt.Subject))),
+        app=tt.App(name=draw(TEXT), extensions=draw(EXTENSIONS)),
+        course=draw(st.none() | st.builds(tt.Course, name=TEXT, extensions=EXTENSIONS)),
+        activity=draw(st.none() | st.builds(tt.Activity, name=TEXT)),
+        process=draw(st.none() | st.booleans()),
+    )
+    return user, activity, draw(st.uuids()), draw(st.none() | TEXT)
+
+
+def model_json(event: tt.TimeSpentEvent | tt.ActivityCompletedEvent) -> str:
+    """The compact wire JSON of a validated model, as ``tt.dump`` gives it."""
+    return json.dumps(tt.dump(event), separators=(",", ":"), ensure_ascii=False)
+
+
+def utc(epoch_ms: int) -> datetime:
+    """The datetime of epoch milliseconds."""
+    return datetime.fromtimestamp(epoch_ms // 1000, tz=timezone.utc).replace(
+        microsecond=epoch_ms % 1000 * 1000
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=run_parts(),
+    segment=st.text(alphabet="0123456789abcdef", min_size=12, max_size=12),
+    first=st.integers(0, 10**6),
+    extra=st.integers(0, 3),
+    start=st.integers(0, 253_402_300_799_000 - 2 * MAX_VALUE_MS),
+    active=st.integers(0, MAX_VALUE_MS),
+    inactive=st.integers(0, MAX_VALUE_MS),
+)
+def test_a_rendered_window_is_byte_for_byte_the_models_dump(
+    parts: tuple[tt.TimebackUser, tt.TimebackActivityContext, uuid.UUID, str | None],
+    segment: str,
+    first: int,
+    extra: int,
+    start: int,
+    active: int,
+    inactive: int,
+) -> None:
+    """For any run and window, the template gives exactly the JSON of the validated model."""
+    user, activity, run, course_id = parts
+    if active + inactive == 0:
+        active = 1
+    template = RunTemplate(
+        user=user, activity=activity, run_id=run, course_id=course_id, segment=segment
+    )
+    end = start + active + inactive
+    event_id, rendered = template.window(first, first + extra, start, end, active, inactive)
+    model = tt.TimeSpentEvent.for_window(
+        user=user,
+        activity=activity,
+        run_id=run,
+        start=utc(start),
+        end=utc(end),
+        active_seconds=active / 1000,
+        inactive_seconds=inactive / 1000,
+        course_id=course_id,
+        event_id=time_spent_event_id(run, segment, first, first + extra),
+    )
+    assert rendered == model_json(model)
+    assert event_id == model.id
+    assert model_json(tt.load(json.loads(rendered), tt.TimeSpentEvent)) == rendered  # valid
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    parts=run_parts(),
+    when=st.integers(0, 253_402_300_799_000),
+    xp=st.integers(0, 10**6) | st.floats(0, 1e6, allow_nan=False),
+    questions=st.none() | st.tuples(st.integers(0, 500), st.integers(0, 500)).map(sorted),
+    mastered=st.none() | st.integers(0, 50),
+    pct=st.none() | st.integers(0, 100) | st.floats(0, 100),
+)
+def test_a_rendered_completion_is_byte_for_byte_the_models_dump(
+    parts: tuple[tt.TimebackUser, tt.TimebackActivityContext, uuid.UUID, str | None],
+    when: int,
+    xp: float,
+    questions: list[int] | None,
+    mastered: int | None,
+    pct: float | None,
+) -> None:
+    """The completion's rendering equals the validated ActivityCompletedEvent's JSON."""
+    user, activity, run, course_id = parts
+    correct, total = questions if questions is not None else (None, None)
+    template = RunTemplate(
+        user=user, activity=activity, run_id=run, course_id=course_id, segment="0" * 12
+    )
+    metrics = {
+        "xp_earned": xp,
+        "total_questions": total,
+        "correct_questions": correct,
+        "mastered_units": mastered,
+        "pct_complete": pct,
+    }
+    event_id, rendered = template.completion(when, **metrics)
+    model = tt.ActivityCompletedEvent.for_completion(
+        user=user,
+        activity=activity,
+        run_id=run,
+        event_time=utc(when),
+        course_id=course_id,
+        event_id=completion_event_id(run),
+        **metrics,
+    )
+    assert rendered == model_json(model)
+    assert event_id == model.id
+
+
+def test_a_completion_with_a_bad_metric_is_refused_by_the_models_rules() -> None:
+    """The template validates metrics with the models' own rules and their messages."""
+    template = RunTemplate(
+        user=USER, activity=ACTIVITY, run_id=uuid.uuid4(), course_id=None, segment="a" * 12
+    )
+    with pytest.raises(tt.ValidationError, match="'correctQuestions' must not exceed"):
+        template.completion(0, xp_earned=1, total_questions=2, correct_questions=3)
+    with pytest.raises(tt.ValidationError, match="finite"):
+        template.completion(0, xp_earned=float("inf"))
+
+
+def test_a_template_survives_storage() -> None:
+    """A template rebuilt from its stored JSON renders the same windows."""
+    template = RunTemplate(
+        user=USER, activity=ACTIVITY, run_id=uuid.uuid4(), course_id="C-1", segment="b" * 12
+    )
+    again = RunTemplate.from_json(template.to_json())
+    assert again.window(3, 4, 10, 30_010, 30_000, 0) == template.window(3, 4, 10, 30_010, 30_000, 0)
+    assert (again.run_id, again.segment, again.course_id) == ("" + template.run_id, "b" * 12, "C-1")
+    with pytest.raises(ValueError, match="not a stored run template"):
+        RunTemplate.from_json('{"run": "nope"}')
+
+
+@given(namespace=st.uuids(), name=st.text())
+def test_uuid5_text_is_the_standard_uuid5(namespace: uuid.UUID, name: str) -> None:
+    """The fast uuid5 is RFC 4122's, character for character."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return
+    assert uuid5_text(namespace.bytes, name) == str(uuid.uuid5(namespace, name))
+
+
+@given(st.integers(0, 253_402_300_799_999))
+def test_format_ms_is_the_wire_timestamp(epoch_ms: int) -> None:
+    """Milliseconds format as YYYY-MM-DDTHH:MM:SS.mmmZ, as the models send datetimes."""
+    from timeback_tracker._serialization import format_timestamp
+
+    assert format_ms(epoch_ms) == format_timestamp(utc(epoch_ms))
+
+
+@given(st.integers(0, MAX_VALUE_MS))
+def test_seconds_text_is_the_models_number(ms: int) -> None:
+    """Milliseconds go on the wire as the JSON number the models give for seconds."""
+    assert json.loads(seconds_text(ms)) == ms / 1000
+    assert seconds_text(ms) == json.dumps(
+        tt.dump(tt.TimeMetric(type="active", value=round(ms / 1000, 3)))["value"]
+    )
+
+
+def test_merging_is_integer_arithmetic_and_one_render() -> None:
+    """Two consecutive windows merge into sums and a widened span, rendered like any window."""
+    template = RunTemplate(
+        user=USER, activity=ACTIVITY, run_id=uuid.uuid4(), course_id=None, segment="c" * 12
+    )
+    first = Entry.window(template, 4, 4, 1_000, 16_001, 15_000, 1)
+    second = Entry.window(template, 5, 5, 16_001, 31_002, 333, 14_668)
+    merged = merge_windows(first, second)
+    assert merged is not None
+    assert (merged.first_seq, merged.last_seq, merged.start_ms, merged.end_ms) == (
+        4,
+        5,
+        1_000,
+        31_002,
+    )
+    assert (merged.active_ms, merged.inactive_ms) == (15_333, 14_669)
+    assert merged.payload == Entry.window(template, 4, 5, 1_000, 31_002, 15_333, 14_669).payload
+    # Not consecutive, not contiguous, another segment: never merged.
+    assert merge_windows(first, Entry.window(template, 6, 6, 16_001, 17_001, 1_000, 0)) is None
+    assert merge_windows(first, Entry.window(template, 5, 5, 16_002, 17_002, 1_000, 0)) is None
+    other = RunTemplate(
+        user=USER, activity=ACTIVITY, run_id=template.run, course_id=None, segment="d" * 12
+    )
+    assert merge_windows(first, Entry.window(other, 5, 5, 16_001, 17_001, 1_000, 0)) is None
