@@ -721,7 +721,7 @@ def metrics_valid(metrics: dict[str, Any]) -> bool:
     """The documented rules of complete()'s metrics, independently of the library."""
     total, correct = metrics["total_questions"], metrics["correct_questions"]
     return (
-        _number_ok(metrics["xp_earned"])
+        _number_ok(metrics["xp_earned"], 0)  # complete() refuses negative XP
         and all(_count_ok(metrics[name]) for name in ("total_questions", "correct_questions"))
         and _count_ok(metrics["mastered_units"])
         and (total is None) == (correct is None)

@@ -133,6 +133,34 @@ def test_invalid_completion_changes_nothing(
     assert len(collector.completions(session.run_id)) == 1
 
 
+def test_negative_xp_is_refused_and_changes_nothing(
+    collector: LocalCollector, make_tracker: MakeTracker
+) -> None:
+    """complete() refuses xp_earned < 0 with ValidationError; the session keeps running."""
+    tracker = make_tracker()
+    session = tracker.start_session(USER, ACTIVITY)
+    for xp in (-1, -0.001, -1e9):
+        with pytest.raises(tt.ValidationError) as raised:
+            session.complete(xp, total_questions=4, correct_questions=3)
+        assert [(e.path, e.message) for e in raised.value.errors] == [
+            ("xp_earned", "must be >= 0 (1 XP = 1 focused minute)")
+        ]
+    assert session.state == "running"
+    session.complete(0)
+    assert tracker.flush(5.0)
+    [completion] = collector.completions(session.run_id)
+    assert completion["generated"]["items"] == [{"type": "xpEarned", "value": 0}]
+
+
+def test_the_validator_still_accepts_a_negative_xp_on_the_wire(
+    activity_completed_event: tt.ActivityCompletedEvent,
+) -> None:
+    """The spec allows a negative xpEarned: load() and the collector's checks accept it."""
+    wire = tt.dump(activity_completed_event)
+    wire["generated"]["items"][0]["value"] = -2
+    assert tt.load(wire, tt.ActivityCompletedEvent).generated.value("xpEarned") == -2
+
+
 def test_context_manager_ends_session_unless_completed(
     collector: LocalCollector, make_tracker: MakeTracker
 ) -> None:

@@ -18,7 +18,7 @@ import attrs
 from timeback_tracker._accounting import RunAccounting, Window
 from timeback_tracker._clock import Clock, utc_from_ms
 from timeback_tracker._outbox import Entry, completion_event_id, time_spent_event_id
-from timeback_tracker.exceptions import SessionStateError
+from timeback_tracker.exceptions import SessionStateError, ValidationError
 from timeback_tracker.models import (
     ActivityCompletedEvent,
     TimebackActivityContext,
@@ -188,7 +188,7 @@ class Session:
         the session keeps running.
 
         Args:
-            xp_earned: XP for this run (1 XP = 1 focused minute); the app decides it.
+            xp_earned: XP for this run (1 XP = 1 focused minute), >= 0; the app decides it.
             total_questions: Questions in the activity (give with ``correct_questions``).
             correct_questions: Questions answered correctly (<= ``total_questions``).
             mastered_units: NEW units mastered in this run (incremental, never a total).
@@ -198,6 +198,14 @@ class Session:
             ValidationError: A metric breaks a rule; the message names it.
             SessionStateError: The session was already completed or ended.
         """
+        if (
+            isinstance(xp_earned, (int, float))
+            and not isinstance(xp_earned, bool)
+            and xp_earned < 0
+        ):
+            # The wire allows a negative xpEarned (the validator accepts it), but a
+            # run cannot earn less than nothing: from an app it is a bug, not a value.
+            raise ValidationError.single("xp_earned", "must be >= 0 (1 XP = 1 focused minute)")
         with self._emit_lock:
             with self._lock:
                 if self._outcome:
