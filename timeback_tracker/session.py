@@ -198,18 +198,18 @@ class Session:
             ValidationError: A metric breaks a rule; the message names it.
             SessionStateError: The session was already completed or ended.
         """
-        if (
-            isinstance(xp_earned, (int, float))
-            and not isinstance(xp_earned, bool)
-            and xp_earned < 0
-        ):
-            # The wire allows a negative xpEarned (the validator accepts it), but a
-            # run cannot earn less than nothing: from an app it is a bug, not a value.
-            raise ValidationError.single("xp_earned", "must be >= 0 (1 XP = 1 focused minute)")
         with self._emit_lock:
             with self._lock:
                 if self._outcome:
                     raise self._state_error("complete")
+            if (
+                isinstance(xp_earned, (int, float))
+                and not isinstance(xp_earned, bool)
+                and xp_earned < 0
+            ):
+                # The wire allows a negative xpEarned (the validator accepts it), but a
+                # run cannot earn less than nothing: from an app it is a bug, not a value.
+                raise ValidationError.single("xp_earned", "must be >= 0 (1 XP = 1 focused minute)")
             completion = ActivityCompletedEvent.for_completion(
                 user=self._user,
                 activity=self._activity,
