@@ -31,8 +31,8 @@ from timeback_tracker._collector_server import (
     Answer,
     IncomingRequest,
     error_answer,
-    is_loopback,
 )
+from timeback_tracker._urls import is_loopback
 
 __all__ = ["Page"]
 
@@ -126,4 +126,4 @@ def _loopback_host(header: str | None, port: int) -> bool:
     if match is None:
         return False
     host, given = match.groups()
-    return (given is None or int(given) == port) and is_loopback(host)
+    return (given is None or int(given) == port) and is_loopback(host.strip("[]"))

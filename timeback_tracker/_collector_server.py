@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import email.message
 import http.server
-import ipaddress
 import json
 import selectors
 import socket
@@ -38,7 +37,6 @@ __all__ = [
     "IncomingRequest",
     "RequestHandler",
     "error_answer",
-    "is_loopback",
     "json_answer",
     "media_type",
 ]
@@ -127,17 +125,6 @@ def error_answer(status: int, message: str, *headers: tuple[str, str]) -> Answer
 def media_type(headers: email.message.Message) -> str:
     """The request's ``Content-Type`` without parameters, lower-cased."""
     return (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names a loopback address (``localhost``, 127.0.0.0/8, ``::1``)."""
-    host = host.strip().removeprefix("[").removesuffix("]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class CollectorServer(http.server.ThreadingHTTPServer):
