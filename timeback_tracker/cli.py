@@ -74,8 +74,10 @@ def _add_demo(subparsers: _Subparsers) -> None:
         description=(
             "Start a LocalCollector on loopback, play a short learning session (answers, "
             "a pause, an idle spell, a network outage, completion) with live progress, "
-            "then print what the collector received. Exit status 1 if its totals "
-            "disagree with the session's."
+            "then print what the collector received and check it. With --endpoint, send "
+            "to that Caliper endpoint instead (such as a `timeback-tracker collector`). "
+            "Exit status: 0 all delivered and checked, 1 a check failed or events were "
+            "not delivered (the cause is printed), 2 unusable options."
         ),
     )
     parser.add_argument(
@@ -87,7 +89,13 @@ def _add_demo(subparsers: _Subparsers) -> None:
     parser.add_argument(
         "--endpoint",
         metavar="URL",
-        help="send to this Caliper endpoint instead (credentials from TIMEBACK_* variables)",
+        help="send to this Caliper endpoint instead (credentials from TIMEBACK_* variables); "
+        "the demo then ends within --duration plus exit_timeout (2 s) even if it is down",
+    )
+    parser.add_argument(
+        "--sensor",
+        metavar="IRI",
+        help="the sensor IRI to send as (default: $TIMEBACK_SENSOR, else the demo's own)",
     )
     parser.add_argument("--quiet", action="store_true", help="print the summary only")
     parser.set_defaults(run=_run_demo)
@@ -99,7 +107,11 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     try:
         return run_demo(
-            duration=args.duration, interval=args.interval, endpoint=args.endpoint, quiet=args.quiet
+            duration=args.duration,
+            interval=args.interval,
+            endpoint=args.endpoint,
+            sensor=args.sensor,
+            quiet=args.quiet,
         )
     except ConfigurationError as exc:
         print(f"timeback-tracker demo: {exc}", file=sys.stderr)
