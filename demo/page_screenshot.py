@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import logging
 import shutil
 import sys
 import tempfile
@@ -98,6 +99,8 @@ def main() -> int:
     parser.add_argument("output", type=Path, help="the PNG file to write")
     parser.add_argument("--width", type=int, default=1280)
     args = parser.parse_args()
+    # The sessions are accelerated: 4 XP in a few seconds would be warned about.
+    logging.getLogger("timeback_tracker").addHandler(logging.NullHandler())
     binary, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if binary is None or driver_path is None:
         print("page_screenshot: needs chromium and chromedriver on PATH", file=sys.stderr)
