@@ -288,6 +288,8 @@ def test_api_runs_and_run_detail_over_http(collector: LocalCollector) -> None:
     assert EMAIL not in json.dumps(overview) + json.dumps(detail)
     assert api(collector, f"/api/runs/{new_run()}").status_code == 404
     assert collector.page_url == collector.base_url + "/"
+    # The page's own traffic is no client behaviour: the request log holds the POST only.
+    assert [(r.method, r.path) for r in collector.requests] == [("POST", "/caliper/event")]
 
 
 def test_rejected_envelopes_are_listed_with_paths_and_a_masked_body(

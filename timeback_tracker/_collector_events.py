@@ -1,9 +1,11 @@
-"""The checks of the LocalCollector's events endpoint, in the order Timeback's API makes them.
+"""The checks of the LocalCollector's events endpoint, and what its request log keeps.
 
 :func:`check_request` answers what is wrong with a request (method, bearer
-token, content type, size, JSON, ``dataVersion``, the envelope's rules) or
-returns the decoded envelope to record. The small helpers describe requests
-and answers for the collector's request log without ever quoting a value.
+token, content type, size, JSON, ``dataVersion``, the envelope's rules) in
+the order Timeback's API checks, or returns the decoded envelope to record.
+:class:`RequestRecord` (public as ``timeback_tracker.testing.RequestRecord``)
+and the small helpers describe requests and answers for the request log
+without ever quoting a value.
 """
 
 from __future__ import annotations
@@ -26,7 +28,45 @@ from timeback_tracker._serialization import load
 from timeback_tracker.exceptions import ValidationError
 from timeback_tracker.models import CALIPER_CONTEXT, Envelope
 
-__all__ = ["canonical", "check_request", "envelope_ids", "reason"]
+__all__ = ["RequestRecord", "canonical", "check_request", "envelope_ids", "reason"]
+
+
+@attrs.frozen(kw_only=True)
+class RequestRecord:
+    """One request the collector answered (or dropped), for assertions on client behaviour.
+
+    The record never holds the ``Authorization`` header or the body.
+
+    Attributes:
+        method: The HTTP method, e.g. ``"POST"``.
+        path: The request path without its query string.
+        status: The status answered, or ``None`` when the connection was dropped
+            without a response (:meth:`LocalCollector.drop_next`, or an outage
+            during :meth:`LocalCollector.delay_next`).
+        event_count: Number of items in the envelope's ``data`` list (0 when the
+            body is not an envelope).
+        event_ids: The ``id`` of each event in ``data`` that has a string id.
+        user_agent: The ``User-Agent`` request header, if sent.
+        request_id: The ``X-Request-ID`` request header, if sent.
+        connection: Sequence number of the TCP connection the request came on
+            (equal numbers mean a reused keep-alive connection).
+        at: When the request was received, on the :func:`time.monotonic` clock.
+        reason: Why an error answer was given: its ``message`` (or OAuth2
+            ``error``) and, for an invalid envelope, each problem as
+            ``path: rule``; never a value from the request. None for 2xx
+            answers and dropped requests.
+    """
+
+    method: str
+    path: str
+    status: int | None
+    event_count: int
+    event_ids: tuple[str, ...]
+    user_agent: str | None
+    request_id: str | None
+    connection: int
+    at: float
+    reason: str | None = None
 
 
 def check_request(  # noqa: PLR0911 - a return per status, in the order the API checks

@@ -60,6 +60,7 @@ class _Copy:
     received: float
     resends: int = 0
     conflicting: list[JSONObject] = attrs.Factory(list)
+    window: _Window | None = None  # its figures, worked out once (the content never changes)
 
 
 @attrs.define
@@ -332,9 +333,13 @@ def _value(item: JSONObject) -> float:
 
 
 def _windows(run: _Run) -> list[_Window]:
-    """The run's windows in time order (a window without dates ends at its eventTime)."""
-    windows = []
-    for copy in run.windows.values():
+    """The run's windows in time order."""
+    return sorted(map(_figures, run.windows.values()), key=lambda w: (w.start, w.end))
+
+
+def _figures(copy: _Copy) -> _Window:
+    """A TimeSpentEvent's figures (a window without dates ends at its eventTime)."""
+    if copy.window is None:
         items = _items(copy.event)
         sums = {"active": 0.0, "inactive": 0.0, "other": 0.0}
         for item in items:
@@ -343,8 +348,8 @@ def _windows(run: _Run) -> list[_Window]:
         dated = next((i for i in items if _epoch(i.get("startDate")) is not None), {})
         end = _epoch(dated.get("endDate")) or _epoch(copy.event.get("eventTime")) or copy.received
         start = _epoch(dated.get("startDate")) or end - math.fsum(sums.values())
-        windows.append(_Window(copy, start, end, sums["active"], sums["inactive"], sums["other"]))
-    return sorted(windows, key=lambda window: (window.start, window.end))
+        copy.window = _Window(copy, start, end, sums["active"], sums["inactive"], sums["other"])
+    return copy.window
 
 
 def _usual_window(runs: Iterator[list[_Window]] | Any) -> float | None:

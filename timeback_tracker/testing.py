@@ -42,9 +42,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
 
-import attrs
-
-from timeback_tracker._collector_events import canonical, check_request, envelope_ids, reason
+from timeback_tracker._collector_events import (
+    RequestRecord,
+    canonical,
+    check_request,
+    envelope_ids,
+    reason,
+)
 from timeback_tracker._collector_faults import FaultScripting
 from timeback_tracker._collector_oauth import OAUTH_PATH, TokenIssuer
 from timeback_tracker._collector_page import Page
@@ -69,44 +73,6 @@ JSONObject = dict[str, Any]
 EventOutcome = Literal["new", "duplicate", "conflict"]
 """What an accepted event was, as passed to ``on_event``: the first arrival of its
 ``id``; a re-send with the same content; or a re-send with DIFFERENT content."""
-
-
-@attrs.frozen(kw_only=True)
-class RequestRecord:
-    """One request the collector answered (or dropped), for assertions on client behaviour.
-
-    The record never holds the ``Authorization`` header or the body.
-
-    Attributes:
-        method: The HTTP method, e.g. ``"POST"``.
-        path: The request path without its query string.
-        status: The status answered, or ``None`` when the connection was dropped
-            without a response (:meth:`LocalCollector.drop_next`, or an outage
-            during :meth:`LocalCollector.delay_next`).
-        event_count: Number of items in the envelope's ``data`` list (0 when the
-            body is not an envelope).
-        event_ids: The ``id`` of each event in ``data`` that has a string id.
-        user_agent: The ``User-Agent`` request header, if sent.
-        request_id: The ``X-Request-ID`` request header, if sent.
-        connection: Sequence number of the TCP connection the request came on
-            (equal numbers mean a reused keep-alive connection).
-        at: When the request was received, on the :func:`time.monotonic` clock.
-        reason: Why an error answer was given: its ``message`` (or OAuth2
-            ``error``) and, for an invalid envelope, each problem as
-            ``path: rule``; never a value from the request. None for 2xx
-            answers and dropped requests.
-    """
-
-    method: str
-    path: str
-    status: int | None
-    event_count: int
-    event_ids: tuple[str, ...]
-    user_agent: str | None
-    request_id: str | None
-    connection: int
-    at: float
-    reason: str | None = None
 
 
 def _run_id(event: JSONObject) -> object:
@@ -148,9 +114,10 @@ class LocalCollector(FaultScripting):
             hook has run). Calls never overlap. If it raises, the request is
             answered 500; the envelope stays recorded, so the client's re-send
             counts as a duplicate and is passed to the hook again.
-        on_request: Called with the :class:`RequestRecord` of every request as
-            soon as it is logged, before its answer is sent, from the handler
-            thread; calls may overlap. Exceptions it raises are ignored.
+        on_request: Called with the :class:`RequestRecord` of every request
+            (but those for the page) as soon as it is logged, before its answer
+            is sent, from the handler thread; calls may overlap. Exceptions it
+            raises are ignored.
         show_pii: Show students' emails and names on the page and in its JSON
             API; hidden (``"(hidden)"``) by default.
 
@@ -363,7 +330,10 @@ class LocalCollector(FaultScripting):
 
     @property
     def requests(self) -> list[RequestRecord]:
-        """One :class:`RequestRecord` per request answered or dropped, in order."""
+        """One :class:`RequestRecord` per request answered or dropped, in order.
+
+        Requests for the page and its JSON API (:attr:`page_url`) are left out.
+        """
         with self._lock:
             return list(self._requests)
 
@@ -509,10 +479,11 @@ class LocalCollector(FaultScripting):
         """Answer one request (the HTTP server calls it from the connection's thread)."""
         if request.path == self._path:
             return self._events_endpoint(request)
+        if Page.serves(request.path):
+            # Not logged: a browser polling the page is no client behaviour to assert on.
+            return self._page.answer(request, self._port)
         if request.path == OAUTH_PATH:
             answer = self._tokens.answer(request)
-        elif Page.serves(request.path):
-            answer = self._page.answer(request, self._port)
         else:
             answer = error_answer(404, "not found")
         self._log(request, answer.status, reason(answer))
