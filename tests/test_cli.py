@@ -314,6 +314,10 @@ def test_json_lines_are_read_line_by_line() -> None:
     assert result.stdout == (
         "valid: JSON Lines, 3 lines with 3 events (2 TimeSpentEvent, 1 ActivityCompletedEvent)\n"
     )
+    # Only documents that end their lines are JSON Lines: junk after one document is not.
+    result = validate("-", stdin=b'{"type": "TimeSpentEvent"} trailing words')
+    assert result.returncode == 2
+    assert "not valid JSON: Extra data" in result.stderr
 
 
 def test_json_lines_problems_carry_line_numbers(tmp_path: Path) -> None:
@@ -332,13 +336,6 @@ def test_json_lines_problems_carry_line_numbers(tmp_path: Path) -> None:
         "line 5: $.eventTime: must be an ISO 8601 string, e.g. 2026-01-27T10:00:15.000Z",
     ]
     assert result.stderr.endswith("invalid (3 problems)\n")
-
-
-def test_a_single_document_followed_by_garbage_is_unreadable() -> None:
-    """Extra text after one JSON document that is not JSON Lines exits 2, as before."""
-    result = validate("-", stdin=b'{"type": "TimeSpentEvent"} trailing words')
-    assert result.returncode == 2
-    assert "not valid JSON: Extra data" in result.stderr
 
 
 def test_no_arguments_is_a_usage_error() -> None:
