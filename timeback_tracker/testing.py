@@ -250,7 +250,7 @@ class LocalCollector(FaultScripting):
         self.stop()
 
     def _listen(self) -> None:
-        server = CollectorServer((self._host, self._port), self._family, self)
+        server = CollectorServer((self._host, self._port), self._family, _Routes(self))
         self._port = server.server_address[1]
         server.start()
         self._server = server
@@ -464,18 +464,12 @@ class LocalCollector(FaultScripting):
 
     # ------------------------------------------------------------------ request handling
 
-    @property
-    def max_body(self) -> int:
-        """Bodies above this many bytes are drained unread and answered 413."""
-        return self._max_body
-
-    def next_connection(self) -> int:
-        """The sequence number of a new TCP connection (for :attr:`RequestRecord.connection`)."""
+    def _next_connection(self) -> int:
         with self._lock:
             self._connections += 1
             return self._connections
 
-    def handle(self, request: IncomingRequest) -> Answer | Hangup:
+    def _handle(self, request: IncomingRequest) -> Answer | Hangup:
         """Answer one request (the HTTP server calls it from the connection's thread)."""
         if request.path == self._path:
             return self._events_endpoint(request)
@@ -605,3 +599,23 @@ class LocalCollector(FaultScripting):
                 f" conflicts={len(self._conflicts)} requests={len(self._requests)}"
                 f" token_requests={self._tokens.requests} faults={len(self._faults)}>"
             )
+
+
+class _Routes:
+    """What the HTTP server serves: the collector's answers, kept off its public API."""
+
+    def __init__(self, collector: LocalCollector) -> None:
+        self._collector = collector
+
+    @property
+    def max_body(self) -> int:
+        """Bodies above this many bytes are drained unread and answered 413."""
+        return self._collector._max_body
+
+    def next_connection(self) -> int:
+        """The sequence number of a new TCP connection (for :attr:`RequestRecord.connection`)."""
+        return self._collector._next_connection()
+
+    def handle(self, request: IncomingRequest) -> Answer | Hangup:
+        """Answer one request."""
+        return self._collector._handle(request)
