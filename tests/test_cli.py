@@ -264,8 +264,78 @@ def test_nulls_and_snake_case_keys_are_reported() -> None:
     assert set(result.stdout.splitlines()) == {
         "$.edApp: must not be null (the API rejects null: omit the field)",
         "$.object.app.extensions.theme: must not be null (the API rejects null: omit the field)",
-        "$.generated.items[0].sub_type: is not a wire name: use camelCase 'subType'",
+        "$.generated.items[0].sub_type: unknown key; did you mean 'subType'?",
     }
+
+
+def test_unknown_keys_are_reported_with_a_hint_except_in_extensions() -> None:
+    """A typo'd key names the right spelling; keys inside any extensions object are free."""
+    envelope = json.loads((EXAMPLES / "envelope.json").read_text(encoding="utf-8"))
+    first, second = envelope["data"]
+    first["generated"]["items"][0]["startdate"] = first["generated"]["items"][0].pop("startDate")
+    first["actr"] = first.pop("actor")
+    first["object"]["app"]["colour"] = "blue"
+    first["extensions"]["anything goes"] = {"start_date": 1}
+    second["generated"]["extensions"]["pctcomplete"] = 5
+    second["object"]["app"]["extensions"] = {"startdate": "mine"}
+    envelope["sendtime"] = envelope["sendTime"]
+    result = validate("-", stdin=json.dumps(envelope).encode())
+    assert result.returncode == 1
+    assert set(result.stdout.splitlines()) == {
+        "$.data[0].generated.items[0].startdate: unknown key; did you mean 'startDate'?",
+        "$.data[0].actr: unknown key; did you mean 'actor'?",
+        "$.data[0].actor: is required",
+        "$.data[0].object.app.colour: unknown key (allowed: 'name', 'id', 'extensions')",
+        "$.sendtime: unknown key; did you mean 'sendTime'?",
+    }
+
+
+def test_a_non_string_event_time_asks_for_an_iso_8601_string() -> None:
+    """eventTime given as a number is reported as the wire rule, not a Python type error."""
+    event = json.loads((EXAMPLES / "time_spent_event.json").read_text(encoding="utf-8"))
+    event["eventTime"] = 1769508015000
+    result = validate("-", stdin=json.dumps(event).encode())
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "$.eventTime: must be an ISO 8601 string, e.g. 2026-01-27T10:00:15.000Z"
+    ]
+
+
+def json_lines(*documents: Any) -> bytes:
+    """Documents as JSON Lines, compact like the collector's --store file."""
+    return b"".join(json.dumps(d, separators=(",", ":")).encode() + b"\n" for d in documents)
+
+
+def test_json_lines_are_read_line_by_line() -> None:
+    """A JSON Lines file of events (the collector's --store format) is valid line by line."""
+    events = json.loads((EXAMPLES / "events_list.json").read_text(encoding="utf-8"))
+    result = validate("-", stdin=json_lines(*events))
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == (
+        "valid: JSON Lines, 3 lines with 3 events (2 TimeSpentEvent, 1 ActivityCompletedEvent)\n"
+    )
+    # Only documents that end their lines are JSON Lines: junk after one document is not.
+    result = validate("-", stdin=b'{"type": "TimeSpentEvent"} trailing words')
+    assert result.returncode == 2
+    assert "not valid JSON: Extra data" in result.stderr
+
+
+def test_json_lines_problems_carry_line_numbers(tmp_path: Path) -> None:
+    """Each problem of a JSON Lines file names its line; a broken line is one problem."""
+    events = json.loads((EXAMPLES / "events_list.json").read_text(encoding="utf-8"))
+    events[1]["generated"]["items"][0]["enddate"] = "2026-01-27T10:00:30.000Z"
+    events[2]["eventTime"] = 5
+    store = tmp_path / "events.jsonl"
+    lines = json_lines(*events).splitlines(keepends=True)
+    store.write_bytes(lines[0] + b"\n" + lines[1] + b'{"type": "TimeSpentEvent",\n' + lines[2])
+    result = validate(store)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "line 3: $.generated.items[0].enddate: unknown key; did you mean 'endDate'?",
+        "line 4: $: not valid JSON: Expecting property name enclosed in double quotes (column 27)",
+        "line 5: $.eventTime: must be an ISO 8601 string, e.g. 2026-01-27T10:00:15.000Z",
+    ]
+    assert result.stderr.endswith("invalid (3 problems)\n")
 
 
 def test_no_arguments_is_a_usage_error() -> None:

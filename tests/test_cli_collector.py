@@ -36,9 +36,9 @@ from timeback_tracker._collector_cli import (
     ScriptStep,
     describe_event,
     describe_request,
-    is_loopback,
     parse_script,
 )
+from timeback_tracker._urls import is_loopback
 from timeback_tracker.testing import EventOutcome, LocalCollector, RequestRecord
 
 pytestmark = pytest.mark.skipif(
@@ -272,7 +272,7 @@ def test_each_event_gets_one_line_without_emails_and_sigint_prints_the_summary(
     assert run not in first  # the short form only
     assert "active=12.5s inactive=2.5s" in first
     assert "window=2026-01-27T10:00:00.000Z..10:00:15.000Z" in first
-    assert re.fullmatch(r"\d\d:\d\d:\d\d ActivityCompletedEvent .*", second)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d ActivityEvent/Completed .*", second)
     assert f"run={run[:8]} xp=3 questions=8/10 mastered=1 pct=67" in second
     code, rest = collector.stop(signal.SIGINT)
     assert code == 0
@@ -447,6 +447,30 @@ def test_store_json_lines_records_each_event_once_in_a_0600_file(
     ]
 
 
+def test_printed_names_are_the_wire_names_a_grep_of_the_store_finds(
+    start: Any, tmp_path: Path
+) -> None:
+    """Lines say TimeSpentEvent and ActivityEvent/Completed; the store holds those words."""
+    path = tmp_path / "events.jsonl"
+    collector = start("--store", str(path))
+    run = new_run()
+    assert post(collector.url, envelope(window(run, 0), completion(run))).status_code == 200
+    printed = [collector.next_line().split()[1], collector.next_line().split()[1]]
+    assert printed == ["TimeSpentEvent", "ActivityEvent/Completed"]
+    stored = path.read_text(encoding="utf-8").splitlines()
+    for name, line in zip(printed, stored, strict=True):
+        wire_type, _, action = name.partition("/")
+        assert f'"type":"{wire_type}"' in line
+        assert not action or f'"action":"{action}"' in line
+    assert collector.stop()[0] == 0
+    # The store is JSON Lines that `validate` reads, line by line.
+    checked = run_command([sys.executable, "-m", "timeback_tracker", "validate"], str(path))
+    assert (checked.returncode, checked.stdout) == (
+        0,
+        "valid: JSON Lines, 2 lines with 2 events (1 TimeSpentEvent, 1 ActivityCompletedEvent)\n",
+    )
+
+
 def test_store_sqlite_holds_one_row_per_event_in_a_0600_file(start: Any, tmp_path: Path) -> None:
     """--store FILE.db: table events(id, run_id, type, event_time, received_at, json), mode 0600."""
     path = tmp_path / "events.db"
@@ -607,8 +631,35 @@ def test_help_documents_the_script_language(command: list[str]) -> None:
     assert result.returncode == 0
     for word in ("STATUS:SECONDS", "drop", "delay:SECONDS", "ok", "*N", "503,503,429:2,drop"):
         assert word in result.stdout
-    for option in ("--host", "--port", "--token-env", "--client", "--store", "--quiet"):
+    options = ("--host", "--port", "--token-env", "--client", "--store", "--quiet", "--show-pii")
+    for option in options:
         assert option in result.stdout
+
+
+# ---------------------------------------------------------------------- the live page
+
+
+def test_start_line_names_the_page_which_hides_emails_unless_show_pii(start: Any) -> None:
+    """The printed page URL serves the page; its API shows emails only with --show-pii."""
+    for flags, shown in (((), False), (("--show-pii",), True)):
+        collector = start(*flags)
+        match = re.search(r"  page (http://\S+/)  ", collector.start_line)
+        assert match is not None, collector.start_line
+        page_url = match.group(1)
+        assert page_url == collector.base_url + "/"
+        page = requests.get(page_url, timeout=TIMEOUT)
+        assert page.status_code == 200
+        assert "page.js" in page.text
+        run = new_run()
+        assert post(collector.url, envelope(window(run, 0))).status_code == 200
+        collector.next_line()
+        runs = requests.get(page_url + "api/runs", timeout=TIMEOUT).json()["runs"]
+        assert [r["runId"] for r in runs] == [run]
+        detail = requests.get(f"{page_url}api/runs/{run}", timeout=TIMEOUT).text
+        assert (EMAIL in detail) is shown
+        code, _ = collector.stop()
+        assert code == 0
+        assert EMAIL not in "\n".join(collector.stdout + collector.stderr)
 
 
 # ---------------------------------------------------------------------- a real tracker
@@ -637,7 +688,7 @@ def test_a_tracker_session_arrives_through_scripted_503s(start: Any) -> None:
     lines = [line for line in collector.stdout if " run=" in line]
     assert all(f"run={session.run_id[:8]}" in line for line in lines)
     windows = [line for line in lines if " TimeSpentEvent " in line]
-    completions = [line for line in lines if " ActivityCompletedEvent " in line]
+    completions = [line for line in lines if " ActivityEvent/Completed " in line]
     assert windows
     assert len(completions) == 1
     assert "xp=1 questions=3/4" in completions[0]
@@ -701,7 +752,7 @@ def test_describe_event_tolerates_sparse_events() -> None:
         "TimeSpentEvent run=- active=-s inactive=-s"
     )
     assert describe_event({"type": "ActivityEvent", "extensions": {"runId": "abc"}}) == (
-        "ActivityCompletedEvent run=abc xp=-"
+        "ActivityEvent/Completed run=abc xp=-"
     )
     record = RequestRecord(
         method="POST",

@@ -53,6 +53,15 @@ def test_wheel_ships_the_package_typed_and_nothing_else(wheel: zipfile.ZipFile) 
     assert not [n for n in names if n.startswith(("tests/", "demo/", "benchmarks/"))]
 
 
+def test_wheel_ships_the_collector_page(wheel: zipfile.ZipFile) -> None:
+    """The page's HTML, CSS and script are package data: the installed collector serves them."""
+    names = set(wheel.namelist())
+    for name in ("index.html", "page.css", "page.js"):
+        shipped = f"timeback_tracker/_static/{name}"
+        assert shipped in names
+        assert wheel.read(shipped) == (ROOT / shipped).read_bytes()
+
+
 def test_version_is_single_sourced(wheel: zipfile.ZipFile) -> None:
     """The wheel's version is the package's __version__."""
     assert f"\nVersion: {tt.__version__}\n" in metadata(wheel)

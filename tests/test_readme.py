@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README, flags=re.MULTILINE | re.DOTALL)
 PYTHON = [code for lang, code in BLOCKS if lang == "python"]
+# Only `sh` blocks run; `console` blocks show commands with their output, or ones to adapt.
 SHELL = [line for lang, code in BLOCKS if lang == "sh" for line in code.splitlines() if line]
 # The placeholder endpoint and token the examples use, served here by a LocalCollector.
 PLACEHOLDER_ENDPOINT = "https://caliper.example.com/caliper/event"
@@ -55,6 +56,10 @@ def test_python_block_runs(code: str, tmp_path: Path, request: pytest.FixtureReq
         if PLACEHOLDER_ENDPOINT in code:
             assert collector.events, "the example sent nothing"
         assert collector.duplicate_conflicts == []
+    # Run verbatim, an example must leave nothing in the reader's per-user data directory:
+    # events left in the real spool would go to production with the app's next start.
+    left = [str(path) for path in (tmp_path / "data").rglob("*") if path.is_file()]
+    assert left == [], "the example left a spool behind; use spool_path=None or say so"
 
 
 @pytest.mark.parametrize("line", SHELL, ids=[f"sh-{n}" for n in range(len(SHELL))])

@@ -14,7 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import timeback_tracker as tt
-from timeback_tracker._serialization import format_timestamp, parse_timestamp
+from timeback_tracker._serialization import (
+    format_timestamp,
+    parse_timestamp,
+    unknown_keys,
+)
 
 UTC = timezone.utc
 CONTEXT = "http://purl.imsglobal.org/ctx/caliper/v1p2"
@@ -534,6 +538,81 @@ def test_load_rejects_a_document_that_is_not_an_object(data: Any) -> None:
     assert load_errors(data, tt.TimeSpentEvent) == {"$": "must be a JSON object"}
 
 
+@pytest.mark.parametrize("value", [1769508015, 17.5, True, ["2026-01-27T10:00:15.000Z"], {}])
+@pytest.mark.parametrize(
+    ("where", "path"),
+    [
+        (lambda d: d, "$.eventTime"),
+        (lambda d: d["generated"]["items"][0], "$.generated.items[0].startDate"),
+    ],
+)
+def test_a_non_string_timestamp_asks_for_an_iso_8601_string(
+    value: Any, where: Any, path: str
+) -> None:
+    """A timestamp of another JSON type names the wire rule, not a Python type error."""
+    data = seed(SEED_TIME_SPENT_EVENT)
+    key = path.rsplit(".", 1)[1]
+    where(data)[key] = value
+    assert load_errors(data, tt.TimeSpentEvent) == {
+        path: "must be an ISO 8601 string, e.g. 2026-01-27T10:00:15.000Z"
+    }
+
+
+def unknown(data: Any, cls: Any) -> dict[str, str]:
+    """``unknown_keys`` as ``{path: rule}``."""
+    return {error.path: error.message for error in unknown_keys(data, cls)}
+
+
+@pytest.mark.parametrize(("text", "cls"), SEEDS)
+def test_unknown_keys_finds_none_in_the_seed_examples(text: str, cls: type[tt.Event]) -> None:
+    """Timeback's own examples use only known keys."""
+    assert unknown(seed(text), cls) == {}
+
+
+def test_unknown_keys_names_each_typo_with_the_likely_key() -> None:
+    """Case slips, snake_case and misspellings get a hint; other keys list the allowed ones."""
+    data = seed(SEED_TIME_SPENT_EVENT)
+    data["generated"]["items"][0]["startdate"] = "2026-01-27T10:00:00.000Z"
+    data["generated"]["items"][1]["sub_type"] = "reading"
+    data["actor"]["emial"] = "x"
+    data["object"]["app"]["colour"] = "blue"
+    data["event time"] = "later"
+    assert unknown(data, tt.TimeSpentEvent) == {
+        "$.generated.items[0].startdate": "unknown key; did you mean 'startDate'?",
+        "$.generated.items[1].sub_type": "unknown key; did you mean 'subType'?",
+        "$.actor.emial": "unknown key; did you mean 'email'?",
+        "$.object.app.colour": "unknown key (allowed: 'name', 'id', 'extensions')",
+        '$["event time"]': "unknown key; did you mean 'eventTime'?",
+    }
+
+
+def test_unknown_keys_leaves_extensions_free_and_skips_wrong_types() -> None:
+    """Keys inside extensions are the app's; parts of the wrong JSON type are load()'s job."""
+    data = seed(SEED_ACTIVITY_COMPLETED_EVENT)
+    data["extensions"]["start_date"] = {"anything": [1]}
+    data["generated"]["extensions"]["pctcomplete"] = 3
+    data["object"]["app"]["extensions"] = {"colour": "blue"}
+    data["actor"] = "not an object"
+    data["generated"]["items"] = {"xpearned": 1}
+    assert unknown(data, tt.ActivityCompletedEvent) == {}
+
+
+def test_unknown_keys_reaches_into_envelopes_by_event_type() -> None:
+    """In an envelope, each event is checked against the model its type names."""
+    completed = seed(SEED_ACTIVITY_COMPLETED_EVENT)
+    completed["generated"]["items"][0]["startDate"] = "2026-01-27T10:00:00.000Z"
+    mystery = seed(SEED_TIME_SPENT_EVENT)
+    mystery["type"] = "Mystery"
+    mystery["whatever"] = 1
+    data = envelope_json(seed(SEED_TIME_SPENT_EVENT), completed, mystery)
+    data["send_time"] = data.pop("sendTime")
+    assert unknown(data, tt.Envelope) == {
+        "$.data[1].generated.items[0].startDate": "unknown key (allowed: 'type', 'value', "
+        "'extensions')",
+        "$.send_time": "unknown key; did you mean 'sendTime'?",
+    }
+
+
 def test_load_tolerates_unknown_keys_and_null_optionals() -> None:
     """Unknown Caliper fields are ignored; null optionals load as absent."""
     data = seed(SEED_TIME_SPENT_EVENT)
@@ -799,6 +878,12 @@ def test_dump_of_any_event_is_clean_wire_json(event: tt.Event) -> None:
                 stack.append((item, free or key in reserved))
         elif isinstance(value, list):
             stack.extend((item, free) for item in value)
+
+
+@given(st.one_of(time_spent_events, activity_completed_events, envelopes))
+def test_dump_never_writes_a_key_unknown_keys_would_report(model: tt.Envelope | tt.Event) -> None:
+    """What the library writes passes its own unknown-key check."""
+    assert unknown(tt.dump(model), type(model)) == {}
 
 
 def test_round_trip_keeps_a_copy_independent(time_spent_event: tt.TimeSpentEvent) -> None:

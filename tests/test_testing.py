@@ -256,7 +256,7 @@ def test_unknown_path_is_404_and_other_methods_are_405(
 ) -> None:
     """Other paths answer 404; GET on the events endpoint answers 405 naming POST."""
     assert http.post(collector.url + "/extra", json={}).status_code == 404
-    assert http.get(collector.base_url + "/").status_code == 404
+    assert http.get(collector.base_url + "/nothing-here").status_code == 404
     response = http.get(collector.url)
     assert response.status_code == 405
     assert response.headers["Allow"] == "POST"
@@ -714,7 +714,7 @@ def test_stop_returns_promptly_with_keep_alive_connections_open(http: requests.S
     assert http.post(collector.url, json=envelope(window(new_run()))).ok
     idle = socket.create_connection(("127.0.0.1", collector.port), timeout=2)
     try:
-        idle.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        idle.sendall(b"GET /nothing-here HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert idle.recv(4096).startswith(b"HTTP/1.1 404 ")  # served, and kept alive
         started = time.monotonic()
         collector.stop()

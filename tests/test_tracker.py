@@ -150,6 +150,28 @@ def test_invalid_completion_changes_nothing(
     assert len(collector.completions(session.run_id)) == 1
 
 
+def test_negative_xp_is_refused_and_changes_nothing(
+    collector: LocalCollector, make_tracker: MakeTracker
+) -> None:
+    """complete() refuses xp_earned < 0 with ValidationError; the session keeps running."""
+    tracker = make_tracker()
+    session = tracker.start_session(USER, ACTIVITY)
+    for xp in (-1, -0.001, -1e9):
+        with pytest.raises(tt.ValidationError) as raised:
+            session.complete(xp, total_questions=4, correct_questions=3)
+        assert [(e.path, e.message) for e in raised.value.errors] == [
+            ("xp_earned", "must be >= 0 (1 XP = 1 focused minute)")
+        ]
+    assert session.state == "running"
+    session.complete(0)
+    assert tracker.flush(5.0)
+    [completion] = collector.completions(session.run_id)
+    assert completion["generated"]["items"] == [{"type": "xpEarned", "value": 0}]
+    # The rule is the app's, not the wire's: the spec allows a negative xpEarned.
+    completion["generated"]["items"][0]["value"] = -2
+    assert tt.load(completion, tt.ActivityCompletedEvent).generated.value("xpEarned") == -2
+
+
 def test_context_manager_ends_session_unless_completed(
     collector: LocalCollector, make_tracker: MakeTracker
 ) -> None:

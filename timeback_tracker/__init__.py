@@ -6,9 +6,10 @@ and deliver them, with the ActivityCompletedEvent, through a bounded,
 durable outbox.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from timeback_tracker._delivery import DeliveryFailure, TrackerStats
 from timeback_tracker._locations import DEFAULT_SPOOL
-from timeback_tracker._serialization import dump, load
 from timeback_tracker._version import __version__
 from timeback_tracker.auth import BearerToken, ClientCredentials
 from timeback_tracker.config import TrackerConfig
@@ -41,6 +42,19 @@ from timeback_tracker.models import (
 )
 from timeback_tracker.session import Session
 from timeback_tracker.tracker import Tracker
+
+if TYPE_CHECKING:
+    from timeback_tracker._serialization import dump, load
+
+
+def __getattr__(name: str) -> Any:
+    # dump() and load() need cattrs, the costliest import of all: it is paid
+    # when they are first used (or the first session starts), not at import.
+    if name in ("dump", "load"):
+        from timeback_tracker import _serialization
+
+        return getattr(_serialization, name)
+    raise AttributeError(f"module 'timeback_tracker' has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_SPOOL",

@@ -1,10 +1,12 @@
 """``timeback-tracker collector``: a local Caliper receiver to point an app at while building it.
 
 Runs :class:`~timeback_tracker.testing.LocalCollector` in the foreground until Ctrl-C or
-SIGTERM, printing one line per event it accepts (type, short run id, the
-window's active/inactive seconds or the completion's XP and questions —
-never an email or an actor id), optionally recording every event to a
-SQLite or JSON-lines file and injecting faults from a script or at random.
+SIGTERM, printing the URL of its live page, then one line per event it
+accepts (wire type, short run id, the window's active/inactive seconds or
+the completion's XP and questions — never an email or an actor id),
+optionally recording every event to a SQLite or JSON-lines file
+(:mod:`~timeback_tracker._collector_store`) and injecting faults from a
+script (:mod:`~timeback_tracker._collector_script`) or at random.
 
 :func:`add_collector_command` registers the subcommand with the
 ``timeback-tracker`` parser, like the ``_add_<name>`` functions of
@@ -16,9 +18,6 @@ command runs, so ``timeback-tracker --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import json
-import math
 import os
 import signal
 import sys
@@ -28,16 +27,22 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TextIO, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TextIO, TypeAlias
 
-import attrs
+from timeback_tracker._collector_script import SCRIPT_HELP, ScriptStep, parse_script
+from timeback_tracker._urls import is_loopback
 
 if TYPE_CHECKING:
-    import sqlite3
-
+    from timeback_tracker._collector_store import Store
     from timeback_tracker.testing import EventOutcome, LocalCollector, RequestRecord
 
-__all__ = ["add_collector_command", "parse_script"]
+__all__ = [
+    "ScriptStep",
+    "add_collector_command",
+    "describe_event",
+    "describe_request",
+    "parse_script",
+]
 
 _Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -46,126 +51,31 @@ DEFAULT_PORT: Final = 8787
 EXIT_OK: Final = 0
 EXIT_USAGE: Final = 2
 _MAX_REASON: Final = 300  # characters of a rejection's reason shown on its line
-_MAX_REPEAT: Final = 100_000  # a script step's *N; more would only fill memory
-_SQLITE_SUFFIXES: Final = (".sqlite", ".sqlite3", ".db")
-_STORE_COLUMNS: Final = ("id", "run_id", "type", "event_time", "received_at", "json")
-_KINDS: Final = {"TimeSpentEvent": "TimeSpentEvent", "ActivityEvent": "ActivityCompletedEvent"}
+# The wire's names, so that what is printed is what a grep of the --store finds.
+_WIRE_NAMES: Final = {
+    "TimeSpentEvent": "TimeSpentEvent",
+    "ActivityEvent": "ActivityEvent/Completed",
+}
 
-_SCRIPT_HELP: Final = """\
-fault script (--script SPEC):
-  Comma-separated steps, each used by one request to the events endpoint, in
-  order; when the script is used up, requests are answered normally (or fail
-  at --fail-rate). The token endpoint is never affected.
-    STATUS           answer with that HTTP status (400-599); nothing is recorded
-    STATUS:SECONDS   the same, with a Retry-After header of whole SECONDS
-    drop             read the request, then reset the connection (no answer)
-    delay:SECONDS    wait SECONDS, then answer normally (provokes client timeouts)
-    ok               answer normally (keeps later steps for later requests)
-  Any step may end in *N to repeat it N times.
-  Example: 503,503,429:2,drop,delay:1.5,ok  or  500*3,ok*2,drop
-
+_EPILOG: Final = (
+    SCRIPT_HELP
+    + """
 what it prints:
-  One line on start with the events URL (and the token URL with --client),
-  one line per accepted event, one per request that failed or was dropped,
-  and a summary line on exit. Lines are flushed at once, so `| tee` works.
-  Exit status: 0 after Ctrl-C or SIGTERM, 2 for unusable options (such as a
-  port in use).
+  One line on start with the events URL, the page's URL (and the token URL
+  with --client), one line per accepted event (named as on the wire:
+  TimeSpentEvent, ActivityEvent/Completed), one per request that failed or
+  was dropped, and a summary line on exit. Lines are flushed at once, so
+  `| tee` works. Exit status: 0 after Ctrl-C or SIGTERM, 2 for unusable
+  options (such as a port in use).
+
+the live page:
+  The start line names the page's URL: open it in a browser to watch each
+  run's timeline (a bar per window, active and inactive to scale, gaps, the
+  completion) and the rejected envelopes with their problems. It updates
+  itself; its JSON is at /api/runs and /api/runs/<run id>. Students' emails
+  and names are hidden unless --show-pii.
 """
-
-
-# --------------------------------------------------------------------------
-# the fault script
-
-
-@attrs.frozen
-class ScriptStep:
-    """One step of a fault script, repeated ``times`` times.
-
-    Attributes:
-        kind: ``"fail"`` (answer ``status``), ``"drop"``, ``"delay"`` or ``"ok"``.
-        status: The status of a ``fail`` step.
-        retry_after: The ``Retry-After`` seconds of a ``fail`` step, if any.
-        seconds: The wait of a ``delay`` step.
-        times: How many consecutive requests the step applies to.
-    """
-
-    kind: Literal["fail", "drop", "delay", "ok"]
-    status: int = 0
-    retry_after: int | None = None
-    seconds: float = 0.0
-    times: int = 1
-
-    def apply(self, collector: LocalCollector) -> None:
-        """Queue this step on ``collector``'s fault script."""
-        if self.kind == "fail":
-            collector.fail_next(self.status, times=self.times, retry_after=self.retry_after)
-        elif self.kind == "drop":
-            collector.drop_next(times=self.times)
-        elif self.kind == "delay":
-            collector.delay_next(self.seconds, times=self.times)
-        else:
-            # A zero delay answers normally, and takes its turn in the script like any fault.
-            collector.delay_next(0.0, times=self.times)
-
-
-def parse_script(spec: str) -> list[ScriptStep]:
-    """Parse a fault script such as ``503,503,429:2,drop,delay:1.5,ok`` (see ``--help``).
-
-    Args:
-        spec: Comma-separated steps: ``STATUS[:RETRY_AFTER]``, ``drop``,
-            ``delay:SECONDS`` or ``ok``, each optionally followed by ``*N``.
-
-    Returns:
-        The steps, in order.
-
-    Raises:
-        ValueError: A step is malformed; the message names it and the rule.
-    """
-    steps = []
-    for number, raw in enumerate(spec.split(","), start=1):
-        text = raw.strip()
-        where = f"step {number} ({text!r})" if text else f"step {number}"
-        try:
-            steps.append(_parse_step(text))
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-    return steps
-
-
-def _parse_step(text: str) -> ScriptStep:
-    if not text:
-        raise ValueError("is empty")
-    action, star, count = (part.strip() for part in text.partition("*"))
-    times = 1
-    if star:
-        if not count.isdigit() or not 1 <= int(count) <= _MAX_REPEAT:
-            raise ValueError(f"*N must be a whole number from 1 to {_MAX_REPEAT}")
-        times = int(count)
-    name, colon, argument = (part.strip() for part in action.partition(":"))
-    name = name.lower()
-    if name in ("ok", "drop"):
-        if colon:
-            raise ValueError(f"{name!r} takes no argument")
-        return ScriptStep("ok" if name == "ok" else "drop", times=times)
-    if name == "delay":
-        try:
-            seconds = float(argument)
-        except ValueError:
-            raise ValueError("delay needs seconds, e.g. delay:1.5") from None
-        if not (math.isfinite(seconds) and 0 <= seconds <= 3600):
-            raise ValueError("delay seconds must be between 0 and 3600")
-        return ScriptStep("delay", seconds=seconds, times=times)
-    if name.isdigit():
-        status = int(name)
-        if not 400 <= status <= 599:
-            raise ValueError("a status must be between 400 and 599 (use 'ok' to answer normally)")
-        retry_after = None
-        if colon:
-            if not argument.isdigit():
-                raise ValueError("Retry-After must be whole seconds, e.g. 429:2")
-            retry_after = int(argument)
-        return ScriptStep("fail", status=status, retry_after=retry_after, times=times)
-    raise ValueError("unknown step: use STATUS[:RETRY_AFTER], drop, delay:SECONDS or ok")
+)
 
 
 # --------------------------------------------------------------------------
@@ -189,7 +99,7 @@ def add_collector_command(subparsers: _Subparsers) -> None:
             "per accepted event (never emails or actor ids), can record the events to a\n"
             "file and can inject faults. Point your app's endpoint at the URL it prints."
         ),
-        epilog=_SCRIPT_HELP,
+        epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     listen = parser.add_argument_group("listening")
@@ -243,6 +153,12 @@ def add_collector_command(subparsers: _Subparsers) -> None:
         "other FILE gets JSON lines (one event per line, appended); created mode 0600",
     )
     output.add_argument("--quiet", action="store_true", help="no per-event or per-request lines")
+    output.add_argument(
+        "--show-pii",
+        action="store_true",
+        help="show students' emails and names on the live page (hidden by default; "
+        "the printed lines never show them)",
+    )
     faults = parser.add_argument_group("fault injection")
     faults.add_argument(
         "--script", metavar="SPEC", type=_script, help="answer requests from this fault script"
@@ -302,16 +218,6 @@ def _script(text: str) -> list[ScriptStep]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names a loopback address (``localhost``, 127.0.0.0/8, ``::1``)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class _UsageError(Exception):
     """An option cannot be used; the message says why (never with a secret)."""
 
@@ -325,6 +231,7 @@ def run_collector(args: argparse.Namespace) -> int:
     Returns:
         0 after a signal, 2 when an option is unusable (the message is on stderr).
     """
+    from timeback_tracker._collector_store import StoreError, open_store
     from timeback_tracker.testing import LocalCollector
 
     host: str = args.host.strip().removeprefix("[").removesuffix("]")
@@ -336,8 +243,8 @@ def run_collector(args: argparse.Namespace) -> int:
         return _usage_error(str(exc))
     console = _Console(sys.stdout, quiet=args.quiet)
     try:
-        store = _open_store(args.store) if args.store is not None else None
-    except _UsageError as exc:
+        store = open_store(args.store) if args.store is not None else None
+    except StoreError as exc:
         return _usage_error(str(exc))
     recorder = _Recorder(console, store)
     collector = LocalCollector(
@@ -348,6 +255,7 @@ def run_collector(args: argparse.Namespace) -> int:
         clients=clients,
         on_event=recorder.event,
         on_request=recorder.request,
+        show_pii=args.show_pii,
     )
     for step in args.script or ():
         step.apply(collector)
@@ -417,7 +325,7 @@ def _clients(pairs: list[tuple[str, str]]) -> dict[str, str]:
 def _start_line(
     collector: LocalCollector, *, token: str | None, clients: dict[str, str], store: Path | None
 ) -> str:
-    parts = [f"listening on {collector.url}"]
+    parts = [f"listening on {collector.url}", f"page {collector.page_url}"]
     if clients:
         parts.append(f"token URL {collector.token_url}")
         plural = "s" if len(clients) > 1 else ""
@@ -530,7 +438,7 @@ def describe_event(event: dict[str, Any], outcome: EventOutcome = "new") -> str:
         The line, without a timestamp or newline.
     """
     wire_type = event.get("type")
-    kind = _KINDS.get(wire_type, "event") if isinstance(wire_type, str) else "event"
+    kind = _WIRE_NAMES.get(wire_type, "event") if isinstance(wire_type, str) else "event"
     extensions = event.get("extensions")
     run = extensions.get("runId") if isinstance(extensions, dict) else None
     head = f"{kind} run={run[:8] if isinstance(run, str) and run else '-'}"
@@ -546,9 +454,9 @@ def describe_event(event: dict[str, Any], outcome: EventOutcome = "new") -> str:
         for item in (items if isinstance(items, list) else [])
         if isinstance(item, dict)
     }
-    if kind == "TimeSpentEvent":
+    if wire_type == "TimeSpentEvent":
         return f"{head} {_time_spent(metrics)}"
-    if kind == "ActivityCompletedEvent":
+    if wire_type == "ActivityEvent":
         figures = generated.get("extensions")
         pct = figures.get("pctCompleteApp") if isinstance(figures, dict) else None
         return f"{head} {_completion(metrics, pct)}"
@@ -619,7 +527,7 @@ def describe_request(record: RequestRecord) -> str | None:
 class _Recorder:
     """The collector's hooks: print each event and failed request, store each event."""
 
-    def __init__(self, console: _Console, store: _Store | None) -> None:
+    def __init__(self, console: _Console, store: Store | None) -> None:
         self._console = console
         self._store = store
         self._store_failing = False  # say so once per spell of failures, not per event
@@ -648,121 +556,3 @@ class _Recorder:
 
 def _clock() -> str:
     return time.strftime("%H:%M:%S")
-
-
-# --------------------------------------------------------------------------
-# the store
-
-
-class _Store(Protocol):
-    def add(self, event: dict[str, Any]) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def _open_store(path: Path) -> _Store:
-    import sqlite3
-
-    try:
-        if path.suffix.lower() in _SQLITE_SUFFIXES:
-            return _SqliteStore(path)
-        return _JsonLinesStore(path)
-    except (OSError, sqlite3.Error) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise _UsageError(f"--store {path}: cannot use it: {reason}") from None
-
-
-def _open_private(path: Path, flags: int) -> int:
-    """Open ``path``, creating it owner-only (0600) when it does not exist yet."""
-    flags |= getattr(os, "O_CLOEXEC", 0)
-    try:
-        return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        if not path.is_file():
-            raise IsADirectoryError(21, "not a regular file", str(path)) from None
-        return os.open(path, flags)
-
-
-def _received_at() -> str:
-    from datetime import datetime, timezone
-
-    from timeback_tracker._serialization import format_timestamp
-
-    return format_timestamp(datetime.now(timezone.utc))
-
-
-class _JsonLinesStore:
-    """Appends each event (its wire JSON, one line) the first time its id is seen."""
-
-    def __init__(self, path: Path) -> None:
-        descriptor = _open_private(path, os.O_WRONLY | os.O_APPEND)
-        self._file = os.fdopen(descriptor, "a", encoding="utf-8")
-        self._lock = threading.Lock()
-        self._stored: set[object] = set()
-
-    def add(self, event: dict[str, Any]) -> None:
-        line = json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n"
-        with self._lock:
-            if event.get("id") in self._stored:
-                return
-            self._file.write(line)
-            self._file.flush()
-            self._stored.add(event.get("id"))
-
-    def close(self) -> None:
-        with self._lock:
-            self._file.close()
-
-
-class _SqliteStore:
-    """Inserts each event into the ``events`` table, keyed (and so deduplicated) by id."""
-
-    def __init__(self, path: Path) -> None:
-        import sqlite3
-
-        os.close(_open_private(path, os.O_RDWR))
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        try:
-            # WAL: a commit per event without an fsync each; readers see the table meanwhile.
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            with self._db:
-                self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS events ("
-                    " id TEXT PRIMARY KEY, run_id TEXT, type TEXT NOT NULL,"
-                    " event_time TEXT NOT NULL, received_at TEXT NOT NULL, json TEXT NOT NULL)"
-                )
-            _check_columns(self._db)
-        except BaseException:
-            self._db.close()
-            raise
-
-    def add(self, event: dict[str, Any]) -> None:
-        extensions = event.get("extensions")
-        run = extensions.get("runId") if isinstance(extensions, dict) else None
-        row = (
-            event.get("id"),
-            run,
-            event.get("type"),
-            event.get("eventTime"),
-            _received_at(),
-            json.dumps(event, ensure_ascii=False, separators=(",", ":")),
-        )
-        with self._lock, self._db:
-            self._db.execute("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?)", row)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
-def _check_columns(db: sqlite3.Connection) -> None:
-    import sqlite3
-
-    columns = tuple(row[1] for row in db.execute("PRAGMA table_info(events)"))
-    if columns != _STORE_COLUMNS:
-        raise sqlite3.DatabaseError(
-            "its table 'events' has other columns than the collector's "
-            f"({', '.join(_STORE_COLUMNS)})"
-        )

@@ -162,6 +162,12 @@ class Delivery:
 
     def notify(self) -> None:
         """New events are in the outbox."""
+        # The common case, once per window: the thread was told already and has
+        # not looked yet, so it will see these events too. Read without the lock:
+        # the events were added before this read, and the thread resets the flag
+        # before it looks at the outbox.
+        if self._pending:
+            return
         with self._condition:
             self._pending = True
             self._condition.notify_all()

@@ -25,7 +25,6 @@ import time
 import uuid
 from typing import Any
 
-from timeback_tracker._serialization import dump
 from timeback_tracker.models import (
     CALIPER_CONTEXT,
     ActivityMetric,
@@ -131,6 +130,8 @@ class RunTemplate:
         self.run_id = str(run_id)
         self.course_id = course_id
         self.segment = segment
+        from timeback_tracker._serialization import dump  # cattrs: at the first session
+
         extensions: dict[str, Any] = {"runId": self.run_id}
         if course_id is not None:
             extensions["courseId"] = course_id
@@ -225,6 +226,8 @@ class RunTemplate:
         Raises:
             ValidationError: A metric breaks a rule; the message names it.
         """
+        from timeback_tracker._serialization import dump
+
         event_id = completion_event_id(self.run)
         metrics = (
             (ActivityMetricType.XP_EARNED, xp_earned),

@@ -168,6 +168,10 @@ class Admission:
         self.dropped += other.dropped
 
 
+NOTHING_HAPPENED = Admission()
+"""What most puts report: nothing merged, nothing dropped (shared: never change it)."""
+
+
 class Outbox(Protocol):
     """The storage interface the tracker and the delivery thread work against."""
 
@@ -435,7 +439,7 @@ class MemoryOutbox:
         Raises:
             AlreadyCompletedError: ``completes`` was completed before; nothing added.
         """
-        admission = Admission()
+        admission = NOTHING_HAPPENED
         with self._lock:
             if completes is not None and completes in self._completed:
                 raise AlreadyCompletedError(completes)
@@ -447,6 +451,8 @@ class MemoryOutbox:
                     if len(self._entries) < self._max:
                         self.insert(entry)  # the common case: O(1)
                     else:
+                        if admission is NOTHING_HAPPENED:
+                            admission = Admission()
                         admission.add(admit(self, entry, self._max))
                     added.append(entry)
             except BaseException:

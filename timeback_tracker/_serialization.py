@@ -7,8 +7,11 @@ enum values, and never ``null`` (the API rejects it: absent fields are omitted).
 
 from __future__ import annotations
 
+import difflib
 import enum
+import json
 import re
+import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
@@ -21,7 +24,15 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from timeback_tracker.exceptions import FieldError, ValidationError
 from timeback_tracker.models import ActivityCompletedEvent, Event, TimeSpentEvent
 
-__all__ = ["dump", "format_timestamp", "load", "parse_timestamp"]
+__all__ = [
+    "child_path",
+    "dump",
+    "format_timestamp",
+    "load",
+    "parse_timestamp",
+    "unknown_keys",
+    "wire_name",
+]
 
 T = TypeVar("T")
 _LITERAL: Any = typing.Literal
@@ -29,6 +40,8 @@ _JSON_OBJECT: Any = dict[str, Any]
 # Stands in for an absent constant key (type, @context, ...) so that its hook reports it.
 _ABSENT: Any = object()
 
+# A key that a JSON path can show after a dot; any other is shown as ["key"].
+_PLAIN_KEY = re.compile(r"[A-Za-z_@][A-Za-z0-9_@-]*")
 _TIMESTAMP = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})",
     re.IGNORECASE,
@@ -45,6 +58,16 @@ def wire_name(attribute: str) -> str:
         return "@context"
     head, *rest = attribute.split("_")
     return head + "".join(part.capitalize() for part in rest)
+
+
+def child_path(path: str, key: str) -> str:
+    """The JSON path of ``key`` inside the object at ``path``: ``$.actor`` + ``email``.
+
+    Keys that are not plain identifiers are quoted: ``$.extensions["my key"]``.
+    """
+    if _PLAIN_KEY.fullmatch(key):
+        return f"{path}.{key}"
+    return f"{path}[{json.dumps(key)}]"
 
 
 def format_timestamp(value: datetime) -> str:
@@ -110,6 +133,13 @@ def _structure_str(value: Any, _: Any) -> str:
     if not isinstance(value, str):
         raise TypeError("must be a string")
     return value
+
+
+def _structure_datetime(value: Any, _: Any) -> datetime:
+    if not isinstance(value, str):
+        # Say what the wire needs, not that Python's regex wanted a str.
+        raise TypeError("must be an ISO 8601 string, e.g. 2026-01-27T10:00:15.000Z")
+    return parse_timestamp(value)
 
 
 def _structure_bool(value: Any, _: Any) -> bool:
@@ -219,7 +249,7 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook_factory(attrs.has, structure_attrs)
     converter.register_structure_hook_factory(_is_array, structure_array)
     converter.register_unstructure_hook(datetime, format_timestamp)
-    converter.register_structure_hook(datetime, lambda value, _: parse_timestamp(value))
+    converter.register_structure_hook(datetime, _structure_datetime)
     converter.register_unstructure_hook(float, _number)
     converter.register_structure_hook(float, _structure_number)
     converter.register_structure_hook(str, _structure_str)
@@ -350,3 +380,83 @@ def _field_errors(exc: BaseException, path: str) -> Iterator[FieldError]:
             yield from _field_errors(inner, path)
     else:
         yield FieldError(path, str(exc))
+
+
+# --------------------------------------------------------------------------
+# Unknown keys: load() ignores them, `validate` reports them (a typo drops a field)
+
+
+def unknown_keys(data: Any, cls: type[Any]) -> Iterator[FieldError]:
+    """Report every key of ``data`` that ``cls`` (and the models inside it) does not know.
+
+    :func:`load` ignores unknown keys, as a tolerant reader should; but on the
+    way out a typo silently drops an optional field (``startdate`` for
+    ``startDate``), so ``timeback-tracker validate`` reports them. Keys inside
+    ``extensions`` objects are the app's own and never reported. Parts of
+    ``data`` that are not even the right JSON type are skipped: :func:`load`
+    reports those.
+
+    Args:
+        data: The decoded JSON.
+        cls: The model it should be, e.g. :class:`~timeback_tracker.Envelope`.
+
+    Returns:
+        An iterator of errors with JSON paths from ``$``, such as
+        ``$.generated.items[0].startdate: unknown key; did you mean 'startDate'?``.
+    """
+    return _unknown_keys(data, cls, "$")
+
+
+def _unknown_keys(value: Any, type_: Any, path: str) -> Iterator[FieldError]:
+    type_ = _without_none(type_)
+    if type_ == Event:
+        kind = value.get("type") if isinstance(value, Mapping) else None
+        type_ = {"TimeSpentEvent": TimeSpentEvent, "ActivityEvent": ActivityCompletedEvent}.get(
+            kind if isinstance(kind, str) else ""
+        )
+        if type_ is None:
+            return  # load() says which types are allowed
+    if _is_array(type_):
+        if isinstance(value, (list, tuple)):
+            item_type = typing.get_args(type_)[0]
+            for index, item in enumerate(value):
+                yield from _unknown_keys(item, item_type, f"{path}[{index}]")
+        return
+    if not (attrs.has(type_) and isinstance(value, Mapping)):
+        return  # a scalar, a free-form extensions object, or the wrong JSON type
+    hints = typing.get_type_hints(type_)
+    fields = {wire_name(field.name): hints[field.name] for field in attrs.fields(type_)}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            continue
+        child = child_path(path, key)
+        if key in fields:
+            yield from _unknown_keys(item, fields[key], child)
+        else:
+            yield FieldError(child, _unknown_key_rule(key, fields))
+
+
+def _without_none(type_: Any) -> Any:
+    """``X | None`` -> ``X``; other types unchanged."""
+    if typing.get_origin(type_) in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(type_) if arg is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return type_
+
+
+def _squash(key: str) -> str:
+    return key.replace("_", "").replace("-", "").lower()
+
+
+def _unknown_key_rule(key: str, known: Mapping[str, Any]) -> str:
+    """``unknown key; did you mean 'startDate'?`` or, without a likely match, the known keys."""
+    squashed = {_squash(name): name for name in known}
+    # A case or snake_case slip first (startdate, start_date), then a near spelling.
+    match = squashed.get(_squash(key))
+    if match is None:
+        close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
+        match = close[0] if close else None
+    if match is not None:
+        return f"unknown key; did you mean {match!r}?"
+    return "unknown key (allowed: " + ", ".join(repr(name) for name in known) + ")"

@@ -8,9 +8,17 @@ from urllib.parse import urlsplit
 
 from timeback_tracker.exceptions import ConfigurationError
 
+__all__ = ["check_url", "is_loopback"]
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names a loopback address (``localhost``, 127.0.0.0/8, ``::1``).
+
+    The one loopback rule: for endpoints, and for where the collector may listen.
+    ``host`` is taken exactly as given (no brackets, no spaces stripped): a URL's
+    host must be judged as the HTTP stack will connect to it.
+    """
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -43,7 +51,7 @@ def check_url(name: str, value: Any) -> None:
         host = None
     if not host or parts.scheme not in ("http", "https"):
         raise ConfigurationError(f"{name}: must be an http(s) URL with a host")
-    if parts.scheme == "http" and not _is_loopback(host):
+    if parts.scheme == "http" and not is_loopback(host):
         raise ConfigurationError(
             f"{name}: plain http:// is allowed for loopback hosts only; use https://"
         )

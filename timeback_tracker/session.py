@@ -220,7 +220,9 @@ class Session:
                 wall = self._clock.wall_ms()
             # Validated before anything changes (raises ValidationError).
             if _is_number(xp_earned) and xp_earned < 0:
-                raise ValidationError.single("xp_earned", "must be >= 0")
+                # The wire allows a negative xpEarned (the validator accepts it), but a
+                # run cannot earn less than nothing: from an app it is a bug, not a value.
+                raise ValidationError.single("xp_earned", "must be >= 0 (1 XP = 1 focused minute)")
             completion = Entry.completion(self._template, wall, **metrics)
             with self._locked("complete"):
                 before = self._accounting.snapshot()
