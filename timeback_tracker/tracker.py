@@ -16,6 +16,7 @@ from timeback_tracker._clock import Clock, SystemClock
 from timeback_tracker._delivery import Counters, Delivery, DeliveryFailure, TrackerStats
 from timeback_tracker._heartbeat import Heartbeat
 from timeback_tracker._outbox import Entry, MemoryOutbox, Outbox
+from timeback_tracker._urls import safe_url
 from timeback_tracker.config import TrackerConfig
 from timeback_tracker.exceptions import SessionStateError, ValidationError
 from timeback_tracker.models import TimebackActivityContext, TimebackUser, _unicode_problem
@@ -96,7 +97,7 @@ class Tracker:
 
     def __repr__(self) -> str:
         return (
-            f"<Tracker endpoint={self._config.endpoint!r} sessions={len(self._sessions)} "
+            f"<Tracker endpoint={safe_url(self._config.endpoint)!r} sessions={len(self._sessions)} "
             f"queued={len(self._outbox)} closed={self._closed}>"
         )
 
