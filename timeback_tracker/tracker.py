@@ -173,6 +173,13 @@ class Tracker:
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued event is delivered, at most ``timeout`` seconds.
 
+        The tracker's own backoff is cut short for an attempt now; a server's
+        ``Retry-After`` is not. Returns early (False) when the endpoint answers
+        that the configuration is wrong (redirect, 404, refused credentials):
+        waiting cannot fix that. Called from ``on_error`` (the delivery
+        thread), it logs an error and returns at once instead of waiting for
+        itself.
+
         Args:
             timeout: Seconds to wait; ``math.inf`` waits as long as it takes.
 
