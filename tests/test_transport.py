@@ -401,3 +401,25 @@ def test_a_custom_auth_header_that_http_cannot_carry_is_a_configuration_error(
     assert (outcome.verdict, outcome.reached) == ("misconfigured", False)
     assert "HTTP header cannot carry" in outcome.reason
     assert server.seen == []
+
+
+def test_without_a_watchdog_thread_requests_still_go(
+    server: HostileServer, make_transport: Callable[..., Transport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where new threads are refused (interpreter shutdown), sending still works."""
+    server.on("/caliper/event", answer(200))
+    transport = make_transport(server.url())
+
+    class Refused(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    import types
+
+    from timeback_tracker import _http
+
+    shutting_down = types.SimpleNamespace(**vars(threading))
+    shutting_down.Thread = Refused
+    monkeypatch.setattr(_http, "threading", shutting_down)
+    assert transport.send(wire_events()).verdict == "ok"
+    assert transport._watchdog._thread is None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import http.cookiejar
+import logging
 import socket
 import ssl
 import threading
@@ -58,6 +59,8 @@ NETWORK_ERRORS = (
     OSError,
 )
 """What a request can raise when the network, the server or the deadline fails it."""
+
+log = logging.getLogger("timeback_tracker.transport")
 
 _local = threading.local()
 
@@ -128,10 +131,16 @@ class Watchdog:
         with self._condition:
             self._attempt = attempt
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
+                thread = threading.Thread(
                     target=self._run, name="timeback-tracker-deadline", daemon=True
                 )
-                self._thread.start()
+                try:
+                    thread.start()
+                    self._thread = thread
+                except RuntimeError:
+                    # At interpreter shutdown new threads may be refused: the last
+                    # requests go out bounded by their per-read timeouts only.
+                    log.debug("no deadline watchdog: new threads are refused")
             self._condition.notify_all()
         previous, _local.attempt = current_attempt(), attempt
         try:
