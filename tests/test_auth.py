@@ -409,6 +409,11 @@ def test_repr_hides_the_secret_and_the_token(
         ((CLIENT_ID, SECRET, "auth.example.com/oauth2/token"), "token_url"),
         ((CLIENT_ID, SECRET, ""), "token_url"),
         ((CLIENT_ID, SECRET, None), "token_url"),
+        (("kiosk€", SECRET, "https://auth.example.com/oauth2/token"), "client_id"),
+        (("kiosk:2", SECRET, "https://auth.example.com/oauth2/token"), "client_id"),
+        ((CLIENT_ID, "s3cret\x00", "https://auth.example.com/oauth2/token"), "client_secret"),
+        ((CLIENT_ID, "s3cret€", "https://auth.example.com/oauth2/token"), "client_secret"),
+        ((CLIENT_ID, SECRET, "https://user:pw@auth.example.com/oauth2/token"), "token_url"),
     ],
 )
 def test_client_credentials_validation_names_the_field(args: tuple[Any, ...], field: str) -> None:
@@ -432,7 +437,10 @@ def test_client_credentials_accepts_https_and_loopback(url: str) -> None:
     assert tt.ClientCredentials(CLIENT_ID, SECRET, url).token_url == url
 
 
-@pytest.mark.parametrize("token", ["", "   ", "has space", "line\nbreak", None, 42])
+@pytest.mark.parametrize(
+    "token",
+    ["", "   ", "has space", "line\nbreak", None, 42, "tok€en", "tok\x01en", "tok\x7fen", "tökén"],
+)
 def test_bearer_token_validation(token: Any) -> None:
     """A bearer token must be a non-empty string without whitespace; the value is not echoed."""
     with pytest.raises(tt.ConfigurationError, match=r"^BearerToken\.token: ") as caught:
@@ -491,3 +499,22 @@ def test_wrong_bearer_token_keeps_events_and_tells_on_error(
     assert (failure.status, failure.will_retry) == (401, True)
     assert len(failure.event_ids) == 2
     assert "wrong-token" not in repr(failure)
+
+
+def test_a_token_the_header_cannot_carry_is_refused_at_construction() -> None:
+    """ "tok€en" fails at construction (naming the rule, not the value), not on every send."""
+    with pytest.raises(
+        tt.ConfigurationError, match=r"^BearerToken\.token: .*HTTP header"
+    ) as caught:
+        tt.BearerToken("tok€en")
+    assert "tok€en" not in str(caught.value)
+
+
+def test_a_token_endpoint_answer_the_header_cannot_carry_is_a_token_error(
+    token_server: TokenServer, http: requests.Session
+) -> None:
+    """An access_token with characters a header cannot carry is refused, not sent."""
+    token_server.reply = (200, {"access_token": "tok€en", "expires_in": 60})
+    auth = tt.ClientCredentials(CLIENT_ID, SECRET, token_server.url)
+    with pytest.raises(TokenError, match="without an access_token"):
+        auth.authorization(http, TIMEOUT)

@@ -64,12 +64,13 @@ def complete_runs(tracker: tt.Tracker, count: int) -> list[tt.Session]:
 
 
 def test_status_classification() -> None:
-    """Statuses map to the documented verdicts."""
+    """Statuses map to the documented verdicts; only 400/422 judge the events themselves."""
     assert [classify(s) for s in (200, 202, 204)] == ["ok"] * 3
     assert [classify(s) for s in (408, 425, 429, 500, 502, 503, 504)] == ["retry"] * 7
     assert classify(413) == "too_large"
-    assert [classify(s) for s in (401, 403)] == ["auth", "auth"]
-    assert [classify(s) for s in (400, 404, 415, 422)] == ["reject"] * 4
+    assert [classify(s) for s in (400, 422)] == ["reject"] * 2
+    misconfigured = (301, 302, 303, 307, 308, 401, 403, 404, 405, 409, 410, 415)
+    assert [classify(s) for s in misconfigured] == ["misconfigured"] * len(misconfigured)
 
 
 def test_retry_after_parsing() -> None:

@@ -255,6 +255,23 @@ def test_attempted_windows_are_never_merged(make: Callable[[int], Outbox]) -> No
     assert len(outbox) == 2
 
 
+def test_an_attempt_that_never_left_keeps_windows_mergeable(
+    make: Callable[[int], Outbox],
+) -> None:
+    """Released after a refused connection (reached=False), windows still merge when full."""
+    run = uuid.uuid4()
+    outbox = make(2)
+    outbox.put(window(run, 0))
+    outbox.put(window(run, 1))
+    outbox.release(outbox.take(10), reached=False)  # the connection was refused
+    admission = outbox.put(window(run, 2))
+    assert (admission.coalesced, admission.dropped) == (1, [])
+    assert [(e.first_seq, e.last_seq, e.attempts) for e in outbox.take(10)] == [
+        (0, 0, 1),
+        (1, 2, 1),
+    ]
+
+
 def test_windows_in_flight_are_not_dropped(make: Callable[[int], Outbox]) -> None:
     """The oldest window not in flight is dropped, never one being sent."""
     a, b = uuid.uuid4(), uuid.uuid4()

@@ -622,6 +622,46 @@ def test_a_signal_handler_ending_the_session_inside_complete_fails_fast(
 # -- 9. the bound ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("durable", [False, True], ids=["memory", "spool"])
+def test_refused_connections_never_cost_a_window_that_could_merge(
+    collector: LocalCollector, spool: Path, durable: bool
+) -> None:
+    """max_queue 20 below batch_size 50, connections refused for 3 s at a 0.05 s heartbeat:
+    the attempts never reached the server, so the windows merge instead of being dropped,
+    and every millisecond arrives."""
+    failures: list[tt.DeliveryFailure] = []
+    tracker = tt.Tracker(
+        config(
+            collector.url,
+            spool if durable else None,
+            heartbeat_interval=0.05,
+            max_queue=20,
+            batch_size=50,
+            on_error=failures.append,
+        )
+    )
+    try:
+        session = tracker.start_session(USER, ACTIVITY)
+        time.sleep(0.3)
+        collector.go_down()
+        time.sleep(3.0)
+        collector.come_back()
+        time.sleep(0.3)
+        session.complete(1)
+        assert tracker.flush(10)
+        stats = tracker.stats()
+    finally:
+        tracker.close()
+    assert stats.dropped == 0, stats
+    assert stats.coalesced > 0, stats
+    assert any(f.will_retry and "refused" in f.reason for f in failures)
+    events = windows(collector, session.run_id)
+    assert_conserved(events)
+    active, inactive = collector.totals(session.run_id)
+    assert abs(active + inactive - (session.active_seconds + session.inactive_seconds)) < 0.002
+    assert collector.duplicate_conflicts == []
+
+
 def test_memory_dead_letters_are_capped() -> None:
     """The memory outbox keeps the newest max_queue dead letters, not all of them."""
     from tests.support import window

@@ -56,6 +56,7 @@ def __getattr__(name: str) -> Any:
         return getattr(_serialization, name)
     raise AttributeError(f"module 'timeback_tracker' has no attribute {name!r}")
 
+
 __all__ = [
     "DEFAULT_SPOOL",
     "Activity",

@@ -3,9 +3,12 @@
 One named daemon thread per tracker. It sleeps on a condition until events
 arrive, sends them in batches, and on a retryable failure backs off with
 jittered exponential delays (tenacity) with no attempt limit — the outbox
-keeps the events, a kiosk may be offline for days — honouring ``Retry-After``
-as a floor. A bad event is isolated by bisecting its batch and set aside as a
-dead letter; the rest go on.
+keeps the events, a kiosk may be offline for days. ``flush()`` and ``close()``
+may cut the tracker's own backoff short, never the server's ``Retry-After``.
+A misconfiguration (redirect, 404, refused credentials) keeps the events too:
+it is fixed by people, not by waiting, so it is reported as such. Only an
+event the server rejects on its own merits is isolated by bisecting its batch
+and set aside as a dead letter; the rest go on.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ OTHER_DRAINER_POLL = 1.0
 MAX_BACKOFF = 60.0
 """Longest pause between two attempts while the endpoint fails (seconds), unless
 the server's ``Retry-After`` asks for more."""
+
+BATCH_REGROWTH = 8
+"""Envelopes delivered at a batch size halved by a 413 after which it doubles
+again (up to ``batch_size``): one 413 does not shrink batches for ever."""
 
 
 @attrs.frozen
@@ -72,12 +79,17 @@ class DeliveryFailure:
         status: The HTTP status code, or None (network error, internal error, queue full).
         event_ids: Ids of the events concerned.
         will_retry: True when the events are kept and will be sent again.
+        configuration_error: True when the answer says the configuration is
+            wrong (a redirect, 404/405, credentials refused even after a fresh
+            token): the events are kept and retried, but only a fix of the
+            endpoint or the credentials will deliver them.
     """
 
     reason: str
     status: int | None = None
     event_ids: tuple[str, ...] = ()
     will_retry: bool = False
+    configuration_error: bool = False
 
 
 class Counters:
@@ -108,6 +120,8 @@ class _RetryLater(Exception):  # noqa: N818 - a signal, not an error
     def __init__(self, outcome: Outcome | None) -> None:
         super().__init__(outcome.reason if outcome else "retry")
         self.retry_after = outcome.retry_after if outcome else None
+        # False: the request provably never left (its events stay mergeable).
+        self.reached = outcome.reached if outcome else False
 
 
 class Delivery:
@@ -135,7 +149,10 @@ class Delivery:
         self._counters = counters
         self._report = report
         self._transport: Transport | None = None
-        self._batch_limit = config.batch_size
+        # A batch never takes more than half the outbox: the other half stays free
+        # for a run's new windows to merge into while a request is in flight.
+        self._batch_size = min(config.batch_size, max(1, config.max_queue // 2))
+        self._batch_limit = self._batch_size
         self._condition = threading.Condition()
         self._pending = False  # new events were put since the last look
         self._interrupt = False  # cut the current backoff short
@@ -143,6 +160,11 @@ class Delivery:
         self._deadline: float | None = None  # monotonic seconds; set by stop()
         self._thread: threading.Thread | None = None
         self._reports: collections.deque[DeliveryFailure] = collections.deque()
+        self._not_before = 0.0  # monotonic seconds: the server's Retry-After floor
+        self._misconfigured = 0  # misconfiguration answers so far
+        self._misconfigured_at_stop = 0
+        self._problem: str | None = None  # the cause of failure last logged
+        self._delivered_at_limit = 0  # envelopes sent since the batch limit last shrank
 
     def __repr__(self) -> str:
         alive = self._thread is not None and self._thread.is_alive()
@@ -179,15 +201,29 @@ class Delivery:
             self._condition.notify_all()
 
     def wait_until_empty(self, timeout: float) -> bool:
-        """Block until the outbox is empty (True) or ``timeout`` seconds pass (False)."""
+        """Block until the outbox is empty (True) or ``timeout`` seconds pass (False).
+
+        Returns at once when called from the delivery thread itself (from
+        ``on_error``): it cannot wait for its own work. Returns False early
+        when the endpoint answers that the configuration is wrong, since
+        waiting longer cannot help.
+        """
+        if threading.current_thread() is self._thread:
+            log.error(
+                "flush() was called from the delivery thread (in on_error?): it cannot wait "
+                "for its own thread, so it returns at once; call it from another thread"
+            )
+            return not len(self._outbox)
         deadline = time.monotonic() + timeout
         with self._condition:
-            # A caller waiting for delivery deserves an attempt now, not after the backoff.
+            # A caller waiting for delivery deserves an attempt now, not after the
+            # tracker's backoff (the server's Retry-After still holds).
             self._interrupt = True
             self._condition.notify_all()
+            misconfigured = self._misconfigured
             while len(self._outbox):
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or self._misconfigured != misconfigured:
                     return False
                 self._condition.wait(remaining)
         return True
@@ -202,6 +238,7 @@ class Delivery:
         with self._condition:
             self._stopping = True
             self._deadline = deadline
+            self._misconfigured_at_stop = self._misconfigured
             self._interrupt = True
             self._condition.notify_all()
             thread = self._thread
@@ -251,7 +288,7 @@ class Delivery:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_RetryLater),
             wait=self._backoff,
-            stop=self._out_of_time,
+            stop=self._give_up,
             sleep=self._sleep,
             reraise=True,
         )
@@ -260,7 +297,7 @@ class Delivery:
                 took = retrying(self._deliver_head)
             except _RetryLater:
                 return False
-            if self._out_of_time():
+            if self._give_up():
                 return False
             if not took:
                 # Another process drains the shared spool: look again later.
@@ -269,46 +306,99 @@ class Delivery:
 
     def _deliver_head(self) -> bool:
         """Deliver (or set aside) the head batch; False when there was nothing to take."""
+        if time.monotonic() < self._not_before:
+            self._sleep(0)  # the server's Retry-After, even for flush()/close()
+            if time.monotonic() < self._not_before:  # the exit deadline came first
+                raise _RetryLater(None)
         batch = self._outbox.take(self._batch_limit)
         if not batch:
             return False
         retries = sum(1 for entry in batch if entry.attempts > 1)
         self._counters.add("retried", retries)
+        reached = True
         try:
             batch = self._expire(batch)
             if batch:
                 self._send(batch)
+        except _RetryLater as exc:
+            reached = exc.reached
+            raise
         finally:
             # Whatever was neither acknowledged nor set aside stays at the head.
-            self._outbox.release(batch)
+            self._outbox.release(batch, reached=reached)
         return True
 
     def _send(self, batch: list[Entry]) -> None:
+        timeout, total = self._request_timeout()
         outcome = self._transport_now().send(
-            [entry.payload for entry in batch], timeout=self._request_timeout()
+            [entry.payload for entry in batch], timeout=timeout, total=total
         )
         ids = tuple(entry.id for entry in batch)
+        if outcome.retry_after is not None:
+            self._not_before = max(self._not_before, time.monotonic() + outcome.retry_after)
         if outcome.verdict == "ok":
             self._outbox.ack(batch)
             self._counters.add("sent", len(batch))
             log.debug("delivered %d events (HTTP %s)", len(batch), outcome.status)
+            self._delivered()
             self._progress()
             return
         self._counters.add("failed")
-        if outcome.verdict in ("retry", "auth"):
-            log.info("delivery of %d events failed: %s; will retry", len(batch), outcome.reason)
-            self._report(DeliveryFailure(outcome.reason, outcome.status, ids, will_retry=True))
+        if outcome.verdict in ("retry", "misconfigured"):
+            self._failed(outcome, len(batch))
+            misconfigured = outcome.verdict == "misconfigured"
+            self._report(
+                DeliveryFailure(
+                    outcome.reason,
+                    outcome.status,
+                    ids,
+                    will_retry=True,
+                    configuration_error=misconfigured,
+                )
+            )
+            if misconfigured:
+                with self._condition:
+                    self._misconfigured += 1
+                    self._condition.notify_all()  # flush() need not wait any longer
             raise _RetryLater(outcome)
         if len(batch) == 1:
             self._dead_letter(batch, outcome.reason, outcome.status)
             return
         if outcome.verdict == "too_large":
             self._batch_limit = max(1, len(batch) // 2)
+            self._delivered_at_limit = 0
         # Bisect: the good halves go on, the bad event ends alone and is set aside.
         middle = len(batch) // 2
         log.debug("%s for %d events: splitting the batch", outcome.reason, len(batch))
         self._send(batch[:middle])
         self._send(batch[middle:])
+
+    def _failed(self, outcome: Outcome, events: int) -> None:
+        """Log a failed attempt: once per distinct cause, not once per attempt."""
+        if outcome.reason == self._problem:
+            log.debug("delivery of %d events failed again: %s", events, outcome.reason)
+            return
+        self._problem = outcome.reason
+        if outcome.verdict == "misconfigured":
+            log.error(
+                "delivery of %d events failed: %s; the events are kept and retried until "
+                "the configuration is fixed",
+                events,
+                outcome.reason,
+            )
+        else:
+            log.warning("delivery of %d events failed: %s; will retry", events, outcome.reason)
+
+    def _delivered(self) -> None:
+        if self._problem is not None:
+            log.info("delivery works again (after: %s)", self._problem)
+            self._problem = None
+        if self._batch_limit < self._batch_size:
+            self._delivered_at_limit += 1
+            if self._delivered_at_limit >= BATCH_REGROWTH:
+                self._batch_limit = min(self._batch_size, self._batch_limit * 2)
+                self._delivered_at_limit = 0
+                log.debug("batch size grows back to %d", self._batch_limit)
 
     def _expire(self, batch: list[Entry]) -> list[Entry]:
         oldest_allowed = self._clock.wall_ms() - self._config.max_event_age * 1000
@@ -348,12 +438,13 @@ class Delivery:
             )
         return self._transport
 
-    def _request_timeout(self) -> tuple[float, float]:
+    def _request_timeout(self) -> tuple[tuple[float, float], float]:
+        """(connect, read) timeouts and the total deadline of the next request."""
         connect, read = self._config.request_timeout
         if self._deadline is None:
-            return connect, read
+            return (connect, read), connect + read
         left = max(0.05, self._deadline - time.monotonic())
-        return min(connect, left), min(read, left)
+        return (min(connect, left), min(read, left)), min(connect + read, left)
 
     def _backoff(self, state: tenacity.RetryCallState) -> float:
         import tenacity
@@ -372,12 +463,21 @@ class Delivery:
     def _out_of_time(self, _: Any = None) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline
 
+    def _give_up(self, _: Any = None) -> bool:
+        """Stop retrying: out of time, or stopping and told the configuration is wrong."""
+        return self._out_of_time() or (
+            self._stopping and self._misconfigured != self._misconfigured_at_stop
+        )
+
     def _sleep(self, seconds: float) -> None:
-        """Back off, but wake at once for ``flush``/``close``; never past the exit deadline."""
+        """Back off for ``seconds``, or only until the server's ``Retry-After`` floor
+        once ``flush``/``close`` ask for delivery; never past the exit deadline."""
         end = time.monotonic() + seconds
         with self._condition:
-            while not self._interrupt:
-                limit = end if self._deadline is None else min(end, self._deadline)
+            while True:
+                limit = self._not_before if self._interrupt else max(end, self._not_before)
+                if self._deadline is not None:
+                    limit = min(limit, self._deadline)
                 remaining = limit - time.monotonic()
                 if remaining <= 0:
                     break

@@ -7,14 +7,16 @@ only; secrets never appear in ``repr``, logs or errors.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from timeback_tracker._urls import check_url
+from timeback_tracker._urls import check_url, parse_url, safe_url
 from timeback_tracker.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -66,6 +68,11 @@ class BearerToken:
     def _check_token(self, _: attrs.Attribute[str], value: str) -> None:
         if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
             raise ConfigurationError("BearerToken.token: must be a non-empty string without spaces")
+        if not _header_safe(value):
+            # Never echoed: the value is a secret.
+            raise ConfigurationError(
+                "BearerToken.token: must be printable ASCII (an HTTP header cannot carry it)"
+            )
 
     def authorization(self, http: requests.Session, timeout: tuple[float, float]) -> str:
         """``Bearer <token>``."""
@@ -76,22 +83,38 @@ class BearerToken:
         return False
 
 
+def _header_safe(value: str) -> bool:
+    """Whether ``value`` fits in an HTTP header as is: visible ASCII only."""
+    return all("!" <= char <= "~" for char in value)
+
+
 class TokenError(Exception):
     """The token endpoint did not issue a token (the events stay queued and are retried).
 
     Attributes:
         status: The token endpoint's HTTP status, or None for a network error.
+        retry_after: The token endpoint's ``Retry-After`` in seconds, if any.
     """
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 def _check_text(name: str) -> Any:
     def check(_: Any, __: Any, value: Any) -> None:
         if not isinstance(value, str) or not value.strip():
             raise ConfigurationError(f"ClientCredentials.{name}: must be a non-empty string")
+        # HTTP Basic sends id:secret as Latin-1; other characters fail every request.
+        if any(char < " " or "\x7f" <= char <= "\x9f" or char > "\xff" for char in value):
+            raise ConfigurationError(
+                f"ClientCredentials.{name}: must be Latin-1 text without control characters"
+            )
+        if name == "client_id" and ":" in value:
+            raise ConfigurationError("ClientCredentials.client_id: must not contain ':'")
 
     return check
 
@@ -121,7 +144,7 @@ class ClientCredentials:
 
     client_id: str = attrs.field(validator=_check_text("client_id"))
     client_secret: str = attrs.field(repr=False, validator=_check_text("client_secret"))
-    token_url: str = attrs.field(validator=_check_token_url)
+    token_url: str = attrs.field(validator=_check_token_url, repr=lambda url: repr(safe_url(url)))
     scope: str | None = None
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False, eq=False)
     _token: str | None = attrs.field(default=None, init=False, repr=False, eq=False)
@@ -151,6 +174,9 @@ class ClientCredentials:
     def _fetch(self, http: requests.Session, timeout: tuple[float, float]) -> tuple[str, float]:
         import requests
 
+        from timeback_tracker import _http, _transport
+
+        url = parse_url("token_url", self.token_url)
         form = {"grant_type": "client_credentials"}
         if self.scope:
             form["scope"] = self.scope
@@ -162,21 +188,38 @@ class ClientCredentials:
                 auth=(self.client_id, self.client_secret),
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
                 timeout=timeout,
+                allow_redirects=False,  # never send the credentials anywhere else
+                stream=True,
             )
-        except requests.RequestException as exc:
-            raise TokenError(f"token endpoint unreachable: {type(exc).__name__}") from None
-        if response.status_code != 200:
-            raise TokenError(
-                f"token endpoint answered HTTP {response.status_code}", response.status_code
-            )
+            body, complete = _http.read_capped(response)
+        except (requests.RequestException, *_http.NETWORK_ERRORS) as exc:
+            reason = _http.describe_failure(exc, url, _http.current_attempt())
+            raise TokenError(f"token endpoint unreachable: {reason}") from None
+        where = f"POST {url.display} (token endpoint)"
+        status = response.status_code
+        if status != 200:
+            hint = {
+                400: ": check the client id and secret",
+                401: ": check the client id and secret",
+                403: ": check the client id and secret",
+            }.get(status, "")
+            if 300 <= status < 400:
+                hint = ": redirects are never followed; set the token URL to the final URL"
+            retry_after = _transport.parse_retry_after(response.headers.get("Retry-After"))
+            raise TokenError(f"{where} answered HTTP {status}{hint}", status, retry_after)
+        decoded = _http.decode_body(body, response.headers.get("Content-Encoding"))
         try:
-            body = response.json()
-            token = body["access_token"]
-            expires_in = float(body.get("expires_in", 3600))
-        except (ValueError, KeyError, TypeError):
-            raise TokenError("token endpoint answered without an access_token", 200) from None
-        if not isinstance(token, str) or not token:
-            raise TokenError("token endpoint answered without an access_token", 200)
+            if not complete or decoded is None:
+                raise ValueError("reply too large")  # noqa: TRY301 - one message for all
+            payload = json.loads(decoded)
+            token = payload["access_token"]
+            expires_in = float(payload.get("expires_in", 3600))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise TokenError(f"{where} answered without an access_token", 200) from None
+        if not isinstance(token, str) or not token or not _header_safe(token):
+            raise TokenError(f"{where} answered without an access_token", 200)
+        if not math.isfinite(expires_in):  # NaN would keep the token forever
+            expires_in = 3600.0
         log.debug("fetched an access token valid for %.0f s", expires_in)
         # Refresh ahead of expiry; a very short lifetime is refreshed at half-life.
         margin = min(REFRESH_MARGIN, expires_in / 2)

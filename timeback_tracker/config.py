@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from timeback_tracker._locations import DEFAULT_SPOOL, SpoolLocation
-from timeback_tracker._urls import check_url
+from timeback_tracker._urls import check_url, safe_url
 from timeback_tracker.exceptions import ConfigurationError
 from timeback_tracker.models import _iri_problem
 
@@ -73,6 +73,11 @@ def _check_iri(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 
 def _check_endpoint(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     check_url(f"TrackerConfig.{attribute.name}", value)
+
+
+def _url_repr(value: Any) -> str:
+    # A query may carry a key: reprs show the URL without it.
+    return repr(safe_url(value))
 
 
 def _check_auth(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -153,7 +158,7 @@ class TrackerConfig:
     """
 
     sensor: str = attrs.field(validator=_check_iri)
-    endpoint: str = attrs.field(validator=_check_endpoint)
+    endpoint: str = attrs.field(validator=_check_endpoint, repr=_url_repr)
     auth: Auth | None = attrs.field(default=None, validator=_check_auth)
     heartbeat_interval: float = attrs.field(default=15.0, validator=_in_range(0.05, 3600))
     idle_timeout: float | None = attrs.field(default=None, validator=_optional_in_range(1, 86400))

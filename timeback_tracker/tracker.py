@@ -19,6 +19,7 @@ from timeback_tracker._delivery import Counters, Delivery, DeliveryFailure, Trac
 from timeback_tracker._events import RunTemplate, new_segment
 from timeback_tracker._heartbeat import Heartbeat
 from timeback_tracker._outbox import Admission, Checkpoint, Entry, MemoryOutbox, Outbox
+from timeback_tracker._urls import safe_url
 from timeback_tracker.config import TrackerConfig
 from timeback_tracker.exceptions import SessionStateError, ValidationError
 from timeback_tracker.models import TimebackActivityContext, TimebackUser, _text_problem
@@ -100,7 +101,7 @@ class Tracker:
 
     def __repr__(self) -> str:
         return (
-            f"<Tracker endpoint={self._config.endpoint!r} sessions={len(self._sessions)} "
+            f"<Tracker endpoint={safe_url(self._config.endpoint)!r} sessions={len(self._sessions)} "
             f"queued={len(self._outbox)} closed={self._closed}>"
         )
 
@@ -174,6 +175,13 @@ class Tracker:
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued event is delivered, at most ``timeout`` seconds.
+
+        The tracker's own backoff is cut short for an attempt now; a server's
+        ``Retry-After`` is not. Returns early (False) when the endpoint answers
+        that the configuration is wrong (redirect, 404, refused credentials):
+        waiting cannot fix that. Called from ``on_error`` (the delivery
+        thread), it logs an error and returns at once instead of waiting for
+        itself.
 
         Args:
             timeout: Seconds to wait; ``math.inf`` waits as long as it takes.
