@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from timeback_tracker._outbox import Entry
-from timeback_tracker._spool_file import connect, transaction
+from timeback_tracker._spool_schema import connect, transaction
 
 __all__ = ["AGE_BUCKETS", "SpoolFile", "SpoolRow", "SpoolStatus"]
 

@@ -1,0 +1,267 @@
+"""Crash recovery: the open windows of trackers that died, rebuilt with the ids they would have had.
+
+A tracker leaves, for each running run segment, its accounting state: durably
+in the spool at every tick (``segments``), and once a second in the sign of
+life in its owner lock file (:class:`~timeback_tracker._spool_file.AliveRecord`).
+:class:`SpoolRecovery` finds the owners whose lock is free, takes the newer of
+the two states of each segment (never one older than what the spool already
+holds), replays the accounting up to the owner's last sign of life, and queues
+the windows for the owner's destination. It also queues what can be read from
+a corrupt spool moved aside, and the 0.1 format's checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from timeback_tracker._accounting import RunAccounting
+from timeback_tracker._events import RunTemplate
+from timeback_tracker._outbox import Entry, admit
+from timeback_tracker._spool_file import AliveRecord, close_quietly, try_lock
+from timeback_tracker._spool_healing import SpoolHealing
+from timeback_tracker._spool_rows import describe, has_table, payload_damage
+from timeback_tracker._spool_schema import salvage, transaction
+
+log = logging.getLogger("timeback_tracker.spool")
+
+__all__ = ["SpoolRecovery"]
+
+
+class SpoolRecovery(SpoolHealing):
+    """Recovering dead owners' run segments and salvaged rows (see the module docstring)."""
+
+    def recover(self) -> list[Entry]:
+        """Emit the open windows of the run segments of dead owners, once.
+
+        A dead owner (its lock is free) left its segments' states: durably at
+        its last tick, and in its sign of life if that is newer. Each running
+        segment's windows are rebuilt up to the owner's last sign of life,
+        with the ids they would have had, and queued for the owner's
+        destination; windows already held are kept as they are.
+
+        Returns:
+            The entries added.
+        """
+        with self._lock:
+            if self._closed or not self._usable(force=False) or self._conn is None:
+                return []
+            held: list[tuple[Path, int | None]] = []
+            try:
+                with transaction(self._conn):
+                    owners = self._dead_owners(held)
+                    added = [e for owner in owners for e in self._recover_owner(owner)]
+                    added += self._recover_legacy(owners)
+                    self._forget_owners(owners)
+            except (sqlite3.Error, OSError) as exc:
+                log.warning(
+                    "spool %s: recovery failed (%s); retried at the next start",
+                    self._path,
+                    describe(exc),
+                )
+                return []
+            finally:
+                for _, fd in held:
+                    close_quietly(fd)
+            for path, _ in held:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            self._recount()
+        if added:
+            runs = {entry.run_id for entry in added}
+            log.info(
+                "spool %s: recovered %d windows of %d runs cut short by a dead process",
+                self._path,
+                len(added),
+                len(runs),
+            )
+        return added
+
+    def _dead_owners(self, held: list[tuple[Path, int | None]]) -> list[str]:
+        """Owners that wrote here and whose lock is free; their lock files go to ``held``."""
+        conn = self._conn_()
+        owners = {row[0] for row in conn.execute("SELECT owner FROM owners")}
+        owners |= {row[0] for row in conn.execute("SELECT DISTINCT owner FROM segments")}
+        if has_table(conn, "legacy_checkpoints"):
+            owners |= {r[0] for r in conn.execute("SELECT DISTINCT owner FROM legacy_checkpoints")}
+        prefix = f"{self._path.name}.owner-"
+        for path in self._path.parent.glob(f"{glob.escape(prefix)}*.lock"):
+            token = path.name[len(prefix) : -len(".lock")]
+            if len(token) == 32 and all(c in "0123456789abcdef" for c in token):
+                owners.add(token)
+        owners.discard(self.owner)
+        owners.discard("")
+        dead = []
+        for owner in sorted(owners):
+            path = self._owner_lock(owner)
+            try:
+                fd: int | None = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+            except OSError:
+                fd = None
+            if fd is not None and not try_lock(fd):
+                os.close(fd)
+                continue  # alive
+            dead.append(owner)
+            held.append((path, fd))
+        return dead
+
+    def _recover_owner(self, owner: str) -> list[Entry]:
+        """Rebuild the open windows of a dead owner's running segments."""
+        conn = self._conn_()
+        rows = {
+            row[0]: row
+            for row in conn.execute(
+                "SELECT segment, dest, ended, template, state, mono_ms, wall_ms FROM segments "
+                "WHERE owner = ?",
+                (owner,),
+            )
+        }
+        found = conn.execute("SELECT alive_n, dest FROM owners WHERE owner = ?", (owner,))
+        written = found.fetchone()
+        alive = AliveRecord.read(self._owner_lock(owner))
+        if alive is not None and written is not None and int(alive.get("n", 0)) <= written[0]:
+            alive = None  # older than the owner's last durable write: the rows say more
+        plans: dict[str, tuple[str, str, object, int, int]] = {}
+        for segment, dest, ended, template, state, mono, wall in rows.values():
+            if not ended and state is not None:
+                plans[segment] = (dest, template, state, mono, wall)
+        if alive is not None:
+            # Newer than every durable row of this owner: it says which segments ran.
+            running: dict[str, tuple[str, str, object, int, int]] = {}
+            for segment, item in _alive_segments(alive):
+                if item is None or (segment in rows and rows[segment][2]):
+                    continue  # ended
+                running[segment] = (
+                    str(alive.get("dest", "")),
+                    item["t"],
+                    item["s"],
+                    alive["mono"],
+                    alive["wall"],
+                )
+                row_plan = plans.get(segment)
+                if row_plan is not None and _seq_of(row_plan[2]) > _seq_of(item["s"]):
+                    running[segment] = row_plan  # the row is further on: never go back
+            plans = running
+        added: list[Entry] = []
+        for segment, (dest, template_text, stored, mono, wall) in plans.items():
+            try:
+                template = RunTemplate.from_json(str(template_text))
+                state = json.loads(stored) if isinstance(stored, str) else stored
+                accounting = RunAccounting.restore(state)
+                windows = accounting.end(int(mono), int(wall))
+            except (ValueError, TypeError, KeyError) as exc:
+                self._report_damage(f"the checkpoint of run segment {segment}", f"damaged ({exc})")
+                continue
+            for window in windows:
+                entry = Entry.window(
+                    template,
+                    window.seq,
+                    window.seq,
+                    window.start_wall_ms,
+                    window.end_wall_ms,
+                    window.active_ms,
+                    window.inactive_ms,
+                )
+                if self.holds(entry.id):
+                    continue
+                self._admit_recovered(entry, dest or self.dest)
+                added.append(entry)
+        return added
+
+    def _admit_recovered(self, entry: Entry, dest: str) -> None:
+        if self._count_rows() < self._max:
+            self.insert(entry, dest)
+            return
+        admission = admit(self, entry, self._max)
+        if admission.dropped:
+            log.warning(
+                "spool %s: full: dropped %d events while recovering",
+                self._path,
+                len(admission.dropped),
+            )
+
+    def _recover_legacy(self, dead: list[str]) -> list[Entry]:
+        """The 0.1 format's checkpoints (whole events) of dead owners become queued events."""
+        conn = self._conn_()
+        if not dead or not has_table(conn, "legacy_checkpoints"):
+            return []
+        added = []
+        marks = ", ".join("?" * len(dead))
+        for row in conn.execute(
+            "SELECT id, run_id, kind, first_seq, last_seq, event_time_ms, payload "  # noqa: S608
+            f"FROM legacy_checkpoints WHERE owner IN ({marks})",
+            dead,
+        ).fetchall():
+            entry = Entry(row[0], row[1], "time", row[5], row[6], row[3], row[4])
+            if payload_damage(entry.id, entry.payload) or self.holds(entry.id):
+                continue
+            self._admit_recovered(entry, self.dest)
+            added.append(entry)
+        conn.execute(f"DELETE FROM legacy_checkpoints WHERE owner IN ({marks})", dead)  # noqa: S608
+        return added
+
+    def _forget_owners(self, owners: list[str]) -> None:
+        conn = self._conn_()
+        for owner in owners:
+            conn.execute(
+                "DELETE FROM segments WHERE owner = ? AND NOT EXISTS "
+                "(SELECT 1 FROM entries WHERE entries.segment = segments.segment)",
+                (owner,),
+            )
+            # Kept for their templates (merges), no longer anyone's to recover.
+            conn.execute(
+                "UPDATE segments SET owner = '', ended = 1, state = NULL WHERE owner = ?",
+                (owner,),
+            )
+            conn.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+
+    def salvage(self, corrupt: Path) -> int:
+        """Queue the readable events of a corrupt spool moved aside; returns how many."""
+        rows = list(salvage(corrupt))
+        taken = 0
+        with self._lock:
+            if self._conn is None:
+                return 0
+            try:
+                with transaction(self._conn):
+                    for row in rows:
+                        if self.holds(row["id"]):
+                            continue
+                        entry = Entry(
+                            row["id"],
+                            row["run_id"],
+                            "completion" if row["kind"] == "completion" else "time",
+                            int(row["event_time_ms"]),
+                            row["payload"],
+                        )
+                        self._admit_recovered(entry, row["dest"] or self.dest)
+                        taken += 1
+            except (sqlite3.Error, OSError, ValueError, TypeError) as exc:
+                log.warning("spool %s: salvage failed: %s", corrupt, describe(exc))
+                return 0
+            self._recount()
+        if taken:
+            log.warning("spool %s: salvaged %d events from %s", self._path, taken, corrupt.name)
+        return taken
+
+
+def _alive_segments(record: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    segments = record.get("segments")
+    if isinstance(segments, dict):
+        yield from segments.items()
+
+
+def _seq_of(state: object) -> int:
+    try:
+        if isinstance(state, str):
+            state = json.loads(state)
+        return RunAccounting.restore(state).next_seq
+    except (ValueError, TypeError):
+        return -1

@@ -1,0 +1,472 @@
+"""The rows of a spool: how its entries, dead letters and run segments are read and written.
+
+:class:`SpoolRows` holds what :class:`~timeback_tracker._spool.SqliteOutbox`
+does inside a transaction, with its lock held: the
+:class:`~timeback_tracker._outbox.Store` methods that the coalescing rule
+(:func:`~timeback_tracker._outbox.admit`) works with, the durable write of a
+tick, taking rows to send (setting damaged ones aside), and the bookkeeping of
+counts. It is a base class, not used alone: its state is set up by
+``SqliteOutbox.__init__``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from timeback_tracker._accounting import RunAccounting
+from timeback_tracker._events import RunTemplate
+from timeback_tracker._outbox import Admission, AlreadyCompletedError, Checkpoint, Entry, admit
+from timeback_tracker._spool_schema import transaction
+
+log = logging.getLogger("timeback_tracker.spool")
+
+__all__ = [
+    "ENTRY_COLUMNS",
+    "Damage",
+    "SpoolRows",
+    "describe",
+    "has_table",
+    "now_ms",
+    "payload_damage",
+]
+
+ENTRY_COLUMNS = (
+    "slot, id, run_id, segment, kind, first_seq, last_seq, start_ms, end_ms, active_ms, "
+    "inactive_ms, attempts, event_time_ms, born_ms, payload"
+)
+"""The columns of ``entries`` that make an :class:`Entry`, in its order."""
+
+WAL_TRUNCATE_BYTES = 256 << 10
+"""A WAL larger than this is truncated once the queue is empty."""
+
+Damage = Callable[[str, str], None]
+"""Told about a damaged row set aside: (event id or segment, reason)."""
+
+
+def now_ms() -> int:
+    """Wall time in epoch milliseconds, for the spool's bookkeeping columns."""
+    return time.time_ns() // 1_000_000
+
+
+def describe(error: BaseException) -> str:
+    """An error as ``Type: message``, for logs (SQLite's messages carry no secrets)."""
+    return f"{type(error).__name__}: {error}"
+
+
+class SpoolRows:
+    """Reading and writing a spool's rows (see the module docstring); the caller holds the lock."""
+
+    _conn: sqlite3.Connection | None
+    _path: Path
+    _max: int
+    dest: str
+    owner: str
+    _count: int
+    _mine: int
+    _alive_n: int
+    _in_flight: set[str]
+    _delivered: set[str]
+    _templates: dict[str, RunTemplate | None]
+    _known_segments: set[str]
+    _written_seq: dict[str, int]
+    _ended: set[str]
+    _on_damage: Damage | None
+    _take_failing: bool
+    _closed: bool
+    _lock: threading.RLock
+
+    def _owner_lock(self, owner: str) -> Path:
+        """The lock file of owner ``owner`` (its sign of life)."""
+        return self._path.with_name(f"{self._path.name}.owner-{owner}.lock")
+
+    def count(self) -> int:
+        """Entries held in the spool (every destination's)."""
+        return self._count_rows()
+
+    def newest_of_run(self, run_id: str) -> Entry | None:
+        """The run's newest held entry."""
+        row = (
+            self._conn_()
+            .execute(
+                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE run_id = ? ORDER BY slot DESC LIMIT 1",  # noqa: S608
+                (run_id,),
+            )
+            .fetchone()
+        )
+        return None if row is None else self._row_entry(row)
+
+    def adjacent_windows(self) -> Iterator[tuple[Entry, Entry]]:
+        """Consecutive windows of one segment, never attempted and not in flight, oldest first."""
+        rows = self._conn_().execute(
+            f"SELECT {_prefixed('a')}, {_prefixed('b')} FROM entries a JOIN entries b "  # noqa: S608
+            "ON b.segment = a.segment AND b.first_seq = a.last_seq + 1 "
+            "WHERE a.kind = 'time' AND b.kind = 'time' AND a.attempts = 0 AND b.attempts = 0 "
+            "AND b.start_ms = a.end_ms ORDER BY a.slot"
+        )
+        width = len(ENTRY_COLUMNS.split(","))
+        for row in rows:
+            first, second = self._row_entry(row[:width]), self._row_entry(row[width:])
+            if first.id not in self._in_flight and second.id not in self._in_flight:
+                yield first, second
+
+    def oldest_window(self) -> Entry | None:
+        """The oldest time window not in flight."""
+        for row in self._conn_().execute(
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind = 'time' ORDER BY slot"  # noqa: S608
+        ):
+            if row[1] not in self._in_flight:
+                return self._row_entry(row)
+        return None
+
+    def holds(self, entry_id: str) -> bool:
+        """Whether an entry of that id is held."""
+        found = self._conn_().execute("SELECT 1 FROM entries WHERE id = ?", (entry_id,))
+        return found.fetchone() is not None
+
+    def in_flight(self, entry: Entry) -> bool:
+        """Whether ``entry`` is taken and not yet settled."""
+        return entry.id in self._in_flight
+
+    def insert(self, entry: Entry, dest: str | None = None) -> None:
+        """Add ``entry`` at the tail (for ``dest``, this tracker's by default)."""
+        template = entry.template
+        if template is not None and template.segment not in self._known_segments:
+            self._conn_().execute(
+                "INSERT OR IGNORE INTO segments (segment, run_id, dest, owner, template, "
+                "updated_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    template.segment,
+                    template.run_id,
+                    dest or self.dest,
+                    self.owner,
+                    template.to_json(),
+                    now_ms(),
+                ),
+            )
+            self._known_segments.add(template.segment)
+        self._conn_().execute(
+            "INSERT INTO entries (id, dest, run_id, segment, kind, first_seq, last_seq, start_ms, "
+            "end_ms, active_ms, inactive_ms, attempts, event_time_ms, born_ms, queued_ms, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (entry.id, dest or self.dest, *self._values(entry), now_ms(), entry.payload),
+        )
+        self._count += 1
+        self._mine += (dest or self.dest) == self.dest
+
+    def replace(self, old: Entry, new: Entry) -> None:
+        """Put ``new`` in the place of ``old`` (its slot: its place in the queue)."""
+        self._conn_().execute(
+            "UPDATE entries SET id = ?, run_id = ?, segment = ?, kind = ?, first_seq = ?, "
+            "last_seq = ?, start_ms = ?, end_ms = ?, active_ms = ?, inactive_ms = ?, "
+            "attempts = ?, event_time_ms = ?, born_ms = ?, payload = ? WHERE id = ?",
+            (new.id, *self._values(new), new.payload, old.id),
+        )
+
+    def remove(self, entry: Entry) -> None:
+        """Remove ``entry``."""
+        self._conn_().execute("DELETE FROM entries WHERE id = ?", (entry.id,))
+        self._count -= 1
+        self._mine -= 1  # an estimate (the row may be another destination's) until recounted
+
+    def _conn_(self) -> sqlite3.Connection:
+        assert self._conn is not None
+        return self._conn
+
+    @staticmethod
+    def _values(entry: Entry) -> tuple[Any, ...]:
+        return (
+            entry.run_id,
+            entry.template.segment if entry.template is not None else None,
+            entry.kind,
+            entry.first_seq,
+            entry.last_seq,
+            entry.start_ms,
+            entry.end_ms,
+            entry.active_ms,
+            entry.inactive_ms,
+            entry.attempts,
+            entry.event_time_ms,
+            entry.born_ms,
+        )
+
+    def _row_entry(self, row: Sequence[Any]) -> Entry:
+        """The entry of a row of :data:`ENTRY_COLUMNS` (payload unchecked)."""
+        (
+            _,
+            entry_id,
+            run_id,
+            segment,
+            kind,
+            first_seq,
+            last_seq,
+            start_ms,
+            end_ms,
+            active_ms,
+            inactive_ms,
+            attempts,
+            event_time_ms,
+            born_ms,
+            payload,
+        ) = row
+        return Entry(
+            entry_id,
+            run_id,
+            "completion" if kind == "completion" else "time",
+            event_time_ms,
+            payload,
+            first_seq,
+            last_seq,
+            start_ms,
+            end_ms,
+            active_ms,
+            inactive_ms,
+            attempts,
+            self._template(segment),
+            born_ms,
+        )
+
+    def _template(self, segment: str | None) -> RunTemplate | None:
+        if segment is None:
+            return None
+        if segment not in self._templates:
+            row = (
+                self._conn_()
+                .execute("SELECT template FROM segments WHERE segment = ?", (segment,))
+                .fetchone()
+            )
+            template = None
+            if row is not None:
+                with contextlib.suppress(ValueError):
+                    template = RunTemplate.from_json(row[0])
+            self._templates[segment] = template
+        return self._templates[segment]
+
+    def _write_checkpoints(self, changes: Mapping[str, Checkpoint]) -> None:
+        conn = self._conn_()
+        now = now_ms()
+        for segment, checkpoint in changes.items():
+            template = checkpoint.template
+            if checkpoint.state is None:
+                # Ended: no state to recover. The row stays while entries need its template.
+                conn.execute(
+                    "UPDATE segments SET ended = 1, state = NULL, updated_ms = ? WHERE segment = ?",
+                    (now, segment),
+                )
+                conn.execute(
+                    "DELETE FROM segments WHERE segment = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM entries WHERE entries.segment = segments.segment)",
+                    (segment,),
+                )
+                continue
+            conn.execute(
+                "INSERT INTO segments (segment, run_id, dest, owner, template, state, mono_ms, "
+                "wall_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (segment) DO UPDATE SET state = excluded.state, "
+                "mono_ms = excluded.mono_ms, wall_ms = excluded.wall_ms, "
+                "updated_ms = excluded.updated_ms, owner = excluded.owner",
+                (
+                    segment,
+                    template.run_id,
+                    self.dest,
+                    self.owner,
+                    template.to_json(),
+                    json.dumps(checkpoint.state, separators=(",", ":")),
+                    checkpoint.mono_ms,
+                    checkpoint.wall_ms,
+                    now,
+                ),
+            )
+            self._known_segments.add(segment)
+
+    def _bury(self, entry_id: str, reason: str) -> None:
+        """Move a queued row to the dead letters (inside a transaction)."""
+        conn = self._conn_()
+        conn.execute(
+            "INSERT INTO dead_letters (id, dest, run_id, kind, first_seq, last_seq, attempts, "
+            "event_time_ms, queued_ms, payload, reason, dead_ms) "
+            "SELECT id, dest, run_id, kind, first_seq, last_seq, attempts, "
+            "event_time_ms, queued_ms, payload, ?, ? FROM entries WHERE id = ?",
+            (reason, now_ms(), entry_id),
+        )
+        if conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,)).rowcount:
+            self._count -= 1
+        # Dead letters are kept for inspection, not forever: the newest max_queue stay.
+        excess = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0] - self._max
+        if excess > 0:
+            conn.execute(
+                "DELETE FROM dead_letters WHERE n IN (SELECT n FROM dead_letters ORDER BY n "
+                "LIMIT ?)",
+                (excess,),
+            )
+
+    def _forget_delivered(self) -> set[str]:
+        """Delete the rows acknowledged so far (inside a transaction); returns their ids,
+        to be dropped from ``_delivered`` once the transaction is committed."""
+        done = set(self._delivered)
+        if done:
+            self._conn_().executemany(
+                "DELETE FROM entries WHERE id = ?", [(entry_id,) for entry_id in done]
+            )
+        return done
+
+    def _recount(self) -> None:
+        self._count = self._count_rows()
+        self._mine = self._count_mine() - len(self._delivered)
+
+    def _count_rows(self) -> int:
+        return int(self._conn_().execute("SELECT count(*) FROM entries").fetchone()[0])
+
+    def _count_mine(self) -> int:
+        found = self._conn_().execute("SELECT count(*) FROM entries WHERE dest = ?", (self.dest,))
+        return int(found.fetchone()[0])
+
+    def _report_damage(self, what: str, reason: str) -> None:
+        log.warning("spool %s: set aside %s: %s", self._path, what, reason)
+        if self._on_damage is not None:
+            try:
+                self._on_damage(what, reason)
+            except Exception:
+                log.exception("reporting a damaged spool row failed")
+
+    def _take_from_disk(self, limit: int) -> list[Entry]:
+        if self._conn is None or self._closed:
+            return []
+        try:
+            with transaction(self._conn, durable=False):
+                rows = self._conn.execute(
+                    f"SELECT {ENTRY_COLUMNS} FROM entries WHERE dest = ? "  # noqa: S608
+                    "ORDER BY slot LIMIT ?",
+                    (self.dest, limit + len(self._in_flight) + len(self._delivered)),
+                ).fetchall()
+                batch: list[Entry] = []
+                for row in rows:
+                    if row[1] in self._in_flight or row[1] in self._delivered:
+                        continue
+                    if len(batch) >= limit:
+                        break
+                    damage = payload_damage(row[1], row[-1])
+                    if damage:
+                        self._bury(row[1], damage)
+                        self._report_damage(row[1], damage)
+                        continue
+                    batch.append(self._row_entry(row))
+                # Counted before anyone sends them: an attempted window is never merged.
+                self._conn.executemany(
+                    "UPDATE entries SET attempts = attempts + 1 WHERE id = ?",
+                    [(entry.id,) for entry in batch],
+                )
+        except (sqlite3.Error, OSError) as exc:
+            if not self._take_failing:
+                log.warning("spool %s: cannot take events (%s)", self._path, describe(exc))
+            self._take_failing = True
+            return []
+        self._take_failing = False
+        for entry in batch:
+            entry.attempts += 1
+        self._in_flight.update(entry.id for entry in batch)
+        return batch
+
+    def _settle(self, batch: list[Entry], *, reached: bool) -> None:
+        for entry in batch:
+            if not reached and entry.id in self._in_flight:
+                entry.attempts = max(0, entry.attempts - 1)
+            self._in_flight.discard(entry.id)
+
+    def _shrink_wal(self) -> None:
+        """Give back the disk space of a large WAL once the queue is empty."""
+        try:
+            size = os.path.getsize(f"{self._path}-wal")
+        except OSError:
+            return
+        if size > WAL_TRUNCATE_BYTES:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn_().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _write(
+        self, entries: Sequence[Entry], changes: Mapping[str, Checkpoint], completes: str | None
+    ) -> Admission:
+        """One durable transaction: the completion's uniqueness, the entries, the checkpoints."""
+        conn = self._conn_()
+        admission = Admission()
+        with transaction(conn):
+            deleted = self._forget_delivered()
+            if completes is not None:
+                try:
+                    conn.execute(
+                        "INSERT INTO completed (run_id, completed_ms) VALUES (?, ?)",
+                        (completes, now_ms()),
+                    )
+                except sqlite3.IntegrityError:
+                    raise AlreadyCompletedError(completes) from None
+            for entry in entries:
+                if self.holds(entry.id):
+                    continue
+                if self._count < self._max:
+                    self.insert(entry)
+                else:
+                    self._recount()
+                    admission.add(admit(self, entry, self._max))
+            self._write_checkpoints(changes)
+            conn.execute(
+                "UPDATE owners SET alive_n = ?, updated_ms = ? WHERE owner = ?",
+                (self._alive_n, now_ms(), self.owner),
+            )
+        self._delivered -= deleted
+        for segment, checkpoint in changes.items():
+            if checkpoint.state is None:
+                self._written_seq.pop(segment, None)
+                self._known_segments.discard(segment)
+            else:
+                self._written_seq[segment] = self._open_seq(checkpoint)
+        return admission
+
+    def _note_ended(self, changes: Mapping[str, Checkpoint]) -> None:
+        for segment, checkpoint in changes.items():
+            if checkpoint.state is None:
+                self._ended.add(segment)
+        if len(self._ended) > 10_000:  # only segments ended in the last seconds matter
+            self._ended = set(list(self._ended)[-1000:])
+
+    @staticmethod
+    def _open_seq(checkpoint: Checkpoint) -> int:
+        return RunAccounting.restore(list(checkpoint.state or [])).next_seq
+
+    def _known_completed(self, run_id: str) -> bool:
+        if self._conn is None or self._closed:
+            return False
+        try:
+            found = self._conn.execute("SELECT 1 FROM completed WHERE run_id = ?", (run_id,))
+            return found.fetchone() is not None
+        except sqlite3.Error:
+            return False
+
+
+def payload_damage(entry_id: str, payload: object) -> str | None:
+    """Why a stored payload cannot be sent, or None when it is a JSON object with its id."""
+    if not isinstance(payload, str):
+        return "damaged row: the payload is not text"
+    try:
+        event = json.loads(payload)
+    except ValueError as exc:
+        return f"damaged row: the payload is not JSON ({exc.__class__.__name__})"
+    if not isinstance(event, dict) or event.get("id") != entry_id:
+        return "damaged row: the payload is not this event"
+    return None
+
+
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{column.strip()}" for column in ENTRY_COLUMNS.split(","))
+
+
+def has_table(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
