@@ -17,11 +17,12 @@ from typing import Literal
 
 import attrs
 
+from timeback_tracker._rules import DAY_SECONDS
 from timeback_tracker.exceptions import SessionStateError
 
 __all__ = ["MAX_VALUE_MS", "RunAccounting", "State", "Window"]
 
-MAX_VALUE_MS = 86_400_000
+MAX_VALUE_MS = DAY_SECONDS * 1000
 """The most active (or inactive) time one window reports: a day, the wire limit."""
 
 State = Literal["running", "paused", "idle", "ended"]

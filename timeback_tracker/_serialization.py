@@ -21,6 +21,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from timeback_tracker._rules import wire_name
 from timeback_tracker.exceptions import FieldError, ValidationError
 from timeback_tracker.models import ActivityCompletedEvent, Event, TimeSpentEvent
 
@@ -46,18 +47,6 @@ _TIMESTAMP = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})",
     re.IGNORECASE,
 )
-
-
-def wire_name(attribute: str) -> str:
-    """The JSON key of an attribute: ``event_time`` -> ``eventTime``, ``context`` -> ``@context``.
-
-    Args:
-        attribute: The Python attribute name.
-    """
-    if attribute == "context":
-        return "@context"
-    head, *rest = attribute.split("_")
-    return head + "".join(part.capitalize() for part in rest)
 
 
 def child_path(path: str, key: str) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
+from timeback_tracker._rules import credential_problem, token_problem
 from timeback_tracker._urls import check_url, parse_url, safe_url
 from timeback_tracker.exceptions import ConfigurationError
 
@@ -66,13 +67,9 @@ class BearerToken:
 
     @token.validator
     def _check_token(self, _: attrs.Attribute[str], value: str) -> None:
-        if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
-            raise ConfigurationError("BearerToken.token: must be a non-empty string without spaces")
-        if not _header_safe(value):
-            # Never echoed: the value is a secret.
-            raise ConfigurationError(
-                "BearerToken.token: must be printable ASCII (an HTTP header cannot carry it)"
-            )
+        problem = token_problem(value)
+        if problem:  # never echoed: the value is a secret
+            raise ConfigurationError(f"BearerToken.token: {problem}")
 
     def authorization(self, http: requests.Session, timeout: tuple[float, float]) -> str:
         """``Bearer <token>``."""
@@ -81,11 +78,6 @@ class BearerToken:
     def invalidate(self) -> bool:
         """A fixed token cannot be refreshed."""
         return False
-
-
-def _header_safe(value: str) -> bool:
-    """Whether ``value`` fits in an HTTP header as is: visible ASCII only."""
-    return all("!" <= char <= "~" for char in value)
 
 
 class TokenError(Exception):
@@ -106,13 +98,9 @@ class TokenError(Exception):
 
 def _check_text(name: str) -> Any:
     def check(_: Any, __: Any, value: Any) -> None:
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigurationError(f"ClientCredentials.{name}: must be a non-empty string")
-        # HTTP Basic sends id:secret as Latin-1; other characters fail every request.
-        if any(char < " " or "\x7f" <= char <= "\x9f" or char > "\xff" for char in value):
-            raise ConfigurationError(
-                f"ClientCredentials.{name}: must be Latin-1 text without control characters"
-            )
+        problem = credential_problem(value)
+        if problem:
+            raise ConfigurationError(f"ClientCredentials.{name}: {problem}")
         if name == "client_id" and ":" in value:
             raise ConfigurationError("ClientCredentials.client_id: must not contain ':'")
 
@@ -216,7 +204,7 @@ class ClientCredentials:
             expires_in = float(payload.get("expires_in", 3600))
         except (ValueError, KeyError, TypeError, AttributeError):
             raise TokenError(f"{where} answered without an access_token", 200) from None
-        if not isinstance(token, str) or not token or not _header_safe(token):
+        if token_problem(token):
             raise TokenError(f"{where} answered without an access_token", 200)
         if not math.isfinite(expires_in):  # NaN would keep the token forever
             expires_in = 3600.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -10,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from timeback_tracker._locations import DEFAULT_SPOOL, SpoolLocation
+from timeback_tracker._rules import DAY_SECONDS, iri_problem, number_problem
 from timeback_tracker._urls import check_url, safe_url
 from timeback_tracker.exceptions import ConfigurationError
-from timeback_tracker.models import _iri_problem
 
 if TYPE_CHECKING:
     from timeback_tracker._delivery import DeliveryFailure
@@ -43,14 +42,9 @@ def _field_error(name: str, rule: str) -> ConfigurationError:
 
 def _in_range(low: float, high: float) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _field_error(attribute.name, "must be a number")
-        try:
-            finite = math.isfinite(value)
-        except OverflowError:  # an int too large for a float
-            finite = False
-        if not finite or not low <= value <= high:
-            raise _field_error(attribute.name, f"must be between {low:g} and {high:g}")
+        problem = number_problem(value, low, high)
+        if problem:
+            raise _field_error(attribute.name, problem)
 
     return check
 
@@ -67,7 +61,7 @@ def _optional_in_range(low: float, high: float) -> Callable[[Any, attrs.Attribut
 
 def _check_iri(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     # The rule of the envelope's sensor: a weaker one would let every envelope be refused.
-    if _iri_problem(value) is not None:
+    if iri_problem(value) is not None:
         raise _field_error(attribute.name, "must be an absolute IRI such as https://example.com/x")
 
 
@@ -161,9 +155,11 @@ class TrackerConfig:
     endpoint: str = attrs.field(validator=_check_endpoint, repr=_url_repr)
     auth: Auth | None = attrs.field(default=None, validator=_check_auth)
     heartbeat_interval: float = attrs.field(default=15.0, validator=_in_range(0.05, 3600))
-    idle_timeout: float | None = attrs.field(default=None, validator=_optional_in_range(1, 86400))
+    idle_timeout: float | None = attrs.field(
+        default=None, validator=_optional_in_range(1, DAY_SECONDS)
+    )
     inactive_cutoff: float | None = attrs.field(
-        default=600.0, validator=_optional_in_range(1, 86400)
+        default=600.0, validator=_optional_in_range(1, DAY_SECONDS)
     )
     spool_path: SpoolLocation = attrs.field(default=DEFAULT_SPOOL, validator=_check_spool)
     max_queue: int = attrs.field(default=10_000, validator=_check_int(1, 1_000_000))
@@ -172,7 +168,9 @@ class TrackerConfig:
     request_timeout: tuple[float, float] = attrs.field(
         default=(5.0, 15.0), converter=_to_timeout, validator=_check_timeout
     )
-    max_event_age: float = attrs.field(default=30 * 86400, validator=_in_range(60, 3650 * 86400))
+    max_event_age: float = attrs.field(
+        default=30 * DAY_SECONDS, validator=_in_range(60, 3650 * DAY_SECONDS)
+    )
     on_error: Callable[[DeliveryFailure], None] | None = attrs.field(
         default=None, validator=_check_callback, repr=False
     )

@@ -3,23 +3,40 @@
 Every class is a frozen attrs class whose fields mirror the wire JSON
 (``snake_case`` here, ``camelCase`` on the wire; see :func:`timeback_tracker.dump`).
 Constructing one with a value that breaks a rule of the Timeback Caliper API
-raises :class:`~timeback_tracker.ValidationError` naming every bad field.
+raises :class:`~timeback_tracker.ValidationError` naming every bad field; the
+rules themselves live in ``_rules.py``.
+
+One module for the whole model, a little over 600 lines: the entities, the
+metrics and the two events are one vocabulary, read together against the
+wire reference, and most of the length is field declarations and docstrings.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 import math
-import re
+import typing
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from typing import Any, ClassVar, Final, Literal
 
 import attrs
 
+from timeback_tracker._rules import (
+    DAY_SECONDS,
+    count_problem,
+    datetime_problem,
+    email_problem,
+    enum_problem,
+    extensions_problem,
+    iri_problem,
+    is_uuid,
+    number_problem,
+    text_problem,
+    urn_uuid_problem,
+    wire_name,
+)
 from timeback_tracker.exceptions import FieldError, ValidationError
 
 __all__ = [
@@ -44,17 +61,8 @@ __all__ = [
 ]
 
 CALIPER_CONTEXT: Final = "http://purl.imsglobal.org/ctx/caliper/v1p2"
-MAX_SECONDS: Final = 86_400
+MAX_SECONDS: Final = DAY_SECONDS
 
-MAX_IRI_LENGTH: Final = 2_048
-"""Most characters in an id, URL or IRI (what browsers and proxies commonly accept)."""
-MAX_TEXT_LENGTH: Final = 1_024
-"""Most characters in a name, a sub-type or a course id."""
-MAX_EMAIL_LENGTH: Final = 254
-"""Most characters in an email address (RFC 5321's path limit)."""
-MAX_EXTENSIONS_BYTES: Final = 16_384
-"""Most bytes of one ``extensions`` object as compact UTF-8 JSON. Every window of a run
-repeats the run's constant parts, so these limits keep one event within a few tens of KiB."""
 _GENERATED_NAMESPACE: Final = uuid.UUID("6f1d8a52-3c4e-5b7a-9d2e-1a0b9c8d7e6f")
 
 
@@ -101,83 +109,6 @@ class ActivityMetricType(str, enum.Enum):
     MASTERED_UNITS = "masteredUnits"
 
 
-# --------------------------------------------------------------------------
-# Rules. Each returns the message of the broken rule, or None. Messages never
-# quote the value: it may be an email address or a secret.
-
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
-_URN_UUID = re.compile(r"urn:uuid:[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
-_SPACE = re.compile(r"\s")
-
-
-def _unicode_problem(value: str) -> str | None:
-    """A lone surrogate cannot be encoded in UTF-8, the wire's encoding."""
-    if value.isascii():
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "must be valid Unicode text (no lone surrogates)"
-    return None
-
-
-def _iri_problem(value: object) -> str | None:
-    if not isinstance(value, str):
-        return "must be a string (an absolute URL/IRI)"
-    if len(value) > MAX_IRI_LENGTH:
-        return f"must be at most {MAX_IRI_LENGTH} characters"
-    scheme, _, rest = value.partition(":")
-    if not _SCHEME.fullmatch(scheme) or not rest or _SPACE.search(value):
-        return "must be an absolute URL/IRI such as https://example.com/... (no spaces)"
-    problem = _unicode_problem(value)
-    if problem:
-        return problem
-    if scheme.lower() in ("http", "https"):
-        try:
-            host = urlsplit(value).hostname
-        except ValueError:  # e.g. a bad IPv6 literal; its message quotes the URL
-            host = None
-        if not host:
-            return "must be an absolute URL with a host, such as https://example.com/..."
-    return None
-
-
-def _urn_uuid_problem(value: object) -> str | None:
-    if isinstance(value, str) and _URN_UUID.fullmatch(value):
-        return None
-    return "must be 'urn:uuid:' followed by a UUID"
-
-
-def _text_problem(value: object) -> str | None:
-    if isinstance(value, str) and value.strip():
-        if len(value) > MAX_TEXT_LENGTH:
-            return f"must be at most {MAX_TEXT_LENGTH} characters"
-        return _unicode_problem(value)
-    return "must be a non-empty string"
-
-
-def _number_problem(value: object, low: float, high: float) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "must be a number"
-    try:
-        finite = math.isfinite(value)
-    except OverflowError:  # an int too large for a float: JSON readers could not hold it
-        return "must be within the range of a 64-bit float"
-    if not finite:
-        return "must be finite (not NaN or infinity)"
-    if not low <= value <= high:
-        return f"must be between {low:g} and {high:g}"
-    return None
-
-
-def _count_problem(value: object) -> str | None:
-    problem = _number_problem(value, -math.inf, math.inf)
-    if problem is None and (value < 0 or not float(value).is_integer()):  # type: ignore[operator, arg-type]
-        return "must be a whole number >= 0"
-    return problem
-
-
 def _check(owner: str, *checks: tuple[str, str | None]) -> None:
     """Raise one ValidationError listing every failed check of ``owner``."""
     errors = [FieldError(f"{owner}.{name}", problem) for name, problem in checks if problem]
@@ -195,12 +126,6 @@ def _coerce_enum(enum_cls: type[enum.Enum], value: object) -> Any:
         return enum_cls(value)
     except ValueError:
         return value
-
-
-def _enum_problem(enum_cls: type[enum.Enum], value: object) -> str | None:
-    if isinstance(value, enum_cls):
-        return None
-    return "must be one of " + ", ".join(repr(member.value) for member in enum_cls)
 
 
 def _to_role(value: Role | str | None) -> Role | None:
@@ -231,14 +156,6 @@ def _to_optional_utc_ms(value: datetime | None) -> datetime | None:
     return None if value is None else _to_utc_ms(value)
 
 
-def _datetime_problem(value: object) -> str | None:
-    if not isinstance(value, datetime):
-        return "must be a datetime"
-    if value.utcoffset() is None:
-        return "must be timezone-aware (a naive datetime is ambiguous)"
-    return None
-
-
 def _to_time_metrics(items: Iterable[TimeMetric]) -> tuple[TimeMetric, ...]:
     return tuple(items)
 
@@ -255,55 +172,19 @@ def _extensions(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return dict(value) if isinstance(value, Mapping) else value
 
 
-# Deeper extensions would overflow the recursion of dump() (and of most JSON readers).
-_MAX_NESTING: Final = 64
-
-
-def _extensions_problem(value: object) -> str | None:
-    if value is None:
-        return None
-    if not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
-        return "must be a mapping with string keys"
-    try:
-        size = len(
-            json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode()
-        )
-    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
-        return "must hold JSON values only: text, finite numbers, booleans, null, lists, objects"
-    if size > MAX_EXTENSIONS_BYTES:
-        return f"must be at most {MAX_EXTENSIONS_BYTES} bytes as JSON"
-    return _tree_problem(value)
-
-
-def _tree_problem(value: object) -> str | None:
-    """Objects need string keys at every level (JSON would send 1 as "1"), and bounded depth."""
-    stack: list[tuple[Any, int]] = [(value, 1)]  # json.dumps() found no cycle
-    while stack:
-        node, depth = stack.pop()
-        if depth > _MAX_NESTING:
-            return f"must not nest lists and objects more than {_MAX_NESTING} deep"
-        if isinstance(node, dict) and not all(isinstance(key, str) for key in node):
-            return "must be a mapping with string keys"
-        children: Iterable[Any] = node.values() if isinstance(node, dict) else node
-        stack.extend(
-            (child, depth + 1) for child in children if isinstance(child, (dict, list, tuple))
-        )
-    return None
-
-
 _CONSTANTS: dict[type[Any], tuple[tuple[str, str, object], ...]] = {}
 
 
 def _constants(cls: type[Any]) -> tuple[tuple[str, str, object], ...]:
-    """(wire name, attribute, value) of the fields of ``cls`` that hold a single allowed value."""
+    """(wire name, attribute, value) of the fields of ``cls`` typed ``Literal[...]``: the
+    fields that hold a single allowed value (``type``, ``@context``, ...)."""
     found = _CONSTANTS.get(cls)
     if found is None:  # once per class: every event built goes through here
-        wire = {"context": "@context", "data_version": "dataVersion"}
+        hints = typing.get_type_hints(cls)
         found = _CONSTANTS[cls] = tuple(
-            (wire.get(field.name, field.name), field.name, field.default)
+            (wire_name(field.name), field.name, field.default)
             for field in attrs.fields(cls)
-            # A string here, until cattrs resolves it in place to typing.Literal[...].
-            if "Literal[" in str(field.type)
+            if typing.get_origin(hints[field.name]) is Literal
         )
     return found
 
@@ -344,23 +225,32 @@ class TimebackUser:
         _check(
             "TimebackUser",
             *_constant_problems(self),
-            ("id", _iri_problem(self.id)),
-            ("email", _email_problem(self.email)),
-            ("name", None if self.name is None else _text_problem(self.name)),
-            ("role", None if self.role is None else _enum_problem(Role, self.role)),
+            ("id", iri_problem(self.id)),
+            ("email", email_problem(self.email)),
+            ("name", None if self.name is None else text_problem(self.name)),
+            ("role", None if self.role is None else enum_problem(Role, self.role)),
         )
 
 
-def _email_problem(value: object) -> str | None:
-    if isinstance(value, str) and len(value) > MAX_EMAIL_LENGTH:
-        return f"must be at most {MAX_EMAIL_LENGTH} characters"
-    if isinstance(value, str) and _EMAIL.fullmatch(value) and not _unicode_problem(value):
-        return None
-    return "must be an email address (name@domain)"
+@attrs.frozen(kw_only=True)
+class _Named:
+    """What App, Course and Activity share: a name, an optional URL, extensions."""
+
+    name: str
+    id: str | None = None
+    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+
+    def __attrs_post_init__(self) -> None:
+        _check(
+            type(self).__name__,
+            ("name", text_problem(self.name)),
+            ("id", None if self.id is None else iri_problem(self.id)),
+            ("extensions", extensions_problem(self.extensions)),
+        )
 
 
 @attrs.frozen(kw_only=True)
-class App:
+class App(_Named):
     """The application the activity runs in.
 
     Args:
@@ -369,16 +259,9 @@ class App:
         extensions: Extra attributes, sent as given.
     """
 
-    name: str
-    id: str | None = None
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
-
-    def __attrs_post_init__(self) -> None:
-        _check_named(type(self).__name__, self.name, self.id, self.extensions)
-
 
 @attrs.frozen(kw_only=True)
-class Course:
+class Course(_Named):
     """The course an activity belongs to.
 
     Args:
@@ -387,16 +270,9 @@ class Course:
         extensions: Extra attributes, sent as given.
     """
 
-    name: str
-    id: str | None = None
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
-
-    def __attrs_post_init__(self) -> None:
-        _check_named(type(self).__name__, self.name, self.id, self.extensions)
-
 
 @attrs.frozen(kw_only=True)
-class Activity:
+class Activity(_Named):
     """The specific activity (lesson, quiz, ...) inside an app.
 
     Args:
@@ -404,22 +280,6 @@ class Activity:
         id: URL of the activity.
         extensions: Extra attributes, sent as given.
     """
-
-    name: str
-    id: str | None = None
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
-
-    def __attrs_post_init__(self) -> None:
-        _check_named(type(self).__name__, self.name, self.id, self.extensions)
-
-
-def _check_named(owner: str, name: object, id_: object, extensions: object) -> None:
-    _check(
-        owner,
-        ("name", _text_problem(name)),
-        ("id", None if id_ is None else _iri_problem(id_)),
-        ("extensions", _extensions_problem(extensions)),
-    )
 
 
 @attrs.frozen(kw_only=True)
@@ -447,8 +307,8 @@ class TimebackActivityContext:
         _check(
             "TimebackActivityContext",
             *_constant_problems(self),
-            ("id", _iri_problem(self.id)),
-            ("subject", _enum_problem(Subject, self.subject)),
+            ("id", iri_problem(self.id)),
+            ("subject", enum_problem(Subject, self.subject)),
             ("app", None if isinstance(self.app, App) else "must be an App"),
             (
                 "course",
@@ -499,22 +359,22 @@ class TimeMetric:
     def __attrs_post_init__(self) -> None:
         order = None
         if (
-            _datetime_problem(self.start_date) is None
-            and _datetime_problem(self.end_date) is None
+            datetime_problem(self.start_date) is None
+            and datetime_problem(self.end_date) is None
             and self.start_date > self.end_date  # type: ignore[operator]
         ):
             order = "must not be before startDate"
         _check(
             "TimeMetric",
-            ("type", _enum_problem(TimeMetricType, self.type)),
-            ("value", _number_problem(self.value, 0, MAX_SECONDS)),
-            ("subType", None if self.sub_type is None else _text_problem(self.sub_type)),
-            ("startDate", None if self.start_date is None else _datetime_problem(self.start_date)),
+            ("type", enum_problem(TimeMetricType, self.type)),
+            ("value", number_problem(self.value, 0, MAX_SECONDS)),
+            ("subType", None if self.sub_type is None else text_problem(self.sub_type)),
+            ("startDate", None if self.start_date is None else datetime_problem(self.start_date)),
             (
                 "endDate",
-                None if self.end_date is None else _datetime_problem(self.end_date) or order,
+                None if self.end_date is None else datetime_problem(self.end_date) or order,
             ),
-            ("extensions", _extensions_problem(self.extensions)),
+            ("extensions", extensions_problem(self.extensions)),
         )
 
 
@@ -534,15 +394,15 @@ class ActivityMetric:
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.type, ActivityMetricType):
-            _check("ActivityMetric", ("type", _enum_problem(ActivityMetricType, self.type)))
+            _check("ActivityMetric", ("type", enum_problem(ActivityMetricType, self.type)))
         if self.type is ActivityMetricType.XP_EARNED:
-            problem = _number_problem(self.value, -math.inf, math.inf)
+            problem = number_problem(self.value, -math.inf, math.inf)
         else:
-            problem = _count_problem(self.value)
+            problem = count_problem(self.value)
         _check(
             f"ActivityMetric({self.type.value})",
             ("value", problem),
-            ("extensions", _extensions_problem(self.extensions)),
+            ("extensions", extensions_problem(self.extensions)),
         )
 
 
@@ -570,9 +430,9 @@ class TimeSpentMetricsCollection:
         _check(
             "TimeSpentMetricsCollection",
             *_constant_problems(self),
-            ("id", _iri_problem(self.id)),
+            ("id", iri_problem(self.id)),
             ("items", items),
-            ("extensions", _extensions_problem(self.extensions)),
+            ("extensions", extensions_problem(self.extensions)),
         )
 
     def seconds(self, kind: TimeMetricType | str) -> float:
@@ -598,13 +458,13 @@ class ActivityMetricsCollection:
 
     def __attrs_post_init__(self) -> None:
         pct = self.extensions.get("pctCompleteApp") if isinstance(self.extensions, dict) else None
-        pct_problem = None if pct is None else _number_problem(pct, 0, 100)
+        pct_problem = None if pct is None else number_problem(pct, 0, 100)
         _check(
             "ActivityMetricsCollection",
             *_constant_problems(self),
-            ("id", _iri_problem(self.id)),
+            ("id", iri_problem(self.id)),
             # A bad pctCompleteApp is reported as such, not again as bad JSON.
-            ("extensions", None if pct_problem else _extensions_problem(self.extensions)),
+            ("extensions", None if pct_problem else extensions_problem(self.extensions)),
             ("extensions.pctCompleteApp", pct_problem),
             *self._problems(),
         )
@@ -638,33 +498,23 @@ class ActivityMetricsCollection:
 
 
 def _event_extension_problems(extensions: object) -> Iterator[tuple[str, str | None]]:
-    yield "extensions", _extensions_problem(extensions)
+    yield "extensions", extensions_problem(extensions)
     if not isinstance(extensions, dict):
         return
     run_id = extensions.get("runId")
     if run_id is not None:
-        yield "extensions.runId", None if _is_uuid(run_id) else "must be a UUID"
+        yield "extensions.runId", None if is_uuid(run_id) else "must be a UUID"
     course_id = extensions.get("courseId")
     if course_id is not None:
-        yield "extensions.courseId", _text_problem(course_id)
-
-
-def _is_uuid(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+        yield "extensions.courseId", text_problem(course_id)
 
 
 def _event_problems(
     event: TimeSpentEvent | ActivityCompletedEvent,
 ) -> Iterator[tuple[str, str | None]]:
     yield from _constant_problems(event)
-    yield "id", _urn_uuid_problem(event.id)
-    yield "eventTime", _datetime_problem(event.event_time)
+    yield "id", urn_uuid_problem(event.id)
+    yield "eventTime", datetime_problem(event.event_time)
     yield "actor", None if isinstance(event.actor, TimebackUser) else "must be a TimebackUser"
     yield (
         "object",
@@ -672,18 +522,50 @@ def _event_problems(
         if isinstance(event.object, TimebackActivityContext)
         else "must be a TimebackActivityContext",
     )
-    yield "edApp", None if event.ed_app is None else _iri_problem(event.ed_app)
-    yield "session", None if event.session is None else _iri_problem(event.session)
+    yield "edApp", None if event.ed_app is None else iri_problem(event.ed_app)
+    yield "session", None if event.session is None else iri_problem(event.session)
     yield from _event_extension_problems(event.extensions)
 
 
+class _EventRules:
+    """What the two events share besides their fields: their rules and ``run_id``."""
+
+    __slots__ = ()
+    extensions: dict[str, Any] | None
+    generated: object
+    # The class of ``generated`` (not type[...]: the annotations are read where
+    # ``type`` names the events' own field).
+    _GENERATED: ClassVar[Any]
+
+    def __attrs_post_init__(self) -> None:
+        kind = self._GENERATED.__name__
+        article = "an" if kind[0] in "AEIOU" else "a"
+        _check(
+            type(self).__name__,
+            *_event_problems(self),  # type: ignore[arg-type]
+            (
+                "generated",
+                None
+                if isinstance(self.generated, self._GENERATED)
+                else f"must be {article} {kind}",
+            ),
+        )
+
+    @property
+    def run_id(self) -> str | None:
+        """The run id from ``extensions.runId``, if any."""
+        return _run_id(self.extensions)
+
+
 @attrs.frozen(kw_only=True)
-class TimeSpentEvent:
+class TimeSpentEvent(_EventRules):
     """How a window of one activity run was spent (``TimeSpentEvent`` / ``SpentTime``).
 
     Build one with :meth:`for_window`; construct directly only to mirror
     existing wire data.
     """
+
+    _GENERATED: ClassVar[Any] = TimeSpentMetricsCollection
 
     context: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
     id: str
@@ -697,17 +579,6 @@ class TimeSpentEvent:
     ed_app: str | None = None
     session: str | None = None
     extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
-
-    def __attrs_post_init__(self) -> None:
-        generated = None
-        if not isinstance(self.generated, TimeSpentMetricsCollection):
-            generated = "must be a TimeSpentMetricsCollection"
-        _check("TimeSpentEvent", *_event_problems(self), ("generated", generated))
-
-    @property
-    def run_id(self) -> str | None:
-        """The run id from ``extensions.runId``, if any."""
-        return _run_id(self.extensions)
 
     @classmethod
     def for_window(
@@ -763,12 +634,14 @@ class TimeSpentEvent:
 
 
 @attrs.frozen(kw_only=True)
-class ActivityCompletedEvent:
+class ActivityCompletedEvent(_EventRules):
     """The completion of one activity run (``ActivityEvent`` / ``Completed``).
 
     Build one with :meth:`for_completion`; construct directly only to mirror
     existing wire data.
     """
+
+    _GENERATED: ClassVar[Any] = ActivityMetricsCollection
 
     context: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
     id: str
@@ -782,17 +655,6 @@ class ActivityCompletedEvent:
     ed_app: str | None = None
     session: str | None = None
     extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
-
-    def __attrs_post_init__(self) -> None:
-        generated = None
-        if not isinstance(self.generated, ActivityMetricsCollection):
-            generated = "must be an ActivityMetricsCollection"
-        _check("ActivityCompletedEvent", *_event_problems(self), ("generated", generated))
-
-    @property
-    def run_id(self) -> str | None:
-        """The run id from ``extensions.runId``, if any."""
-        return _run_id(self.extensions)
 
     @classmethod
     def for_completion(
@@ -864,7 +726,7 @@ Event = TimeSpentEvent | ActivityCompletedEvent
 def _run_uuid(run_id: str | uuid.UUID) -> uuid.UUID:
     if isinstance(run_id, uuid.UUID):
         return run_id
-    if isinstance(run_id, str) and _is_uuid(run_id):
+    if isinstance(run_id, str) and is_uuid(run_id):
         return uuid.UUID(run_id)
     raise ValidationError.single("extensions.runId", "must be a UUID")
 
@@ -910,7 +772,7 @@ class Envelope:
         _check(
             "Envelope",
             *_constant_problems(self),
-            ("sensor", _iri_problem(self.sensor)),
-            ("sendTime", _datetime_problem(self.send_time)),
+            ("sensor", iri_problem(self.sensor)),
+            ("sendTime", datetime_problem(self.send_time)),
             ("data", data),
         )

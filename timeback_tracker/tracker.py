@@ -19,10 +19,11 @@ from timeback_tracker._delivery import Counters, Delivery, DeliveryFailure, Trac
 from timeback_tracker._events import RunTemplate, new_segment
 from timeback_tracker._heartbeat import Heartbeat
 from timeback_tracker._outbox import Admission, Checkpoint, Entry, MemoryOutbox, Outbox
+from timeback_tracker._rules import text_problem
 from timeback_tracker._urls import safe_url
 from timeback_tracker.config import TrackerConfig
 from timeback_tracker.exceptions import SessionStateError, ValidationError
-from timeback_tracker.models import TimebackActivityContext, TimebackUser, _text_problem
+from timeback_tracker.models import TimebackActivityContext, TimebackUser
 from timeback_tracker.session import Session
 
 log = logging.getLogger("timeback_tracker")
@@ -139,7 +140,7 @@ class Tracker:
             raise TypeError("user: must be a TimebackUser")
         if not isinstance(activity, TimebackActivityContext):
             raise TypeError("activity: must be a TimebackActivityContext")
-        problem = None if course_id is None else _text_problem(course_id)
+        problem = None if course_id is None else text_problem(course_id)
         if problem:
             # Every event of the run would carry it: refused once, here.
             raise ValidationError.single("course_id", problem)
