@@ -38,7 +38,7 @@ from pathlib import Path
 import _bench
 
 import timeback_tracker as tt
-from timeback_tracker._clock import FakeClock
+from timeback_tracker.testing import FakeClock
 
 ROUND = 1000  # sessions per round, between two flushes
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import _bench
 
 import timeback_tracker as tt
-from timeback_tracker._clock import FakeClock
+from timeback_tracker.testing import FakeClock
 
 RSS_PROBE = """
 def rss():

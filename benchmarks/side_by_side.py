@@ -111,7 +111,7 @@ def figures(samples: list[int], first: int, last: int, cpu: float) -> dict[str, 
 def run_timeback(kind: str, base_url: str, events: int) -> dict[str, Any]:
     """timeback-tracker: the enqueue path, or complete() on short sessions."""
     import timeback_tracker as tt
-    from timeback_tracker._clock import FakeClock
+    from timeback_tracker.testing import FakeClock
 
     url = base_url + "/caliper/event"
     with tempfile.TemporaryDirectory() as name:

@@ -9,9 +9,9 @@ from typing import Any
 
 import timeback_tracker as tt
 from timeback_tracker._accounting import RunAccounting
-from timeback_tracker._clock import FakeClock
 from timeback_tracker._events import RunTemplate, completion_event_id, time_spent_event_id
 from timeback_tracker._outbox import Checkpoint, Entry
+from timeback_tracker.testing import FakeClock
 
 __all__ = [  # completion_event_id is re-exported for the tests
     "completion_event_id",

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from timeback_tracker._accounting import MAX_VALUE_MS, RunAccounting, Window
-from timeback_tracker._clock import FakeClock
 from timeback_tracker.exceptions import SessionStateError, TimebackTrackerError
+from timeback_tracker.testing import FakeClock
 
 W0 = FakeClock().wall_ms()  # wall time of every run's start below
 DAY = MAX_VALUE_MS

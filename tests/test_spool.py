@@ -35,13 +35,12 @@ from tests.support import (
     window,
     window_id,
 )
-from timeback_tracker._clock import FakeClock
 from timeback_tracker._delivery import Counters, Delivery
 from timeback_tracker._locations import DEFAULT_SPOOL, resolve_spool_path
 from timeback_tracker._outbox import Entry, MemoryOutbox, Outbox
 from timeback_tracker._spool import SqliteOutbox, open_outbox
 from timeback_tracker._spool_admin import SpoolFile
-from timeback_tracker.testing import LocalCollector
+from timeback_tracker.testing import FakeClock, LocalCollector
 
 ROOT = Path(__file__).resolve().parent.parent
 

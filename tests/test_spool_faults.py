@@ -20,10 +20,9 @@ import pytest
 
 import timeback_tracker as tt
 from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, windows
-from timeback_tracker._clock import FakeClock
 from timeback_tracker._outbox import MemoryOutbox
 from timeback_tracker._spool import SqliteOutbox, open_outbox
-from timeback_tracker.testing import LocalCollector
+from timeback_tracker.testing import FakeClock, LocalCollector
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_kill = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")

@@ -37,10 +37,9 @@ from tests.support import (  # noqa: E402
     item,
     windows,
 )
-from timeback_tracker._clock import FakeClock  # noqa: E402
 from timeback_tracker._serialization import parse_timestamp  # noqa: E402
 from timeback_tracker.integrations.tk import TkBinding, bind_session, end_on_close  # noqa: E402
-from timeback_tracker.testing import LocalCollector  # noqa: E402
+from timeback_tracker.testing import FakeClock, LocalCollector  # noqa: E402
 
 KIOSK = Path(__file__).resolve().parent.parent / "demo" / "tk_kiosk.py"
 

@@ -12,8 +12,7 @@ import pytest
 
 import timeback_tracker as tt
 from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, assert_contiguous, item, windows
-from timeback_tracker._clock import FakeClock
-from timeback_tracker.testing import LocalCollector
+from timeback_tracker.testing import FakeClock, LocalCollector
 
 MakeTracker = Callable[..., tt.Tracker]
 

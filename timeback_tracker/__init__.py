@@ -19,6 +19,7 @@ from timeback_tracker.exceptions import (
     FieldError,
     SessionStateError,
     TimebackTrackerError,
+    TokenError,
     ValidationError,
 )
 from timeback_tracker.models import (
@@ -85,6 +86,7 @@ __all__ = [
     "TimebackActivityContext",
     "TimebackTrackerError",
     "TimebackUser",
+    "TokenError",
     "Tracker",
     "TrackerConfig",
     "TrackerStats",

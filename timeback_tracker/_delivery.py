@@ -149,6 +149,7 @@ class Delivery:
         self._counters = counters
         self._report = report
         self._transport: Transport | None = None
+        self._wait: tenacity.wait.wait_base | None = None  # built at the first failure
         # A batch never takes more than half the outbox: the other half stays free
         # for a run's new windows to merge into while a request is in flight.
         self._batch_size = min(config.batch_size, max(1, config.max_queue // 2))
@@ -447,15 +448,16 @@ class Delivery:
         return (min(connect, left), min(read, left)), min(connect + read, left)
 
     def _backoff(self, state: tenacity.RetryCallState) -> float:
-        import tenacity
+        if self._wait is None:
+            import tenacity
 
-        # "Equal jitter": half the exponential delay fixed, half random, so
-        # kiosks that lost the network together do not come back in lockstep.
-        half = MAX_BACKOFF / 2
-        wait = tenacity.wait_exponential(multiplier=0.25, max=half) + (
-            tenacity.wait_random_exponential(multiplier=0.25, max=half)
-        )
-        delay: float = wait(state)
+            # "Equal jitter": half the exponential delay fixed, half random, so
+            # kiosks that lost the network together do not come back in lockstep.
+            half = MAX_BACKOFF / 2
+            self._wait = tenacity.wait_exponential(multiplier=0.25, max=half) + (
+                tenacity.wait_random_exponential(multiplier=0.25, max=half)
+            )
+        delay: float = self._wait(state)
         error = state.outcome.exception() if state.outcome else None
         retry_after = getattr(error, "retry_after", None)
         return max(delay, retry_after) if retry_after is not None else delay

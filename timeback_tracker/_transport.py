@@ -8,11 +8,8 @@ reply are read, and every request has a total deadline.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import math
-import time
 import uuid
 from datetime import datetime, timezone
 from typing import Literal
@@ -78,32 +75,27 @@ def classify(status: int) -> Verdict:
     return "misconfigured"
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped.
+
+    Parsed by urllib3, as requests itself would (RFC 9110: whole seconds, or a date).
 
     Args:
         value: The header value.
-        now: The current Unix time (for HTTP dates); ``time.time()`` by default.
 
     Returns:
-        Seconds (0 to :data:`MAX_RETRY_AFTER`), or None when absent or unparseable.
+        Seconds (0 to :data:`MAX_RETRY_AFTER`), or None when absent or not valid.
     """
     if not value:
         return None
-    value = value.strip()
+    from urllib3.exceptions import InvalidHeader
+    from urllib3.util.retry import Retry
+
     try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if math.isnan(seconds):
+        seconds = Retry(0).parse_retry_after(value)
+    except (InvalidHeader, OverflowError, ValueError):
         return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+    return min(max(float(seconds), 0.0), MAX_RETRY_AFTER)
 
 
 def encode_envelope(sensor: str, events: list[str]) -> bytes:

@@ -18,7 +18,7 @@ import attrs
 
 from timeback_tracker._rules import credential_problem, token_problem
 from timeback_tracker._urls import check_url, parse_url, safe_url
-from timeback_tracker.exceptions import ConfigurationError
+from timeback_tracker.exceptions import ConfigurationError, TokenError
 
 if TYPE_CHECKING:
     import requests
@@ -78,22 +78,6 @@ class BearerToken:
     def invalidate(self) -> bool:
         """A fixed token cannot be refreshed."""
         return False
-
-
-class TokenError(Exception):
-    """The token endpoint did not issue a token (the events stay queued and are retried).
-
-    Attributes:
-        status: The token endpoint's HTTP status, or None for a network error.
-        retry_after: The token endpoint's ``Retry-After`` in seconds, if any.
-    """
-
-    def __init__(
-        self, message: str, status: int | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
 
 
 def _check_text(name: str) -> Any:

@@ -17,6 +17,7 @@ __all__ = [
     "FieldError",
     "SessionStateError",
     "TimebackTrackerError",
+    "TokenError",
     "ValidationError",
 ]
 
@@ -69,4 +70,25 @@ class SessionStateError(TimebackTrackerError, RuntimeError):
 
 
 class DeliveryError(TimebackTrackerError):
-    """Events could not be delivered (raised only where the app asks to be told)."""
+    """Something needed to deliver events failed.
+
+    The tracker never raises it into the app: its delivery thread catches it,
+    keeps the events, and reports a :class:`~timeback_tracker.DeliveryFailure`
+    to ``on_error``. It reaches code that calls an ``Auth`` object itself.
+    """
+
+
+class TokenError(DeliveryError):
+    """The token endpoint did not issue a token (the events stay queued and are retried).
+
+    Attributes:
+        status: The token endpoint's HTTP status, or None for a network error.
+        retry_after: The token endpoint's ``Retry-After`` in seconds, if any.
+    """
+
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after

@@ -62,8 +62,9 @@ from timeback_tracker._collector_server import (
     error_answer,
     json_answer,
 )
+from timeback_tracker._fake_clock import FakeClock
 
-__all__ = ["EventOutcome", "LocalCollector", "RequestRecord"]
+__all__ = ["EventOutcome", "FakeClock", "LocalCollector", "RequestRecord"]
 
 _JOIN_TIMEOUT: Final = 2.0
 
