@@ -1,23 +1,46 @@
 """Inspecting and repairing a spool file (``timeback-tracker spool ...``).
 
 :class:`SpoolFile` opens a spool without taking its drain lock, so it can be
-used while a tracker runs; it never creates a file.
+used while a tracker runs; it never creates a file. It also tells which run
+segments were cut short by a crash (:meth:`SpoolFile.open_runs`), by probing
+their trackers' owner locks without keeping them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from timeback_tracker._accounting import RunAccounting
+from timeback_tracker._events import RunTemplate
 from timeback_tracker._outbox import Entry
-from timeback_tracker._spool_file import connect, transaction
+from timeback_tracker._spool_file import (
+    AliveRecord,
+    connect,
+    transaction,
+    try_lock,
+)
 
-__all__ = ["AGE_BUCKETS", "SpoolFile", "SpoolRow", "SpoolStatus"]
+if sys.platform == "win32":
+    import msvcrt
+
+__all__ = [
+    "AGE_BUCKETS",
+    "Destination",
+    "OpenRun",
+    "SpoolFile",
+    "SpoolRow",
+    "SpoolStatus",
+    "lock_held",
+]
 
 AGE_BUCKETS = ("<1h", "<1d", "<7d", "older")
 """The age classes of :attr:`SpoolStatus.by_age`, youngest first."""
@@ -68,6 +91,62 @@ class SpoolRow:
         return self.reason is not None
 
 
+@attrs.frozen
+class Destination:
+    """One destination of a spool (a sensor and an endpoint) and what the spool holds for it.
+
+    Attributes:
+        key: The destination key its rows carry.
+        sensor: The sensor IRI; None when the spool does not record it (rows of
+            a 0.1 spool, adopted by the next tracker that opens it).
+        endpoint: The endpoint URL; None when not recorded.
+        last_used_ms: When a tracker last opened the spool for it (epoch ms).
+        queued: Entries waiting to be delivered.
+        dead_letters: Entries set aside as undeliverable.
+        oldest_event_ms: Event time of the oldest queued entry, None if none.
+    """
+
+    key: str
+    sensor: str | None
+    endpoint: str | None
+    last_used_ms: int | None
+    queued: int
+    dead_letters: int
+    oldest_event_ms: int | None
+
+
+@attrs.frozen
+class OpenRun:
+    """A run segment with a crash checkpoint: running, or cut short by a crash.
+
+    Attributes:
+        segment: The run segment's token.
+        run_id: The run id.
+        dest: The destination key its windows go to.
+        alive: True while its tracker lives (its owner lock is held), False
+            once that tracker is gone: the run was interrupted and the next
+            tracker on the spool (or ``spool send``) queues its windows.
+            None when the lock cannot be probed.
+        seen_ms: Wall time of the state shown (the tracker's last sign of
+            life or tick), epoch ms; None if unknown.
+        windows: What a recovery would queue now, with the ids it would get.
+        problem: Why the checkpoint cannot be recovered; None when it can.
+    """
+
+    segment: str
+    run_id: str
+    dest: str
+    alive: bool | None
+    seen_ms: int | None
+    windows: tuple[Entry, ...] = ()
+    problem: str | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the run's tracker is gone (a crash, a kill, power loss)."""
+        return self.alive is False
+
+
 class SpoolFile:
     """A spool opened for inspection and repair, without draining it.
 
@@ -90,6 +169,11 @@ class SpoolFile:
 
     def __repr__(self) -> str:
         return f"<SpoolFile path={str(self._path)!r}>"
+
+    @property
+    def path(self) -> Path:
+        """The spool file."""
+        return self._path
 
     def __enter__(self) -> SpoolFile:
         return self
@@ -159,8 +243,8 @@ class SpoolFile:
         """Move every dead letter back to the tail of the queue, attempts reset.
 
         A dead letter whose id is queued already is dropped (the queued one
-        goes). Events older than the tracker's ``max_event_age`` are set aside
-        again when taken; raise that limit to send them.
+        goes). Their age for ``max_event_age`` counts from now: an event set
+        aside as too old is sent when retried.
 
         Returns:
             How many entries went back to the queue.
@@ -182,6 +266,116 @@ class SpoolFile:
         with transaction(self._conn):
             return int(self._conn.execute("DELETE FROM dead_letters").rowcount)
 
+    def queued_ids(self) -> list[str]:
+        """The ids of the queued entries, in delivery order."""
+        return [row[0] for row in self._conn.execute("SELECT id FROM entries ORDER BY slot")]
+
+    def purge_queued(self, ids: Sequence[str]) -> int:
+        """Delete the queued entries of ``ids`` (they are never sent); returns how many.
+
+        By id rather than "all", so that what a tracker queued since the
+        count was shown is kept.
+        """
+        with transaction(self._conn):
+            cursor = self._conn.executemany(
+                "DELETE FROM entries WHERE id = ?", [(entry_id,) for entry_id in ids]
+            )
+            return int(cursor.rowcount)
+
+    def destinations(self) -> list[Destination]:
+        """Every destination recorded or found in the rows, with its counts.
+
+        Recorded destinations come first, by sensor and endpoint; rows whose
+        destination is not recorded follow, under their key.
+        """
+        conn = self._conn
+        queued = {
+            dest: (count, oldest)
+            for dest, count, oldest in conn.execute(
+                "SELECT dest, count(*), min(event_time_ms) FROM entries GROUP BY dest"
+            )
+        }
+        dead = dict(conn.execute("SELECT dest, count(*) FROM dead_letters GROUP BY dest"))
+        recorded = conn.execute(
+            "SELECT dest, sensor, endpoint, last_used_ms FROM destinations "
+            "ORDER BY sensor, endpoint"
+        ).fetchall()
+        known = {row[0] for row in recorded}
+        unknown = sorted((set(queued) | set(dead)) - known)
+        found = []
+        for key, sensor, endpoint, last_used in [
+            *recorded,
+            *((k, None, None, None) for k in unknown),
+        ]:
+            count, oldest = queued.get(key, (0, None))
+            found.append(
+                Destination(key, sensor, endpoint, last_used, count, dead.get(key, 0), oldest)
+            )
+        return found
+
+    def open_runs(self) -> list[OpenRun]:
+        """Run segments with a crash checkpoint, each with what a recovery would queue.
+
+        Follows the spool's own recovery: a segment's state comes from its
+        durable row or, when newer, from its tracker's sign of life in the
+        owner lock file. Whether that tracker lives is probed with a
+        non-blocking lock on its owner file, released at once.
+        """
+        conn = self._conn
+        rows: dict[str, dict[str, tuple[Any, ...]]] = {}
+        for owner, *row in conn.execute(
+            "SELECT owner, segment, run_id, dest, ended, template, state, mono_ms, wall_ms "
+            "FROM segments WHERE owner != ''"
+        ):
+            rows.setdefault(owner, {})[row[0]] = tuple(row)
+        written = dict(conn.execute("SELECT owner, alive_n FROM owners"))
+        owners = (set(rows) | set(written) | set(self._lock_file_owners())) - {""}
+        runs = []
+        for owner in sorted(owners):
+            lock = self._owner_lock(owner)
+            alive = lock_held(lock)
+            plans = _recovery_plans(rows.get(owner, {}), written.get(owner), AliveRecord.read(lock))
+            runs += [self._open_run(alive, plan) for plan in plans]
+        return sorted(runs, key=lambda run: (run.seen_ms or 0, run.segment))
+
+    def _open_run(self, alive: bool | None, plan: _Plan) -> OpenRun:
+        segment, run_id, dest, template_text, stored, mono, wall = plan
+        try:
+            template = RunTemplate.from_json(str(template_text))
+            state = json.loads(stored) if isinstance(stored, str) else stored
+            windows = RunAccounting.restore(state).end(int(mono), int(wall))
+        except Exception as exc:  # noqa: BLE001 - a damaged checkpoint must not stop the listing
+            return OpenRun(segment, run_id, dest, alive, _int_or_none(wall), (), f"damaged ({exc})")
+        entries = []
+        for window in windows:
+            entry = Entry.window(
+                template,
+                window.seq,
+                window.seq,
+                window.start_wall_ms,
+                window.end_wall_ms,
+                window.active_ms,
+                window.inactive_ms,
+            )
+            held = self._conn.execute("SELECT 1 FROM entries WHERE id = ?", (entry.id,))
+            if held.fetchone() is None:  # a recovery keeps a window already queued as it is
+                entries.append(entry)
+        return OpenRun(segment, template.run_id, dest, alive, int(wall), tuple(entries))
+
+    def _owner_lock(self, owner: str) -> Path:
+        return self._path.with_name(f"{self._path.name}.owner-{owner}.lock")
+
+    def _lock_file_owners(self) -> Iterator[str]:
+        """Owners known only by their lock file (a tracker killed before its first tick)."""
+        prefix = f"{self._path.name}.owner-"
+        with contextlib.suppress(OSError):
+            for path in self._path.parent.iterdir():
+                name = path.name
+                if name.startswith(prefix) and name.endswith(".lock"):
+                    token = name[len(prefix) : -len(".lock")]
+                    if len(token) == 32 and all(c in "0123456789abcdef" for c in token):
+                        yield token
+
 
 def _entry(row: Sequence[Any]) -> Entry:
     """The entry of a row of ``id, run_id, kind, first_seq, last_seq, attempts, event_time_ms,
@@ -197,3 +391,100 @@ def _entry(row: Sequence[Any]) -> Entry:
         last_seq,
         attempts=attempts,
     )
+
+
+_Plan = tuple[str, str, str, object, object, Any, Any]
+"""segment, run id, destination, template text, accounting state, mono ms, wall ms."""
+
+
+def _recovery_plans(
+    rows: Mapping[str, tuple[Any, ...]], written_n: int | None, alive: Mapping[str, Any] | None
+) -> list[_Plan]:
+    """The states a recovery would rebuild one owner's running segments from.
+
+    The same choice as ``SqliteOutbox._recover_owner``: the durable rows,
+    unless the sign of life is newer than the owner's last durable write;
+    then it says which segments ran, never going back behind a row.
+    """
+    plans: dict[str, _Plan] = {}
+    for segment, run_id, dest, ended, template, state, mono, wall in rows.values():
+        if not ended and state is not None:
+            plans[segment] = (segment, run_id, dest, template, state, mono, wall)
+    if (
+        alive is not None
+        and written_n is not None
+        and (_int_or_none(alive.get("n")) or 0) <= (written_n)
+    ):
+        alive = None  # older than the owner's last durable write: the rows say more
+    if alive is None:
+        return list(plans.values())
+    running: dict[str, _Plan] = {}
+    segments = alive.get("segments")
+    for segment, item in segments.items() if isinstance(segments, dict) else ():
+        if not isinstance(item, dict) or (segment in rows and rows[segment][3]):
+            continue  # ended
+        template = item.get("t")
+        run_id = _run_of(template) or (rows[segment][1] if segment in rows else "?")
+        running[segment] = (
+            segment,
+            run_id,
+            str(alive.get("dest", "")),
+            template,
+            item.get("s"),
+            alive.get("mono"),
+            alive.get("wall"),
+        )
+        row_plan = plans.get(segment)
+        if row_plan is not None and _seq_of(row_plan[4]) > _seq_of(item.get("s")):
+            running[segment] = row_plan  # the row is further on
+    return list(running.values())
+
+
+def _run_of(template: object) -> str | None:
+    try:
+        return RunTemplate.from_json(str(template)).run_id
+    except ValueError:
+        return None
+
+
+def _seq_of(state: object) -> int:
+    try:
+        if isinstance(state, str):
+            state = json.loads(state)
+        return RunAccounting.restore(state).next_seq
+    except (ValueError, TypeError):
+        return -1
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def lock_held(path: Path) -> bool | None:
+    """Whether another open file holds the lock of the lock file ``path``.
+
+    Probes with a non-blocking lock, released at once; never creates the
+    file (a missing lock file is held by nobody). A tracker recovering the
+    spool at that very instant takes the owner for alive and leaves its runs
+    to the next recovery: nothing is lost.
+
+    Returns:
+        True (held), False (free or missing), None (cannot be told).
+    """
+    flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        if not try_lock(fd):
+            return True
+        if sys.platform == "win32":  # POSIX releases a flock with its file; Windows wants it said
+            with contextlib.suppress(OSError):
+                os.lseek(fd, 0, os.SEEK_SET)
+                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        return False
+    finally:
+        os.close(fd)
