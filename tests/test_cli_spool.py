@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pty
 import re
 import select
 import signal
@@ -238,6 +237,7 @@ def on_terminal(
     """Run ``python -m timeback_tracker spool ARGS`` with ``stream`` (stdin or stdout) on a
     pseudo-terminal, typing ``answer``; returns the exit code, what the terminal showed (or
     stdout) and stderr."""
+    pty = pytest.importorskip("pty", reason="needs pseudo-terminals (POSIX)")
     controller, terminal = pty.openpty()
     command = [sys.executable, "-m", "timeback_tracker", "spool", *args]
     shown = b""
