@@ -22,6 +22,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from timeback_tracker._accounting import RunAccounting
 from timeback_tracker._events import RunTemplate
 from timeback_tracker._outbox import Entry, admit
@@ -32,7 +34,7 @@ from timeback_tracker._spool_schema import salvage, transaction
 
 log = logging.getLogger("timeback_tracker.spool")
 
-__all__ = ["SpoolRecovery"]
+__all__ = ["Plan", "SpoolRecovery", "owner_plans"]
 
 
 class SpoolRecovery(SpoolHealing):
@@ -114,65 +116,18 @@ class SpoolRecovery(SpoolHealing):
 
     def _recover_owner(self, owner: str) -> list[Entry]:
         """Rebuild the open windows of a dead owner's running segments."""
-        conn = self._conn_()
-        rows = {
-            row[0]: row
-            for row in conn.execute(
-                "SELECT segment, dest, ended, template, state, mono_ms, wall_ms FROM segments "
-                "WHERE owner = ?",
-                (owner,),
-            )
-        }
-        found = conn.execute("SELECT alive_n, dest FROM owners WHERE owner = ?", (owner,))
-        written = found.fetchone()
-        alive = AliveRecord.read(self._owner_lock(owner))
-        if alive is not None and written is not None and int(alive.get("n", 0)) <= written[0]:
-            alive = None  # older than the owner's last durable write: the rows say more
-        plans: dict[str, tuple[str, str, object, int, int]] = {}
-        for segment, dest, ended, template, state, mono, wall in rows.values():
-            if not ended and state is not None:
-                plans[segment] = (dest, template, state, mono, wall)
-        if alive is not None:
-            # Newer than every durable row of this owner: it says which segments ran.
-            running: dict[str, tuple[str, str, object, int, int]] = {}
-            for segment, item in _alive_segments(alive):
-                if item is None or (segment in rows and rows[segment][2]):
-                    continue  # ended
-                running[segment] = (
-                    str(alive.get("dest", "")),
-                    item["t"],
-                    item["s"],
-                    alive["mono"],
-                    alive["wall"],
-                )
-                row_plan = plans.get(segment)
-                if row_plan is not None and _seq_of(row_plan[2]) > _seq_of(item["s"]):
-                    running[segment] = row_plan  # the row is further on: never go back
-            plans = running
         added: list[Entry] = []
-        for segment, (dest, template_text, stored, mono, wall) in plans.items():
+        for plan in owner_plans(self._conn_(), owner, AliveRecord.read(self._owner_lock(owner))):
             try:
-                template = RunTemplate.from_json(str(template_text))
-                state = json.loads(stored) if isinstance(stored, str) else stored
-                accounting = RunAccounting.restore(state)
-                windows = accounting.end(int(mono), int(wall))
-            except (ValueError, TypeError, KeyError) as exc:
-                self._report_damage(f"the checkpoint of run segment {segment}", f"damaged ({exc})")
+                entries = plan.windows()
+            except ValueError as exc:
+                what = f"the checkpoint of run segment {plan.segment}"
+                self._report_damage(what, f"damaged ({exc})")
                 continue
-            for window in windows:
-                entry = Entry.window(
-                    template,
-                    window.seq,
-                    window.seq,
-                    window.start_wall_ms,
-                    window.end_wall_ms,
-                    window.active_ms,
-                    window.inactive_ms,
-                )
-                if self.holds(entry.id):
-                    continue
-                self._admit_recovered(entry, dest or self.dest)
-                added.append(entry)
+            for entry in entries:
+                if not self.holds(entry.id):
+                    self._admit_recovered(entry, plan.dest or self.dest)
+                    added.append(entry)
         return added
 
     def _admit_recovered(self, entry: Entry, dest: str) -> None:
@@ -250,6 +205,108 @@ class SpoolRecovery(SpoolHealing):
         if taken:
             log.warning("spool %s: salvaged %d events from %s", self._path, taken, corrupt.name)
         return taken
+
+
+@attrs.frozen
+class Plan:
+    """What a recovery rebuilds one run segment from.
+
+    Attributes:
+        segment: The run segment.
+        run_id: Its run.
+        dest: The destination its windows go to.
+        template: Its template, as stored.
+        state: Its accounting snapshot, as stored (a JSON list, or its text).
+        mono_ms: The owner's monotonic time the state is replayed up to.
+        wall_ms: The wall time at that moment.
+    """
+
+    segment: str
+    run_id: str
+    dest: str
+    template: object
+    state: object
+    mono_ms: object
+    wall_ms: object
+
+    def windows(self) -> list[Entry]:
+        """The segment's windows up to ``mono_ms``, as entries with their ids.
+
+        Raises:
+            ValueError: The stored template or state is damaged.
+        """
+        try:
+            template = RunTemplate.from_json(str(self.template))
+            state = json.loads(self.state) if isinstance(self.state, str) else self.state
+            closed = RunAccounting.restore(state).end(int(self.mono_ms), int(self.wall_ms))  # type: ignore[call-overload]
+        except (TypeError, KeyError) as exc:
+            raise ValueError(f"{type(exc).__name__}: {exc}") from None
+        return [
+            Entry.window(
+                template, w.seq, w.seq, w.start_wall_ms, w.end_wall_ms, w.active_ms, w.inactive_ms
+            )
+            for w in closed
+        ]
+
+
+def owner_plans(
+    conn: sqlite3.Connection, owner: str, alive: Mapping[str, Any] | None
+) -> list[Plan]:
+    """What a recovery of ``owner`` would rebuild: one plan per running run segment.
+
+    The durable rows say where each segment was at the owner's last tick,
+    unless its sign of life (``alive``) is newer than its last durable write:
+    then the sign of life says which segments ran, and how far, never going
+    back behind a row. Used by the recovery itself and by ``spool list``.
+    """
+    rows = {
+        row[0]: row
+        for row in conn.execute(
+            "SELECT segment, run_id, dest, ended, template, state, mono_ms, wall_ms "
+            "FROM segments WHERE owner = ?",
+            (owner,),
+        )
+    }
+    written = conn.execute("SELECT alive_n FROM owners WHERE owner = ?", (owner,)).fetchone()
+    plans = {
+        segment: Plan(segment, run_id, dest, template, state, mono, wall)
+        for segment, run_id, dest, ended, template, state, mono, wall in rows.values()
+        if not ended and state is not None
+    }
+    if alive is not None and written is not None and _int(alive.get("n")) <= written[0]:
+        alive = None  # older than the owner's last durable write: the rows say more
+    if alive is None:
+        return list(plans.values())
+    running: dict[str, Plan] = {}
+    for segment, item in _alive_segments(alive):
+        if not isinstance(item, dict) or (segment in rows and rows[segment][3]):
+            continue  # ended
+        row_plan = plans.get(segment)
+        if row_plan is not None and _seq_of(row_plan.state) > _seq_of(item.get("s")):
+            running[segment] = row_plan  # the row is further on: never go back
+            continue
+        run_id = rows[segment][1] if segment in rows else _run_of(item.get("t"))
+        running[segment] = Plan(
+            segment,
+            run_id,
+            str(alive.get("dest", "")),
+            item.get("t"),
+            item.get("s"),
+            alive.get("mono"),
+            alive.get("wall"),
+        )
+    return list(running.values())
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _run_of(template: object) -> str:
+    try:
+        return RunTemplate.from_json(str(template)).run_id
+    except ValueError:
+        return "?"
 
 
 def _alive_segments(record: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
