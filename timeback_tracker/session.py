@@ -37,6 +37,7 @@ class Session:
     Create sessions with :meth:`Tracker.start_session
     <timeback_tracker.Tracker.start_session>`, not directly. Every method is
     safe to call from any thread. After :meth:`complete` or :meth:`end`,
+    :meth:`touch` does nothing (UI handlers may keep firing), and the other
     state-changing calls raise :class:`~timeback_tracker.SessionStateError`.
 
     Used as a context manager, the session is ended (without completion) on
@@ -105,10 +106,19 @@ class Session:
 
     @property
     def state(self) -> str:
-        """``"running"``, ``"paused"``, ``"idle"`` or ``"ended"`` (also after completion)."""
+        """Where the run stands now; time is active only while ``"running"``.
+
+        * ``"running"``: counting active time.
+        * ``"paused"``: inactive after :meth:`pause` until :meth:`resume`, or
+          while the screen is locked (with ``presence="os"``) until it unlocks.
+        * ``"idle"``: inactive because no input came for ``idle_timeout``
+          seconds, until the next input.
+        * ``"completed"``: after :meth:`complete`; nothing more is counted.
+        * ``"ended"``: after :meth:`end` (or the tracker's ``close()``).
+        """
         with self._lock:
             if self._outcome:
-                return "ended"
+                return self._outcome if self._outcome == "completed" else "ended"
             return self._accounting.state(self._monotonic_ns() // 1_000_000)
 
     @property
@@ -142,14 +152,15 @@ class Session:
     def touch(self) -> None:
         """Record input from the student (for idle detection). Call it freely: ~1 µs.
 
-        Raises:
-            SessionStateError: The session was completed or ended.
+        After :meth:`complete` or :meth:`end` it does nothing: input handlers
+        keep firing after a lesson ends, and there is nothing left to count.
         """
         with self._lock:
             try:  # the hot path: no check of our own, the accounting raises once ended
                 self._accounting.touch(self._monotonic_ns() // 1_000_000)
             except SessionStateError:
-                raise self._state_error("touch") from None
+                if self._outcome not in _FINISHED:  # a forked child's copy of a run
+                    raise self._state_error("touch") from None
 
     def pause(self) -> None:
         """Stop counting active time (e.g. the window lost focus). Idempotent.
@@ -253,7 +264,36 @@ class Session:
         if not self._outcome:
             self.end()
 
-    # -- for the tracker -------------------------------------------------------------
+    # -- for the tracker, OS presence and the GUI integrations --------------------------
+
+    def _presence(self, input_at_ms: int | None, locked: bool | None) -> None:
+        """Apply what OS presence saw (heartbeat thread): the last input's
+        monotonic time and the lock state, each ``None`` when unknown."""
+        with self._lock:
+            if self._outcome:
+                return
+            now = self._monotonic_ns() // 1_000_000
+            if input_at_ms is not None:
+                self._accounting.input_at(input_at_ms, now)
+            if locked is not None:
+                self._accounting.set_locked(now, locked)
+
+    @property
+    def _paused_by_app(self) -> bool:
+        """True between pause() and resume(), a lock aside (integrations leave that pause alone)."""
+        with self._lock:
+            return self._accounting.paused_by_app
+
+    def _default_idle_timeout(self, seconds: float | None) -> None:
+        """Use an idle timeout of ``seconds`` from now on if the tracker's config sets none."""
+        if seconds is None:
+            return
+        with self._lock:
+            if self._outcome or self._accounting.idle_timeout_ms is not None:
+                return
+            self._accounting.set_idle_timeout(
+                self._monotonic_ns() // 1_000_000, round(seconds * 1000)
+            )
 
     def _heartbeat(self, scheduled_ms: int) -> None:
         """Close the open window and enqueue it (heartbeat thread)."""
@@ -325,6 +365,8 @@ class Session:
             f"session {self._run_id} is {self._outcome}: {call}() is not allowed any more"
         )
 
+
+_FINISHED = ("completed", "ended")
 
 # XP beyond active minutes by this much is worth a warning (1 XP = 1 focused minute).
 _XP_SLACK_MINUTES = 1.0
