@@ -8,6 +8,7 @@ durable outbox.
 
 from timeback_tracker._delivery import DeliveryFailure, TrackerStats
 from timeback_tracker._locations import DEFAULT_SPOOL
+from timeback_tracker._presence import PresenceStatus
 from timeback_tracker._serialization import dump, load
 from timeback_tracker._version import __version__
 from timeback_tracker.auth import BearerToken, ClientCredentials
@@ -59,6 +60,7 @@ __all__ = [
     "Envelope",
     "Event",
     "FieldError",
+    "PresenceStatus",
     "Role",
     "Session",
     "SessionStateError",

@@ -16,6 +16,7 @@ from timeback_tracker._clock import Clock, SystemClock
 from timeback_tracker._delivery import Counters, Delivery, DeliveryFailure, TrackerStats
 from timeback_tracker._heartbeat import Heartbeat
 from timeback_tracker._outbox import Entry, MemoryOutbox, Outbox
+from timeback_tracker._presence import Presence, PresenceStatus
 from timeback_tracker.config import TrackerConfig
 from timeback_tracker.exceptions import SessionStateError, ValidationError
 from timeback_tracker.models import TimebackActivityContext, TimebackUser, _unicode_problem
@@ -23,7 +24,7 @@ from timeback_tracker.session import Session
 
 log = logging.getLogger("timeback_tracker")
 
-__all__ = ["DeliveryFailure", "Tracker", "TrackerStats"]
+__all__ = ["DeliveryFailure", "PresenceStatus", "Tracker", "TrackerStats"]
 
 
 def _seconds_to_ms(seconds: float | None) -> int | None:
@@ -77,12 +78,15 @@ class Tracker:
         self._outbox = _open_outbox(config)
         self._durable = not isinstance(self._outbox, MemoryOutbox)
         self._delivery = Delivery(self._outbox, config, self._counters, self._report, self._clock)
+        # OS presence is read on the heartbeat thread, once a second while sessions are open.
+        self._presence = Presence(self._clock) if config.presence == "os" else None
         self._heartbeat = Heartbeat(
             round(config.heartbeat_interval * 1000),
             self._clock,
             self._tick,
             self._crashed,
             checkpoint=self._checkpoint if self._durable else None,
+            poll=self._poll_presence if self._presence is not None else None,
         )
 
     def _recover(self) -> None:
@@ -104,6 +108,15 @@ class Tracker:
     def config(self) -> TrackerConfig:
         """The configuration this tracker runs with."""
         return self._config
+
+    @property
+    def presence(self) -> PresenceStatus | None:
+        """What ``presence="os"`` sees on this machine (None with ``presence="app"``).
+
+        The first call finds the sources (a few milliseconds); the tracker
+        also logs a warning once when a source is missing.
+        """
+        return None if self._presence is None else self._presence.status()
 
     def start_session(
         self,
@@ -215,6 +228,8 @@ class Tracker:
             with contextlib.suppress(SessionStateError):  # finished concurrently
                 session.end()
         self._heartbeat.stop()
+        if self._presence is not None:
+            self._presence.close()
         delivered = self._delivery.stop(seconds)
         atexit.unregister(self._at_exit)
         if not delivered:
@@ -262,6 +277,14 @@ class Tracker:
                 session._heartbeat(self._clock.monotonic_ms() - late_ms)
             except Exception as exc:  # noqa: BLE001 - one bad session must not stop the others
                 self._crashed(exc)
+
+    def _poll_presence(self) -> bool:
+        with self._lock:
+            sessions = list(self._sessions.values())
+        if self._presence is None or not sessions:
+            return False
+        self._presence.poll(sessions, self._crashed)
+        return True
 
     def _checkpoint(self) -> None:
         with self._lock:
