@@ -166,16 +166,22 @@ class Presence:
             lock_source=None if self._locked is None else self._locked.name,
             problems=tuple(problems),
         )
-        wanted = (("the time since the last input", self._idle), ("the screen lock", self._locked))
-        missing = [what for what, source in wanted if source is None]
-        if missing:
+        consequences = []
+        if self._idle is None:
+            consequences.append("the app's touch() is the only input that counts")
+        if self._locked is None:
+            consequences.append("a locked screen does not pause")
+        if consequences:
             log.warning(
-                "presence='os': this machine does not tell %s (%s); only the app's own calls count",
-                " nor ".join(missing),
+                "presence='os' is partly unavailable here: %s (%s)",
+                " and ".join(consequences),
                 "; ".join(problems) or "unsupported platform",
             )
         else:
-            log.debug("presence: idle from %s, lock from %s", self._idle, self._locked)
+            status = self._status
+            log.debug(
+                "presence: idle from %s, lock from %s", status.idle_source, status.lock_source
+            )
         return self._status
 
     def _read(self, source: Source | None) -> Any:

@@ -116,6 +116,8 @@ def _check_spool(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 
 
 PRESENCE_MODES = ("app", "os")
+IDLE_TIMEOUT_RANGE = (1, 86400)
+"""Seconds an idle timeout may be (the integrations' ``idle_timeout`` follows the same rule)."""
 
 
 def _check_presence(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -170,7 +172,9 @@ class TrackerConfig:
     endpoint: str = attrs.field(validator=_check_endpoint)
     auth: Auth | None = attrs.field(default=None, validator=_check_auth)
     heartbeat_interval: float = attrs.field(default=15.0, validator=_in_range(0.05, 3600))
-    idle_timeout: float | None = attrs.field(default=None, validator=_optional_in_range(1, 86400))
+    idle_timeout: float | None = attrs.field(
+        default=None, validator=_optional_in_range(*IDLE_TIMEOUT_RANGE)
+    )
     inactive_cutoff: float | None = attrs.field(
         default=600.0, validator=_optional_in_range(1, 86400)
     )
