@@ -313,6 +313,40 @@ def test_closing_the_tracker_closes_the_sources(
     assert lock.closed
 
 
+def test_a_source_that_hangs_does_not_hang_close(
+    make_tracker: Callable[..., tt.Tracker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that never returns (a hung X server) blocks the poll, not the tracker's close()."""
+    release = threading.Event()
+    hung = FakeSource("hung idle", 0)
+    reads = 0
+
+    def read() -> int:
+        nonlocal reads
+        reads += 1
+        if reads > 1:  # the first read is detection; the poll after it hangs
+            release.wait(30)
+        return 0
+
+    hung.read = read  # type: ignore[method-assign]
+    monkeypatch.setattr(_presence, "candidates", lambda: ([lambda: hung], []))
+    tracker = make_tracker(exit_timeout=0.2)
+    tracker.start_session(USER, ACTIVITY)
+    deadline = time.monotonic() + 5
+    while reads < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert reads >= 2
+    closer = threading.Thread(target=tracker.close)
+    started = time.monotonic()
+    closer.start()
+    closer.join(10)
+    took = time.monotonic() - started
+    release.set()
+    assert not closer.is_alive()
+    assert took < 0.2 + 1.0 + 0.5  # exit_timeout + the heartbeat's timed join + slack
+    assert not hung.closed  # left open: the stuck poll still holds it
+
+
 def test_presence_app_never_asks_the_os(
     make_tracker: Callable[..., tt.Tracker], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,7 +28,14 @@ pygame = pytest.importorskip(
 )
 
 import timeback_tracker as tt  # noqa: E402
-from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, assert_contiguous  # noqa: E402
+from tests.support import (  # noqa: E402
+    ACTIVITY,
+    SENSOR,
+    USER,
+    assert_conserved,
+    assert_contiguous,
+    item,
+)
 from tests.support import windows as run_windows  # noqa: E402
 from timeback_tracker import _presence  # noqa: E402
 from timeback_tracker._clock import FakeClock  # noqa: E402
@@ -217,6 +224,33 @@ def test_a_locked_screen_and_focus_loss_each_keep_their_pause(
         assert session.state == "paused"  # still unfocused
         deliver(binding, (pygame.WINDOWFOCUSGAINED, {}))
         assert session.state == "running"
+
+
+@pytest.mark.usefixtures("display")
+def test_exact_windows_with_minimise_focus_and_idle(
+    collector: LocalCollector, clock: FakeClock
+) -> None:
+    """One call; minimised 2-5 s, unfocused 7-8 s, idle 13-15 s (5 s timeout): 9 s / 6 s."""
+    config = tt.TrackerConfig(
+        sensor=SENSOR, endpoint=collector.url, heartbeat_interval=3600, idle_timeout=5
+    )
+    with tt.Tracker(config, clock=clock) as tracker:
+        session = tracker.start_session(USER, ACTIVITY)
+        binding = bind_session(session)
+        clock.advance(2)
+        deliver(binding, (pygame.WINDOWMINIMIZED, {}))
+        clock.advance(3)
+        deliver(binding, (pygame.WINDOWRESTORED, {}))
+        clock.advance(2)
+        deliver(binding, (pygame.WINDOWFOCUSLOST, {}))
+        clock.advance(1)
+        deliver(binding, (pygame.WINDOWFOCUSGAINED, {}))
+        clock.advance(7)  # idle from 13 s
+        session.end()
+        assert tracker.flush(5)
+    [event] = run_windows(collector, session.run_id)
+    assert_conserved([event])
+    assert (item(event, "active")["value"], item(event, "inactive")["value"]) == (9, 6)
 
 
 @pytest.mark.usefixtures("display")

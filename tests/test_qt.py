@@ -30,8 +30,16 @@ QtWidgets = pytest.importorskip(
 from PySide6 import QtCore, QtGui, QtTest  # noqa: E402
 
 import timeback_tracker as tt  # noqa: E402
-from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, assert_contiguous  # noqa: E402
+from tests.support import (  # noqa: E402
+    ACTIVITY,
+    SENSOR,
+    USER,
+    assert_conserved,
+    assert_contiguous,
+    item,
+)
 from tests.support import windows as run_windows  # noqa: E402
+from timeback_tracker import _presence  # noqa: E402
 from timeback_tracker._clock import FakeClock  # noqa: E402
 from timeback_tracker.integrations.qt import QtBinding, bind_session, end_on_close  # noqa: E402
 from timeback_tracker.testing import LocalCollector  # noqa: E402
@@ -330,6 +338,64 @@ def test_the_binding_goes_away_with_the_window(qapp: Any, session: tt.Session) -
     QtTest.QTest.keyClick(other, "x")
     binding.close()  # after the window: no error
     other.close()
+
+
+def test_exact_windows_with_minimise_idle_and_a_locked_screen(
+    qapp: Any,
+    window: Any,
+    collector: LocalCollector,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One call; minimised 2-5 s, idle 10-15 s, locked 15-19 s: the window says 8 s / 12 s."""
+    lock = FakeLock()
+    monkeypatch.setattr(_presence, "candidates", lambda: ([], [lambda: lock]))
+    config = tt.TrackerConfig(
+        sensor=SENSOR,
+        endpoint=collector.url,
+        heartbeat_interval=3600,
+        idle_timeout=5,
+        presence="os",
+        spool_path=None,
+    )
+    with tt.Tracker(config, clock=clock) as tracker:
+        session = tracker.start_session(USER, ACTIVITY)
+        tracker._heartbeat.stop()  # presence is polled by hand, on the fake clock
+        bind_session(window, session)
+        clock.advance(2)
+        window.showMinimized()
+        assert pump_until(qapp, lambda: session.state == "paused")
+        clock.advance(3)
+        window.showNormal()
+        assert pump_until(qapp, lambda: session.state == "running")
+        clock.advance(10)
+        assert session.state == "idle"
+        QtTest.QTest.keyClick(window.edit, "a")
+        lock.value = True
+        tracker._poll_presence()
+        clock.advance(4)
+        lock.value = False
+        tracker._poll_presence()
+        clock.advance(1)
+        session.end()
+        assert tracker.flush(5)
+    [event] = run_windows(collector, session.run_id)
+    assert_conserved([event])
+    assert (item(event, "active")["value"], item(event, "inactive")["value"]) == (8, 12)
+
+
+class FakeLock:
+    """A screen-lock source whose state the test sets."""
+
+    name = "fake lock"
+    value = False
+
+    def read(self) -> bool:
+        """The state."""
+        return self.value
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 # -- closing the window ---------------------------------------------------------------------

@@ -119,6 +119,9 @@ class Presence:
 
     def status(self) -> PresenceStatus:
         """What is available here (detects the sources on the first call)."""
+        status = self._status  # once known, never waits for a poll under way
+        if status is not None:
+            return status
         with self._lock:
             return self._detect()
 
@@ -144,13 +147,23 @@ class Presence:
                 crashed(exc)
 
     def close(self) -> None:
-        """Close the sources' connections. Idempotent."""
-        with self._lock:
+        """Close the sources' connections. Idempotent.
+
+        Never waits for a poll under way (the tracker stopped the heartbeat
+        thread first; one still polling is stuck, e.g. on an X server that
+        hangs): exit stays bounded, and a source left open goes with the process.
+        """
+        if not self._lock.acquire(blocking=False):
+            log.debug("presence: a poll is still running; its sources are left open")
+            return
+        try:
             for source in (self._idle, self._locked):
                 if source is not None:
                     with contextlib.suppress(Exception):
                         source.close()
             self._idle = self._locked = None
+        finally:
+            self._lock.release()
 
     # -- internals ----------------------------------------------------------------------
 
