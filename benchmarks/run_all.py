@@ -28,6 +28,7 @@ SCRIPTS = [
     ("exit_time.py", ["--repeat", "1"]),
     ("side_by_side.py", ["--events", "5000"]),
     ("spool_write.py", ["--puts", "500"]),
+    ("presence.py", ["--seconds", "10", "--polls", "300"]),
 ]
 
 

@@ -143,6 +143,24 @@ def test_calls_and_errors_on_a_real_bus(bus: str) -> None:
         connection.close()
 
 
+def test_repeated_calls_reuse_their_encoding_with_a_new_serial(bus: str) -> None:
+    """The same call twice is encoded once; replies still match their own serials."""
+    connection = _dbus.Connection(bus)
+    try:
+        call = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus")
+        first = connection.call(*call, "NameHasOwner", "s", ("org.example.Nobody",))
+        second = connection.call(*call, "NameHasOwner", "s", (connection.unique_name,))
+        third = connection.call(*call, "NameHasOwner", "s", ("org.example.Nobody",))
+        assert (first, second, third) == ((False,), (True,), (False,))
+        assert len(connection._calls) == 3  # Hello and the two distinct questions
+        (names,) = connection.call(*call, "ListNames", "", ())
+        listed = connection.call(*call, "ListQueuedOwners", "s", (connection.unique_name,))
+        assert listed == ([connection.unique_name],)
+        assert connection.unique_name in names
+    finally:
+        connection.close()
+
+
 def test_busctl_reads_what_the_fake_logind_answers(bus: str) -> None:
     """The reference client (busctl) understands the messages our marshalling writes."""
     if shutil.which("busctl") is None:

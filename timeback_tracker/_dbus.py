@@ -40,6 +40,8 @@ _FIXED = {"y": "B", "b": "I", "n": "h", "q": "H", "i": "i", "u": "I", "x": "q", 
 _ALIGN = {"s": 4, "o": 4, "g": 1, "v": 1, "a": 4, "(": 8}
 # The replies read here are a few dozen bytes; anything near this is not one of them.
 _MAX_MESSAGE = 1 << 20
+# Distinct method calls kept encoded per connection (presence makes three).
+_MAX_CACHED_CALLS = 16
 
 
 class DBusError(OSError):
@@ -98,6 +100,7 @@ class Connection:
         self._timeout = timeout
         self._buffer = b""
         self._serial = 0
+        self._calls: dict[tuple[Any, ...], bytes] = {}
         self.unique_name = ""
         problems = []
         for path in _unix_socket_paths(address):
@@ -149,8 +152,22 @@ class Connection:
             DBusError: The call failed (the message names the D-Bus error), or
                 the connection broke or timed out (close it then).
         """
-        fields = {PATH: path, INTERFACE: interface, MEMBER: member, DESTINATION: destination}
-        serial = self.send(METHOD_CALL, fields, signature, args)
+        # Presence asks the same questions every second: a call is encoded
+        # once, and only its serial (bytes 8-11) changes from then on.
+        key = (destination, path, interface, member, signature, *args)
+        try:
+            message = self._calls.get(key)
+            keep = len(self._calls) < _MAX_CACHED_CALLS
+        except TypeError:  # an argument that is a list: not kept
+            message, keep = None, False
+        if message is None:
+            fields = {PATH: path, INTERFACE: interface, MEMBER: member, DESTINATION: destination}
+            message = encode(METHOD_CALL, 0, fields, signature, args)
+            if keep:
+                self._calls[key] = message
+        self._serial += 1
+        serial = self._serial
+        self._sendall(message[:8] + struct.pack("<I", serial) + message[12:])
         while True:
             reply = self.read_message()
             if reply.fields.get(REPLY_SERIAL) != serial:
@@ -178,17 +195,7 @@ class Connection:
     ) -> int:
         """Send one message; returns its serial."""
         self._serial += 1
-        body = bytearray()
-        for code, value in zip(split_signature(signature), args, strict=True):
-            marshal(body, code, value)
-        header_fields = [(code, (_FIELD_TYPES[code], value)) for code, value in fields.items()]
-        if signature:
-            header_fields.append((SIGNATURE, ("g", signature)))
-        header = bytearray()
-        marshal(header, "(yyyyuu)", (ord("l"), kind, flags, 1, len(body), self._serial))
-        marshal(header, "a(yv)", header_fields)
-        header += b"\0" * (-len(header) % 8)
-        self._sendall(bytes(header) + bytes(body))
+        self._sendall(encode(kind, self._serial, fields, signature, args, flags=flags))
         return self._serial
 
     def read_message(self) -> Message:
@@ -254,6 +261,29 @@ class Connection:
 
 
 # -- the wire format ------------------------------------------------------------------------
+
+
+def encode(
+    kind: int,
+    serial: int,
+    fields: dict[int, Any],
+    signature: str = "",
+    args: Sequence[Any] = (),
+    *,
+    flags: int = 0,
+) -> bytes:
+    """One whole message, little-endian: the fixed header, the header fields, the body."""
+    body = bytearray()
+    for code, value in zip(split_signature(signature), args, strict=True):
+        marshal(body, code, value)
+    header_fields = [(code, (_FIELD_TYPES[code], value)) for code, value in fields.items()]
+    if signature:
+        header_fields.append((SIGNATURE, ("g", signature)))
+    header = bytearray()
+    marshal(header, "(yyyyuu)", (ord("l"), kind, flags, 1, len(body), serial))
+    marshal(header, "a(yv)", header_fields)
+    header += b"\0" * (-len(header) % 8)
+    return bytes(header + body)
 
 
 def split_signature(signature: str) -> list[str]:
