@@ -799,16 +799,18 @@ class Reference:
             self.input(t)
 
     def lock(self, t: int) -> None:
-        """The screen was locked."""
-        self.run_to(t)
-        self.locked = True
+        """The screen was locked (a report of a lock already known changes nothing)."""
+        if not self.locked:
+            self.run_to(t)
+            self.locked = True
 
     def unlock(self, t: int) -> None:
         """The screen was unlocked (if it was): input, and running unless the app paused."""
-        self.run_to(t)
-        if self.locked and not self.app_paused:
-            self.input(t)
-        self.locked = False
+        if self.locked:
+            self.run_to(t)
+            self.locked = False
+            if not self.app_paused:
+                self.input(t)
 
     def touch(self, t: int) -> None:
         """The app saw input."""
@@ -881,10 +883,12 @@ class Driver:
                 getattr(self.model, name)(self.logical())
             self.last_call = self.now()
         elif name in {"lock", "unlock"}:
+            changed = self.run.locked != (name == "lock")
             self.run.set_locked(self.now(), name == "lock")
             if self.model is not None:
                 getattr(self.model, name)(self.logical())
-            self.last_call = self.now()
+            if changed:  # a report of the state it is in already is not a sign of life
+                self.last_call = self.now()
         elif name == "os_input":  # input `value` ms ago, as a poll reports it
             at = max(self.now() - value * self.scale, self.last_call)
             self.run.input_at(at, self.now())
