@@ -11,6 +11,8 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --group gui \
+		|| echo "PySide6/pygame could not be installed: the Qt and pygame tests will be skipped"
 	touch $@
 
 demo: $(BIN)/.installed

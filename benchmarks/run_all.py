@@ -29,6 +29,7 @@ SCRIPTS = [
     ("side_by_side.py", ["--events", "5000"]),
     ("spool_write.py", ["--puts", "500"]),
     ("hostile_replies.py", ["--megabytes", "20", "--limit", "10"]),
+    ("presence.py", ["--seconds", "10", "--polls", "300"]),
 ]
 
 

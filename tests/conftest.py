@@ -12,8 +12,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 import timeback_tracker as tt
+
+# `make test` (and CI) run the same examples every time: a failure there is
+# the code's, not the draw's. HYPOTHESIS_PROFILE=explore draws new examples,
+# ten times as many, for a session spent hunting bugs.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 EMAIL = "student.fixture@example.com"
 """The email of the ``user`` fixture, for tests that check it never leaks."""

@@ -454,6 +454,9 @@ def test_end_closes_a_short_window() -> None:
         ("touch", lambda run: run.touch(10)),
         ("close_window", lambda run: run.close_window(10, W0 + 10)),
         ("end", lambda run: run.end(10, W0 + 10)),
+        ("set_locked", lambda run: run.set_locked(10, True)),
+        ("input_at", lambda run: run.input_at(8, 10)),
+        ("set_idle_timeout", lambda run: run.set_idle_timeout(10, 5)),
     ],
 )
 def test_calls_after_end_raise(name: str, call: Callable[[RunAccounting], object]) -> None:
@@ -542,6 +545,216 @@ def test_repr_shows_state_not_contents() -> None:
     )
 
 
+# -- OS presence: input reported later, screen lock, idle timeout set later -------------------
+
+
+def test_os_input_counts_at_the_instant_it_happened() -> None:
+    """Input reported 0.4 s late ends the idle span when it happened, not when reported."""
+    clock = FakeClock()
+    run = start(clock, idle_timeout_ms=2_000)
+    clock.advance(5)  # idle from 2 s
+    assert run.state(clock.monotonic_ms()) == "idle"
+    run.input_at(clock.monotonic_ms() - 400, clock.monotonic_ms())  # input at 4.6 s
+    assert run.state(clock.monotonic_ms()) == "running"
+    clock.advance(1)
+    assert tick(run, clock) == [win(0, 0, 6, 3.4, 2.6)]
+
+
+def test_os_input_while_running_restarts_the_timeout_from_its_instant() -> None:
+    """Input at 1.5 s, reported at 2.5 s, keeps the run active until 1.5 s + timeout."""
+    clock = FakeClock()
+    run = start(clock, idle_timeout_ms=2_000)
+    clock.advance(2.5)
+    now = clock.monotonic_ms()
+    run.input_at(now - 1_000, now)
+    assert run.state(now + 1_000) == "running"
+    assert run.state(now + 1_001) == "idle"
+    clock.advance(2.5)
+    assert tick(run, clock) == [win(0, 0, 5, 3.5, 1.5)]
+
+
+def test_os_input_older_than_the_last_touch_changes_nothing() -> None:
+    """A report of input before the app's last touch() does not shorten the timeout."""
+    clock = FakeClock()
+    run = start(clock, idle_timeout_ms=2_000)
+    clock.advance(3)
+    run.touch(clock.monotonic_ms())  # at 3 s (idle since 2 s): running until 5 s
+    clock.advance(0.5)
+    run.input_at(clock.monotonic_ms() - 2_000, clock.monotonic_ms())  # input at 1.5 s
+    assert run.state(clock.monotonic_ms() + 1_500) == "running"
+    clock.advance(2.5)
+    assert tick(run, clock) == [win(0, 0, 6, 4, 2)]
+
+
+def test_os_input_before_a_tick_counts_from_the_tick() -> None:
+    """Time a tick already sent as idle stays idle: the input counts from the tick on."""
+    clock = FakeClock()
+    run = start(clock, idle_timeout_ms=1_000)
+    clock.advance(4)
+    assert tick(run, clock) == [win(0, 0, 4, 1, 3)]
+    clock.advance(1)
+    run.input_at(clock.monotonic_ms() - 3_000, clock.monotonic_ms())  # at 2 s: before the tick
+    clock.advance(0.5)  # active from the tick at 4 s until 5 s, idle to 5.5 s
+    assert tick(run, clock) == [win(1, 4, 5.5, 1, 0.5)]
+
+
+def test_os_input_before_a_pause_or_resume_counts_from_that_call() -> None:
+    """A resume after the input (counted already) is where the reported input counts from."""
+    clock = FakeClock()
+    run = start(clock, idle_timeout_ms=1_000)
+    run.pause(clock.monotonic_ms())
+    clock.advance(2)
+    run.resume(clock.monotonic_ms())  # at 2 s: active until 3 s
+    clock.advance(2)
+    run.input_at(clock.monotonic_ms() - 3_500, clock.monotonic_ms())  # at 0.5 s: before resume
+    clock.advance(1)
+    assert tick(run, clock) == [win(0, 0, 5, 1, 4)]
+
+
+def test_os_input_in_the_future_counts_as_now() -> None:
+    """A reading that puts the input after the report (clock skew) counts at the report."""
+    clock = FakeClock()
+    run = start(clock, idle_timeout_ms=1_000)
+    clock.advance(3)
+    run.input_at(clock.monotonic_ms() + 5_000, clock.monotonic_ms())
+    assert run.state(clock.monotonic_ms() + 1_000) == "running"
+    assert run.state(clock.monotonic_ms() + 1_001) == "idle"
+    clock.advance(1)
+    assert tick(run, clock) == [win(0, 0, 4, 2, 2)]
+
+
+def test_os_input_while_paused_records_input_only() -> None:
+    """Input the OS saw while the app paused the run does not resume it."""
+    clock = FakeClock()
+    run = start(clock, idle_timeout_ms=1_000)
+    run.pause(clock.monotonic_ms())
+    clock.advance(3)
+    run.input_at(clock.monotonic_ms() - 500, clock.monotonic_ms())
+    assert run.state(clock.monotonic_ms()) == "paused"
+    clock.advance(1)
+    assert tick(run, clock) == [win(0, 0, 4, 0, 4)]
+
+
+def test_os_input_after_an_idle_cutoff_opens_a_window_at_the_input() -> None:
+    """Past the cutoff, reported input opens the fresh window when it happened."""
+    clock = FakeClock()
+    run = start(clock, idle_timeout_ms=1_000, inactive_cutoff_ms=2_000)
+    clock.advance(10)  # idle from 1 s, dormant from 3 s
+    assert tick(run, clock) == [win(0, 0, 3, 1, 2)]
+    clock.advance(5)
+    run.input_at(clock.monotonic_ms() - 800, clock.monotonic_ms())  # at 14.2 s
+    clock.advance(0.5)
+    assert tick(run, clock) == [win(1, 14.2, 15.5, 1, 0.3)]
+
+
+def test_os_input_after_an_idle_cutoff_never_starts_before_the_last_tick() -> None:
+    """Input reported from before the last tick of a dormant run counts from that tick."""
+    clock = FakeClock()
+    run = start(clock, idle_timeout_ms=1_000, inactive_cutoff_ms=2_000)
+    clock.advance(10)
+    assert tick(run, clock) == [win(0, 0, 3, 1, 2)]
+    clock.advance(1)
+    run.input_at(clock.monotonic_ms() - 4_000, clock.monotonic_ms())  # at 7 s: before the tick
+    clock.advance(1)
+    assert tick(run, clock) == [win(1, 10, 12, 1, 1)]
+
+
+def test_lock_pauses_until_unlock_which_counts_as_input() -> None:
+    """A locked screen is inactive; unlocking runs again and restarts the idle timeout."""
+    clock = FakeClock()
+    run = start(clock, idle_timeout_ms=5_000)
+    clock.advance(2)
+    run.set_locked(clock.monotonic_ms(), True)
+    run.set_locked(clock.monotonic_ms(), True)  # idempotent
+    assert run.state(clock.monotonic_ms()) == "paused"
+    assert (run.locked, run.paused_by_app) == (True, False)
+    clock.advance(10)
+    run.set_locked(clock.monotonic_ms(), False)  # at 12 s: active until 17 s
+    assert run.state(clock.monotonic_ms()) == "running"
+    clock.advance(7)
+    assert tick(run, clock) == [win(0, 0, 19, 7, 12)]
+
+
+def test_unlock_leaves_a_run_the_app_paused_paused() -> None:
+    """App pause, lock, unlock: still paused until the app resumes."""
+    clock = FakeClock()
+    run = start(clock)
+    clock.advance(1)
+    run.pause(clock.monotonic_ms())
+    clock.advance(1)
+    run.set_locked(clock.monotonic_ms(), True)
+    clock.advance(1)
+    run.set_locked(clock.monotonic_ms(), False)
+    assert run.state(clock.monotonic_ms()) == "paused"
+    assert (run.locked, run.paused_by_app) == (False, True)
+    clock.advance(1)
+    run.resume(clock.monotonic_ms())
+    clock.advance(1)
+    assert tick(run, clock) == [win(0, 0, 5, 2, 3)]
+
+
+def test_app_resume_during_a_lock_waits_for_the_unlock() -> None:
+    """Lock, app pause, app resume: inactive until the screen unlocks."""
+    clock = FakeClock()
+    run = start(clock)
+    clock.advance(1)
+    run.set_locked(clock.monotonic_ms(), True)
+    clock.advance(1)
+    run.pause(clock.monotonic_ms())
+    clock.advance(1)
+    run.resume(clock.monotonic_ms())
+    assert run.state(clock.monotonic_ms()) == "paused"
+    assert (run.locked, run.paused_by_app) == (True, False)
+    clock.advance(1)
+    run.set_locked(clock.monotonic_ms(), False)
+    clock.advance(1)
+    assert tick(run, clock) == [win(0, 0, 5, 2, 3)]
+
+
+def test_lock_after_idle_is_one_stretch_for_the_cutoff() -> None:
+    """Idle, then locked: the cutoff counts from the start of the idle span."""
+    clock = FakeClock()
+    run = start(clock, idle_timeout_ms=1_000, inactive_cutoff_ms=4_000)
+    clock.advance(3)  # idle from 1 s
+    run.set_locked(clock.monotonic_ms(), True)
+    clock.advance(10)  # dormant from 5 s
+    assert tick(run, clock) == [win(0, 0, 5, 1, 4)]
+    run.set_locked(clock.monotonic_ms(), False)  # at 13 s: a fresh window
+    clock.advance(2)
+    assert tick(run, clock) == [win(1, 13, 15, 1, 1)]
+
+
+def test_set_idle_timeout_applies_from_now_only() -> None:
+    """A 3 s timeout set at 10 s on a run untouched since 0 s: idle from 10 s, not from 3 s."""
+    clock = FakeClock()
+    run = start(clock)
+    assert run.idle_timeout_ms is None
+    clock.advance(10)
+    run.set_idle_timeout(clock.monotonic_ms(), 3_000)
+    assert run.idle_timeout_ms == 3_000
+    clock.advance(2)
+    run.touch(clock.monotonic_ms())  # at 12 s: active until 15 s
+    clock.advance(5)
+    assert tick(run, clock) == [win(0, 0, 17, 13, 4)]
+
+
+def test_set_idle_timeout_counts_from_the_last_input() -> None:
+    """A timeout set 1 s after a touch runs from that touch; None turns idle detection off."""
+    clock = FakeClock()
+    run = start(clock)
+    clock.advance(5)
+    run.touch(clock.monotonic_ms())
+    clock.advance(1)
+    run.set_idle_timeout(clock.monotonic_ms(), 2_000)  # idle from 7 s
+    clock.advance(3)
+    assert run.state(clock.monotonic_ms()) == "idle"
+    run.set_idle_timeout(clock.monotonic_ms(), None)  # at 9 s: never idle again
+    assert run.idle_timeout_ms is None
+    clock.advance(3)
+    assert run.state(clock.monotonic_ms()) == "running"
+    assert tick(run, clock) == [win(0, 0, 12, 10, 2)]
+
+
 # -- properties -----------------------------------------------------------------------------
 
 
@@ -552,7 +765,8 @@ class Reference:
         self.idle_timeout = idle_timeout
         self.cutoff = cutoff
         self.t = 0  # next millisecond to classify
-        self.paused = False
+        self.app_paused = False
+        self.locked = False
         self.last_touch = 0
         self.inactive_since: int | None = None  # first ms of the current inactive stretch
         self.dormant = False
@@ -581,6 +795,11 @@ class Reference:
         self.category[ms] = category
         self.counts[category] += 1
 
+    @property
+    def paused(self) -> bool:
+        """Inactive by rule: paused by the app or locked."""
+        return self.app_paused or self.locked
+
     def input(self, t: int) -> None:
         """Input seen while running: active again, and awake."""
         self.last_touch = t
@@ -590,13 +809,28 @@ class Reference:
     def pause(self, t: int) -> None:
         """The app paused."""
         self.run_to(t)
-        self.paused = True
+        self.app_paused = True
 
     def resume(self, t: int) -> None:
-        """The app resumed."""
+        """The app resumed: input, and running unless the screen is locked."""
         self.run_to(t)
-        self.paused = False
-        self.input(t)
+        self.app_paused = False
+        if not self.locked:
+            self.input(t)
+
+    def lock(self, t: int) -> None:
+        """The screen was locked (a report of a lock already known changes nothing)."""
+        if not self.locked:
+            self.run_to(t)
+            self.locked = True
+
+    def unlock(self, t: int) -> None:
+        """The screen was unlocked (if it was): input, and running unless the app paused."""
+        if self.locked:
+            self.run_to(t)
+            self.locked = False
+            if not self.app_paused:
+                self.input(t)
 
     def touch(self, t: int) -> None:
         """The app saw input."""
@@ -668,6 +902,19 @@ class Driver:
             if self.model is not None:
                 getattr(self.model, name)(self.logical())
             self.last_call = self.now()
+        elif name in {"lock", "unlock"}:
+            changed = self.run.locked != (name == "lock")
+            self.run.set_locked(self.now(), name == "lock")
+            if self.model is not None:
+                getattr(self.model, name)(self.logical())
+            if changed:  # a report of the state it is in already is not a sign of life
+                self.last_call = self.now()
+        elif name == "os_input":  # input `value` ms ago, as a poll reports it
+            at = max(self.now() - value * self.scale, self.last_call)
+            self.run.input_at(at, self.now())
+            if self.model is not None:
+                self.model.touch(at - self.start_mono - self.cut_out)
+            self.last_call = at
         else:
             late = name == "close_window_late"
             if late:  # asleep for `value` with the monotonic clock running (Windows)
@@ -725,6 +972,10 @@ class Driver:
             with pytest.raises(SessionStateError):
                 call(self.now())
         with pytest.raises(SessionStateError):
+            self.run.set_locked(self.now(), True)
+        with pytest.raises(SessionStateError):
+            self.run.input_at(self.now(), self.now())
+        with pytest.raises(SessionStateError):
             tick(self.run, self.clock)
 
     def check_windows_against_model(self) -> None:
@@ -745,6 +996,8 @@ def steps(*, sleeps: bool) -> st.SearchStrategy[list[tuple[str, int]]]:
         st.tuples(st.just("advance"), st.integers(0, 400)),
         st.tuples(st.just("advance"), st.integers(0, 50)),
         st.tuples(st.sampled_from(["pause", "resume", "touch", "touch"]), st.just(0)),
+        st.tuples(st.sampled_from(["lock", "unlock"]), st.just(0)),
+        st.tuples(st.just("os_input"), st.integers(0, 400)),
         st.tuples(st.just("close_window"), st.integers(0, 100)),  # on time or a little late
         *(
             [
@@ -800,3 +1053,29 @@ def test_random_runs_over_days_keep_the_invariants(
         driver.apply(name, value)
         driver.check()
     driver.end()
+
+
+def test_a_snapshot_restores_to_the_same_accounting_and_tells_its_seq() -> None:
+    """snapshot() -> restore() gives back the same state; snapshot_seq reads next_seq from it."""
+    clock = FakeClock()
+    run = start(clock, idle_timeout_ms=2_000, inactive_cutoff_ms=3_000)
+    for step in range(6):
+        clock.advance(4)
+        if step == 2:
+            run.pause(clock.monotonic_ms())
+        if step == 4:
+            run.resume(clock.monotonic_ms())
+        run.close_window(clock.monotonic_ms(), clock.wall_ms())
+    clock.advance(5)
+    run.touch(clock.monotonic_ms())
+    run.pause(clock.monotonic_ms())
+    clock.advance(4)  # past the cutoff, inside the open window: a pending window
+    snapshot = run.snapshot()
+    copy = RunAccounting.restore(snapshot)
+    assert copy.snapshot() == snapshot
+    assert RunAccounting.snapshot_seq(snapshot) == run.next_seq
+    now, wall = clock.monotonic_ms(), clock.wall_ms()
+    assert copy.end(now, wall) == run.end(now, wall)
+    assert RunAccounting.snapshot_seq(["garbage"]) == -1
+    with pytest.raises(ValueError, match="snapshot"):
+        RunAccounting.restore([*snapshot[:-1], "x"])

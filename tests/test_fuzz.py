@@ -928,7 +928,7 @@ class PublicSurface(RuleBasedStateMachine):
         for run in self.runs:
             if run.box is box:
                 run.done = True
-                assert run.session.state == ("ended" if run.completion is None else "completed")
+                assert run.session.state == ("completed" if run.completion is not None else "ended")
         assert bounded(lambda: attempt(tracker.close)) is None  # idempotent
         assert isinstance(attempt(tracker.start_session, USER, ACTIVITY), tt.SessionStateError)
 
@@ -1016,10 +1016,11 @@ class PublicSurface(RuleBasedStateMachine):
         run = self.pick(data)
         outcome = attempt(getattr(run.session, call))
         if run.done:
-            if call == "touch":  # input after the end changes nothing, and raises nothing
+            if call == "touch":  # input after the end is ignored, never an error
                 assert outcome is None, outcome
             else:
                 assert isinstance(outcome, tt.SessionStateError), outcome
+                assert ("completed" if run.completion else "ended") in str(outcome)
             return
         assert outcome is None, outcome
         if call == "pause":
@@ -1109,7 +1110,7 @@ class PublicSurface(RuleBasedStateMachine):
         assert EMAIL not in repr(session)
         state = session.state
         if run.done:
-            assert state == ("ended" if run.completion is None else "completed")
+            assert state == ("completed" if run.completion is not None else "ended")
         elif run.paused:
             assert state == "paused"
         else:

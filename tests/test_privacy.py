@@ -121,7 +121,7 @@ def test_full_session_leaks_no_secret_token_or_email(captured: Capture) -> None:
             main.complete(90, total_questions=10, correct_questions=9, pct_complete=50)
             assert tracker.flush(10.0)
             with pytest.raises(tt.SessionStateError) as state_error:
-                main.pause()
+                main.pause()  # (touch() after the end is a silent no-op)
             stats = tracker.stats()
             assert stats.dead_lettered == 1
             assert stats.queued == 0

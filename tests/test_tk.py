@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -293,6 +294,8 @@ def test_bad_arguments_are_refused(root: Any, session: tt.Session) -> None:
     assert root.bind_all("<Key>") == ""
     with pytest.raises(ValueError, match="flush_timeout"):
         end_on_close(root, session, flush_timeout=-1)
+    with pytest.raises(TypeError, match="session"):
+        end_on_close(root, "session")  # type: ignore[arg-type]
 
 
 def test_binding_repr_and_context_manager(root: Any, session: tt.Session) -> None:
@@ -305,6 +308,31 @@ def test_binding_repr_and_context_manager(root: Any, session: tt.Session) -> Non
         assert "kid@example.com" not in repr(binding)
     assert binding.closed
     assert root.bind_all("<Key>") == ""
+
+
+def test_an_idle_timeout_is_applied_when_the_config_has_none(
+    root: Any, collector: LocalCollector, clock: FakeClock
+) -> None:
+    """Walked-away time is idle by default (60 s); the config's own timeout wins; None opts out."""
+    config = tt.TrackerConfig(sensor=SENSOR, endpoint=collector.url, heartbeat_interval=3600)
+    with tt.Tracker(config, clock=clock) as tracker:
+        defaulted, opted_out = (tracker.start_session(USER, ACTIVITY) for _ in range(2))
+        bind_session(root, defaulted)
+        bind_session(root, opted_out, idle_timeout=None)
+        clock.advance(60)
+        assert defaulted.state == "running"
+        clock.advance(0.001)
+        assert (defaulted.state, opted_out.state) == ("idle", "running")
+    configured = tt.TrackerConfig(
+        sensor=SENSOR, endpoint=collector.url, heartbeat_interval=3600, idle_timeout=5
+    )
+    with tt.Tracker(configured, clock=clock) as tracker:
+        session = tracker.start_session(USER, ACTIVITY)
+        bind_session(root, session, idle_timeout=600)
+        clock.advance(5.001)
+        assert session.state == "idle"
+    with pytest.raises(ValueError, match="idle_timeout: must be None or seconds between 1"):
+        bind_session(root, session, idle_timeout=0.5)
 
 
 # -- closing the window ---------------------------------------------------------------
@@ -338,6 +366,38 @@ def test_closing_the_window_ends_flushes_and_destroys(root: Any, collector: Loca
         assert collector.completions(session.run_id) == []
         close()  # a second call does nothing
         binding.close()  # nothing left to unbind: no error either
+
+
+def test_closing_with_the_endpoint_unreachable_waits_exit_timeout_once(root: Any) -> None:
+    """Close button, then the app's own tracker.close(): exit_timeout in total, not twice."""
+    config = tt.TrackerConfig(
+        sensor=SENSOR,
+        endpoint=closed_port_url(),
+        heartbeat_interval=3600,
+        spool_path=None,
+        exit_timeout=0.5,
+    )
+    tracker = tt.Tracker(config)
+    session = tracker.start_session(USER, ACTIVITY)
+    bind_session(root, session)
+    end_on_close(root, session, tracker)
+    time.sleep(0.05)
+    started = time.monotonic()
+    press_close_button(root)
+    tracker.close()  # what the app (or the exit hook) does next
+    took = time.monotonic() - started
+    assert not window_exists(root)
+    assert session.state == "ended"
+    assert tracker.stats().queued == 1  # undelivered, kept for the next start (if spooled)
+    assert 0.4 < took < 0.5 + 0.4, took
+
+
+def closed_port_url() -> str:
+    """A loopback URL where nothing listens: every connection is refused at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/caliper/event"
 
 
 def test_closing_after_completion_sends_nothing_more(root: Any, collector: LocalCollector) -> None:

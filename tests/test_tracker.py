@@ -110,27 +110,37 @@ def test_fake_clock_session_accounts_pauses_exactly(
 
 
 def test_calls_after_complete_raise_session_state_error(make_tracker: MakeTracker) -> None:
-    """After complete(), state changes raise SessionStateError saying so; touch() is a no-op."""
+    """After complete(), pause/resume/end raise naming "completed"; touch() does nothing."""
     session = make_tracker().start_session(USER, ACTIVITY)
     session.complete(0)
     for call in (session.pause, session.resume, session.end):
-        with pytest.raises(tt.SessionStateError, match="completed"):
+        with pytest.raises(tt.SessionStateError, match="is completed"):
             call()
-    session.touch()  # UI handlers keep firing after a lesson ends: nothing happens
-    with pytest.raises(tt.SessionStateError, match="completed"):
+    with pytest.raises(tt.SessionStateError, match="is completed"):
         session.complete(1)
+    session.touch()  # UI handlers keep firing after a lesson: silently nothing
     assert session.state == "completed"
 
 
-def test_calls_after_end_say_ended(make_tracker: MakeTracker) -> None:
-    """After end(), the state and every refusal say "ended"."""
-    session = make_tracker().start_session(USER, ACTIVITY)
+def test_calls_after_end_say_ended_and_touch_is_a_no_op(
+    collector: LocalCollector, make_tracker: MakeTracker
+) -> None:
+    """After end(), pause/resume raise naming "ended"; touch() changes and sends nothing."""
+    clock = FakeClock()
+    tracker = make_tracker(clock=clock, heartbeat_interval=3600, idle_timeout=1)
+    session = tracker.start_session(USER, ACTIVITY)
+    clock.advance(2)
     session.end()
-    session.touch()
+    totals = (session.active_seconds, session.inactive_seconds)
     for call in (session.pause, session.resume, session.end):
-        with pytest.raises(tt.SessionStateError, match="ended"):
+        with pytest.raises(tt.SessionStateError, match="is ended"):
             call()
+    clock.advance(5)
+    session.touch()
     assert session.state == "ended"
+    assert (session.active_seconds, session.inactive_seconds) == totals == (1.0, 1.0)
+    assert tracker.flush(5.0)
+    assert len(collector.time_spent_events(session.run_id)) == 1
 
 
 def test_invalid_completion_changes_nothing(

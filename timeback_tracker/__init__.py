@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from timeback_tracker._delivery import DeliveryFailure, TrackerStats
 from timeback_tracker._locations import DEFAULT_SPOOL
+from timeback_tracker._presence import PresenceStatus
 from timeback_tracker._version import __version__
 from timeback_tracker.auth import BearerToken, ClientCredentials
 from timeback_tracker.config import TrackerConfig
@@ -75,6 +76,7 @@ __all__ = [
     "Envelope",
     "Event",
     "FieldError",
+    "PresenceStatus",
     "Role",
     "Session",
     "SessionStateError",

@@ -5,6 +5,13 @@ windows of active and inactive milliseconds. There are no threads, no I/O and
 no clock reads here: every call is given the time, so the rules can be tested
 exactly with integers, and the session makes it thread-safe with one lock.
 
+Two things pause a run, independently: the app (``pause``/``resume``) and a
+locked screen (``set_locked``, from OS presence). The run is inactive while
+either holds, so an app resume during a lock waits for the unlock, and an
+unlock leaves a run the app paused paused. Input the OS reports later
+(``input_at``) counts at the instant it happened, as far as that instant was
+not counted yet: calls never go back in time.
+
 Durations live on the monotonic clock. Wall dates are derived from an anchor,
 ``wall = anchor_wall + (mono - anchor_mono)``, so that in every window
 ``active_ms + inactive_ms == end_wall_ms - start_wall_ms`` holds exactly.
@@ -27,24 +34,27 @@ MAX_VALUE_MS = DAY_SECONDS * 1000
 
 State = Literal["running", "paused", "idle", "ended"]
 
-# The boolean slots of RunAccounting (the others hold integers or None).
-_FLAGS = frozenset({"_dormant", "_ended", "_paused"})
-
 
 def _is_slot_value(name: str, value: object) -> bool:
     if isinstance(value, bool):
-        return name in _FLAGS
+        return name in _flags()
     return value is None or isinstance(value, int)
 
 
+def _flags() -> frozenset[str]:
+    """The slots of RunAccounting annotated ``bool`` (the others hold integers or None)."""
+    return frozenset(name for name, kind in RunAccounting.__annotations__.items() if kind == "bool")
+
+
 def _ints(values: object, count: int) -> list[int]:
+    # A list once stored as JSON, a tuple straight from snapshot().
     if (
-        not isinstance(values, list)
+        not isinstance(values, (list, tuple))
         or len(values) != count
         or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)
     ):
         raise ValueError("not an accounting snapshot: a window")
-    return values
+    return list(values)
 
 
 # An idle deadline no run ever reaches, so that "no idle timeout" needs no
@@ -105,7 +115,9 @@ class RunAccounting:
         "_idle_at",
         "_inactive_since",
         "_last_seen",
+        "_locked",
         "_paused",
+        "_paused_by_app",
         "_pending",
         "_seq",
         "_suspend_threshold",
@@ -126,8 +138,10 @@ class RunAccounting:
     _idle_after: int
     _idle_at: int  # last input + idle timeout; also encodes the last input
     _inactive_since: int  # start of the inactive span a pause belongs to
-    _last_seen: int  # last pause/resume/close_window (touch is in _idle_at)
-    _paused: bool
+    _last_seen: int  # last pause/resume/lock/close_window (touch is in _idle_at)
+    _locked: bool  # the screen is locked (OS presence)
+    _paused: bool  # inactive by rule: _paused_by_app or _locked
+    _paused_by_app: bool  # pause() without resume() since
     _pending: list[Window]  # closed, not yet handed out
     _seq: int  # seq of the open window
     _suspend_threshold: int
@@ -154,6 +168,8 @@ class RunAccounting:
         self._inactive_since = now_ms
         self._last_seen = now_ms
         self._paused = False
+        self._paused_by_app = False
+        self._locked = False
         self._dormant = False
         self._ended = False
         self._seq = 0
@@ -169,6 +185,21 @@ class RunAccounting:
         )
 
     @property
+    def paused_by_app(self) -> bool:
+        """True between ``pause()`` and ``resume()``, whether or not the screen is locked."""
+        return self._paused_by_app
+
+    @property
+    def locked(self) -> bool:
+        """True between ``set_locked(..., True)`` and ``set_locked(..., False)``."""
+        return self._locked
+
+    @property
+    def idle_timeout_ms(self) -> int | None:
+        """The idle timeout in force; ``None`` when there is none."""
+        return None if self._idle_after == _NEVER else self._idle_after
+
+    @property
     def next_seq(self) -> int:
         """The ``seq`` the next emitted window will get."""
         return self._pending[0].seq if self._pending else self._seq
@@ -180,8 +211,9 @@ class RunAccounting:
             now_ms: Monotonic time of the question.
 
         Returns:
-            ``"ended"``, else ``"paused"`` (even when also idle), else
-            ``"idle"`` once the idle timeout has passed, else ``"running"``.
+            ``"ended"``, else ``"paused"`` (paused by the app or locked, even
+            when also idle), else ``"idle"`` once the idle timeout has passed,
+            else ``"running"``.
         """
         if self._ended:
             return "ended"
@@ -199,26 +231,93 @@ class RunAccounting:
         """
         self._check("pause")
         self._last_seen = now_ms
-        if self._paused:
-            return
-        self._accrue(now_ms)
-        self._paused = True
-        # An idle span already under way continues as this pause: it is one
-        # stretch of inactivity, and the cutoff counts from its start.
-        self._inactive_since = min(self._idle_at, now_ms)
+        self._paused_by_app = True
+        self._become_inactive(now_ms)
 
     def resume(self, now_ms: int) -> None:
         """Resume (idempotent when running); counts as input.
 
-        After a cutoff, a fresh window opens at ``now_ms``.
+        After a cutoff, a fresh window opens at ``now_ms``. While the screen is
+        locked the run stays inactive until it is unlocked.
 
         Raises:
             SessionStateError: After ``end()``.
         """
         self._check("resume")
         self._accrue(now_ms)
+        self._paused_by_app = False
+        if self._locked:
+            self._idle_at = now_ms + self._idle_after  # input, as touch() while paused
+            self._last_seen = now_ms
+            return
         self._paused = False
         self._wake(now_ms)
+
+    def set_locked(self, now_ms: int, locked: bool) -> None:
+        """The screen was locked (or switched to another user) or unlocked at ``now_ms``.
+
+        A lock makes the run inactive like ``pause()``, and the cutoff applies
+        to it the same way. Unlocking counts as input (someone typed the
+        password) and makes the run active again, unless the app paused it.
+        Idempotent.
+
+        Raises:
+            SessionStateError: After ``end()``.
+        """
+        self._check("set_locked")
+        if locked == self._locked:
+            return
+        self._last_seen = now_ms
+        self._locked = locked
+        if locked:
+            self._become_inactive(now_ms)
+        elif self._paused_by_app:
+            self._idle_at = now_ms + self._idle_after
+        else:
+            self._accrue(now_ms)
+            self._paused = False
+            self._wake(now_ms)
+
+    def input_at(self, at_ms: int, now_ms: int) -> None:
+        """Record input that happened at ``at_ms`` and is reported at ``now_ms``.
+
+        OS presence learns of input when it polls, up to a second late. The
+        input counts as a ``touch()`` at ``at_ms``: an idle span before it is
+        inactive, the time after it active. Where ``at_ms`` lies before time
+        already counted (a tick or a pause since), the input counts from there
+        instead; after ``now_ms``, from ``now_ms``. Input older than the last
+        one known changes nothing.
+
+        Raises:
+            SessionStateError: After ``end()``.
+        """
+        self._check("input_at")
+        # Counted time is final; past a cutoff nothing is counted, and a fresh
+        # window must not open before the last tick (nor the anchor it moved).
+        floor = max(self._accrued_to, self._last_seen) if self._dormant else self._accrued_to
+        at = min(max(at_ms, floor), now_ms)
+        if at <= self._idle_at:  # not idle at that instant: the timeout restarts from it
+            self._idle_at = max(self._idle_at, at + self._idle_after)
+        elif self._paused:
+            self._idle_at = at + self._idle_after
+        else:
+            self._accrue(at)  # the idle span up to the input, before _idle_at forgets it
+            self._wake(at)
+
+    def set_idle_timeout(self, now_ms: int, idle_timeout_ms: int | None) -> None:
+        """Change the idle timeout from ``now_ms`` on (``None``: no idle detection).
+
+        Time already counted keeps its category: a run whose last input is
+        older than the new timeout becomes idle at ``now_ms``, not before.
+
+        Raises:
+            SessionStateError: After ``end()``.
+        """
+        self._check("set_idle_timeout")
+        self._accrue(now_ms)
+        last_input = self._idle_at - self._idle_after
+        self._idle_after = _NEVER if idle_timeout_ms is None else idle_timeout_ms
+        self._idle_at = max(last_input + self._idle_after, now_ms)
 
     def touch(self, now_ms: int) -> None:
         """Record input. While paused, only the input time is recorded.
@@ -311,7 +410,7 @@ class RunAccounting:
         self._idle_at = -_NEVER  # sends touch() to its slow path, which raises
         return self._drain()
 
-    _SNAPSHOT_VERSION = 1
+    _SNAPSHOT_VERSION = 2  # 2: the lock state of OS presence
 
     def snapshot(self) -> list[object]:
         """The whole state as a JSON-ready list, for :meth:`restore` in another process.
@@ -325,6 +424,16 @@ class RunAccounting:
             value = getattr(self, name)
             values.append([attrs.astuple(w) for w in value] if name == "_pending" else value)
         return values
+
+    @classmethod
+    def snapshot_seq(cls, snapshot: object) -> int:
+        """The ``next_seq`` a :meth:`snapshot` describes, without restoring it; -1 if damaged."""
+        try:
+            pending = snapshot[1 + cls.__slots__.index("_pending")]  # type: ignore[index]
+            seq = pending[0][0] if pending else snapshot[1 + cls.__slots__.index("_seq")]  # type: ignore[index]
+        except (TypeError, IndexError, KeyError):
+            return -1
+        return seq if isinstance(seq, int) and not isinstance(seq, bool) else -1
 
     @classmethod
     def restore(cls, snapshot: object) -> RunAccounting:
@@ -346,9 +455,7 @@ class RunAccounting:
                 if not isinstance(stored, list):
                     raise ValueError("not an accounting snapshot: _pending")
                 value = [Window(*_ints(window, 5)) for window in stored]
-            elif (isinstance(stored, bool) and name not in _FLAGS) or (
-                stored is not None and not isinstance(stored, int)
-            ):
+            elif not _is_slot_value(name, stored):
                 raise ValueError(f"not an accounting snapshot: {name}")
             setattr(accounting, name, value)
         return accounting
@@ -392,6 +499,16 @@ class RunAccounting:
     def _check(self, operation: str) -> None:
         if self._ended:
             raise SessionStateError(f"session ended: {operation}() is not allowed after end()")
+
+    def _become_inactive(self, now: int) -> None:
+        """Start an inactive stretch at ``now`` (a pause or a lock), unless one holds."""
+        if self._paused:
+            return
+        self._accrue(now)
+        self._paused = True
+        # An idle span already under way continues as this pause: it is one
+        # stretch of inactivity, and the cutoff counts from its start.
+        self._inactive_since = min(self._idle_at, now)
 
     def _wall_at(self, mono: int) -> int:
         return self._anchor_wall + (mono - self._anchor_mono)

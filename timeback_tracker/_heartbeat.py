@@ -3,9 +3,10 @@
 Ticks are scheduled from the start time (tick k at start + k * interval), not
 by sleeping a fixed amount after each tick, so they do not drift; between
 ticks the thread sleeps on a condition and uses no CPU. While no session
-runs it does not wake at all. With a durable spool it also gives a sign of
-life every second in between (``alive``), so that a crash loses at most about
-a second of counted time.
+runs it does not wake at all. Once a second in between it can run a duty
+(``every_second``): the spool's sign of life, so that a crash loses at most
+about a second of counted time, and the OS presence poll. The duty runs just
+before a tick that falls due at the same time, so the tick sees what it found.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from timeback_tracker._clock import Clock
 
 log = logging.getLogger("timeback_tracker.heartbeat")
 
+__all__ = ["Heartbeat"]
+
 
 class Heartbeat:
     """One named daemon thread calling ``tick(scheduled_ms)`` every interval while busy.
@@ -26,10 +29,11 @@ class Heartbeat:
         interval_ms: Milliseconds between ticks.
         clock: Where time comes from.
         tick: Called on each tick with the monotonic time it was scheduled for.
-        crashed: Called with any exception ``tick`` or ``alive`` raised; the
-            thread goes on.
-        alive: Called between ticks every ``alive_ms``, if given.
-        alive_ms: Milliseconds between two calls of ``alive``.
+        crashed: Called with any exception ``tick`` or ``every_second`` raised;
+            the thread goes on.
+        every_second: Called every ``second_ms`` while busy, if given, on a grid
+            from the moment the thread became busy.
+        second_ms: Milliseconds between two calls of ``every_second``.
     """
 
     def __init__(
@@ -39,15 +43,15 @@ class Heartbeat:
         tick: Callable[[int], None],
         crashed: Callable[[BaseException], None],
         *,
-        alive: Callable[[], None] | None = None,
-        alive_ms: int = 1000,
+        every_second: Callable[[], None] | None = None,
+        second_ms: int = 1000,
     ) -> None:
         self._interval = interval_ms
         self._clock = clock
         self._tick = tick
         self._crashed = crashed
-        self._alive = alive
-        self._alive_ms = alive_ms
+        self._every_second = every_second
+        self._second_ms = second_ms
         self._condition = threading.Condition()
         self._busy = False
         self._stopped = False
@@ -87,31 +91,45 @@ class Heartbeat:
     def _run(self) -> None:
         start = self._clock.monotonic_ms()
         ticks = 1
-        next_alive = start + self._alive_ms
+        next_second = start
         while True:
             rested = self._wait_for_work()
             if rested is None:
                 return
             if rested:
                 # Back from rest: the next tick is the next one on the schedule.
-                ticks = max(ticks, (self._clock.monotonic_ms() - start) // self._interval + 1)
+                now = self._clock.monotonic_ms()
+                ticks = max(ticks, (now - start) // self._interval + 1)
+                next_second = now
             scheduled = start + ticks * self._interval
-            wake = scheduled if self._alive is None else min(scheduled, next_alive)
+            wake = scheduled if self._every_second is None else min(scheduled, next_second)
             if not self._sleep_until(wake):
                 return
             now = self._clock.monotonic_ms()
-            try:
-                if now >= scheduled:
-                    self._tick(scheduled)  # also checkpoints what it leaves open
-                elif self._alive is not None:
-                    self._alive()
-            except Exception as exc:  # noqa: BLE001 - the thread must outlive any bug
-                self._crashed(exc)
-            now = self._clock.monotonic_ms()
-            next_alive = now + self._alive_ms
-            if now >= scheduled:
-                # After a long stall (e.g. the machine slept), skip the missed ticks.
-                ticks = max(ticks + 1, (now - start) // self._interval + 1)
+            # Woken late (the machine slept, the process stalled), the tick goes
+            # first: it cuts the lost time out before anything else counts it.
+            tick_first = now >= scheduled and now - wake >= self._second_ms
+            if tick_first:
+                ticks = self._tick_now(scheduled, start, ticks)
+            if self._every_second is not None and now >= next_second:
+                self._run_guarded(self._every_second)
+                now = self._clock.monotonic_ms()
+                # On the grid: a slow duty does not push every later one back.
+                next_second += max(1, (now - next_second) // self._second_ms + 1) * self._second_ms
+            if not tick_first and self._clock.monotonic_ms() >= scheduled:
+                ticks = self._tick_now(scheduled, start, ticks)
+
+    def _tick_now(self, scheduled: int, start: int, ticks: int) -> int:
+        """Run the tick due at ``scheduled``; returns the number of the next one."""
+        self._run_guarded(self._tick, scheduled)
+        # After a long stall (e.g. the machine slept), skip the missed ticks.
+        return max(ticks + 1, (self._clock.monotonic_ms() - start) // self._interval + 1)
+
+    def _run_guarded(self, duty: Callable[..., None], *args: int) -> None:
+        try:
+            duty(*args)
+        except Exception as exc:  # noqa: BLE001 - the thread must outlive any bug
+            self._crashed(exc)
 
     def _wait_for_work(self) -> bool | None:
         """Block while no session runs: whether it had to wait; None once stopped."""

@@ -317,8 +317,6 @@ def _alive_segments(record: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
 
 def _seq_of(state: object) -> int:
     try:
-        if isinstance(state, str):
-            state = json.loads(state)
-        return RunAccounting.restore(state).next_seq
-    except (ValueError, TypeError):
+        return RunAccounting.snapshot_seq(json.loads(state) if isinstance(state, str) else state)
+    except ValueError:
         return -1

@@ -438,7 +438,7 @@ class SpoolRows:
 
     @staticmethod
     def _open_seq(checkpoint: Checkpoint) -> int:
-        return RunAccounting.restore(list(checkpoint.state or [])).next_seq
+        return RunAccounting.snapshot_seq(checkpoint.state)
 
     def _known_completed(self, run_id: str) -> bool:
         if self._conn is None or self._closed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -119,6 +120,7 @@ class ClientCredentials:
     token_url: str = attrs.field(validator=_check_token_url, repr=lambda url: repr(safe_url(url)))
     scope: str | None = None
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False, eq=False)
+    _pid: int = attrs.field(factory=os.getpid, init=False, repr=False, eq=False)
     _token: str | None = attrs.field(default=None, init=False, repr=False, eq=False)
     _expires_at: float = attrs.field(default=0.0, init=False, repr=False, eq=False)
 
@@ -128,20 +130,23 @@ class ClientCredentials:
         Raises:
             TokenError: The token endpoint failed or answered without a token.
         """
-        with self._lock:  # one fetch shared by every concurrent caller
+        with self._own_lock():  # one fetch shared by every concurrent caller
             if self._token is None or time.monotonic() >= self._expires_at:
                 self._token, self._expires_at = self._fetch(http, timeout)
             return f"Bearer {self._token}"
 
     def invalidate(self) -> bool:
         """Forget the cached token (after a 401); the next request fetches a new one."""
-        with self._lock:
+        with self._own_lock():
             self._token = None
         return True
 
-    def _after_fork(self) -> None:
-        # The parent's delivery thread may have held the lock at fork time.
-        self._lock = threading.Lock()
+    def _own_lock(self) -> threading.Lock:
+        """The lock, a fresh one in a forked child: the parent's delivery thread may
+        have held it at fork time, and no thread of the child ever releases it."""
+        if self._pid != os.getpid():
+            self._lock, self._pid = threading.Lock(), os.getpid()
+        return self._lock
 
     def _fetch(self, http: requests.Session, timeout: tuple[float, float]) -> tuple[str, float]:
         import requests

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -114,6 +114,16 @@ def _check_spool(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise _field_error(attribute.name, "must be a file path, DEFAULT_SPOOL or None")
 
 
+PRESENCE_MODES = ("app", "os")
+IDLE_TIMEOUT_RANGE = (1, DAY_SECONDS)
+"""Seconds an idle timeout may be (the integrations' ``idle_timeout`` follows the same rule)."""
+
+
+def _check_presence(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or value not in PRESENCE_MODES:
+        raise _field_error(attribute.name, 'must be "app" or "os"')
+
+
 def _check_int(low: int, high: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -135,6 +145,12 @@ class TrackerConfig:
         heartbeat_interval: Seconds per window, 0.05 to 3600 (15 by default).
         idle_timeout: Seconds without ``touch()`` after which time counts as
             inactive; None disables idle detection.
+        presence: Where input and presence come from. ``"app"`` (the
+            default): only the app's ``touch()``/``pause()``/``resume()``.
+            ``"os"``: also the operating system's last-input time (it counts
+            as ``touch()`` when it happened) and its screen lock (pauses
+            until unlocked), polled once a second while a session runs;
+            ``tracker.presence`` says what this machine offers.
         inactive_cutoff: Seconds paused or idle after which windows stop until
             ``resume()``/``touch()``; that time is not reported. None: never.
         spool_path: The SQLite file of the durable outbox; ``DEFAULT_SPOOL`` (the
@@ -156,11 +172,12 @@ class TrackerConfig:
     auth: Auth | None = attrs.field(default=None, validator=_check_auth)
     heartbeat_interval: float = attrs.field(default=15.0, validator=_in_range(0.05, 3600))
     idle_timeout: float | None = attrs.field(
-        default=None, validator=_optional_in_range(1, DAY_SECONDS)
+        default=None, validator=_optional_in_range(*IDLE_TIMEOUT_RANGE)
     )
     inactive_cutoff: float | None = attrs.field(
         default=600.0, validator=_optional_in_range(1, DAY_SECONDS)
     )
+    presence: Literal["app", "os"] = attrs.field(default="app", validator=_check_presence)
     spool_path: SpoolLocation = attrs.field(default=DEFAULT_SPOOL, validator=_check_spool)
     max_queue: int = attrs.field(default=10_000, validator=_check_int(1, 1_000_000))
     batch_size: int = attrs.field(default=50, validator=_check_int(1, 1000))

@@ -110,12 +110,15 @@ class Session:
 
     @property
     def state(self) -> str:
-        """What the session is doing now.
+        """Where the run stands now; time is active only while ``"running"``.
 
-        ``"running"`` (time counts as active), ``"paused"`` (inactive, after
-        :meth:`pause`), ``"idle"`` (inactive: no input for ``idle_timeout``, or
-        past ``inactive_cutoff``), ``"completed"`` (after :meth:`complete`) or
-        ``"ended"`` (after :meth:`end`, or the tracker closed).
+        * ``"running"``: counting active time.
+        * ``"paused"``: inactive after :meth:`pause` until :meth:`resume`, or
+          while the screen is locked (with ``presence="os"``) until it unlocks.
+        * ``"idle"``: inactive because no input came for ``idle_timeout``
+          seconds, until the next input.
+        * ``"completed"``: after :meth:`complete`; nothing more is counted.
+        * ``"ended"``: after :meth:`end` (or the tracker's ``close()``).
         """
         with self._lock:
             if self._outcome:
@@ -282,7 +285,36 @@ class Session:
         if not self._outcome:
             self.end()
 
-    # -- for the tracker -------------------------------------------------------------
+    # -- for the tracker, OS presence and the GUI integrations --------------------------
+
+    def _presence(self, input_at_ms: int | None, locked: bool | None) -> None:
+        """Apply what OS presence saw (heartbeat thread): the last input's
+        monotonic time and the lock state, each ``None`` when unknown."""
+        with self._lock:
+            if self._outcome:
+                return
+            now = self._monotonic_ns() // 1_000_000
+            if input_at_ms is not None:
+                self._accounting.input_at(input_at_ms, now)
+            if locked is not None:
+                self._accounting.set_locked(now, locked)
+
+    @property
+    def _paused_by_app(self) -> bool:
+        """True between pause() and resume(), a lock aside (integrations leave that pause alone)."""
+        with self._lock:
+            return self._accounting.paused_by_app
+
+    def _default_idle_timeout(self, seconds: float | None) -> None:
+        """Use an idle timeout of ``seconds`` from now on if the tracker's config sets none."""
+        if seconds is None:
+            return
+        with self._lock:
+            if self._outcome or self._accounting.idle_timeout_ms is not None:
+                return
+            self._accounting.set_idle_timeout(
+                self._monotonic_ns() // 1_000_000, round(seconds * 1000)
+            )
 
     @contextmanager
     def _closing(self) -> Iterator[bool]:

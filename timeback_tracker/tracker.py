@@ -19,6 +19,7 @@ from timeback_tracker._delivery import Counters, Delivery, DeliveryFailure, Trac
 from timeback_tracker._events import RunTemplate, new_segment
 from timeback_tracker._heartbeat import Heartbeat
 from timeback_tracker._outbox import Admission, Checkpoint, Entry, MemoryOutbox, Outbox
+from timeback_tracker._presence import Presence, PresenceStatus
 from timeback_tracker._rules import text_problem
 from timeback_tracker._urls import safe_url
 from timeback_tracker.config import TrackerConfig
@@ -28,7 +29,7 @@ from timeback_tracker.session import Session
 
 log = logging.getLogger("timeback_tracker")
 
-__all__ = ["DeliveryFailure", "Tracker", "TrackerStats"]
+__all__ = ["DeliveryFailure", "PresenceStatus", "Tracker", "TrackerStats"]
 
 
 def _seconds_to_ms(seconds: float | None) -> int | None:
@@ -82,12 +83,14 @@ class Tracker:
         self._outbox = _open_outbox(config, self._damaged)
         self._durable = not isinstance(self._outbox, MemoryOutbox)
         self._delivery = Delivery(self._outbox, config, self._counters, self._report, self._clock)
+        # OS presence is read on the heartbeat thread, once a second while sessions are open.
+        self._presence = Presence(self._clock) if config.presence == "os" else None
         self._heartbeat = Heartbeat(
             round(config.heartbeat_interval * 1000),
             self._clock,
             self._tick,
             self._crashed,
-            alive=self._alive if self._durable else None,
+            every_second=self._every_second if self._durable or self._presence else None,
         )
         self._wall_watch = WallClockWatch(self._clock)
 
@@ -110,6 +113,15 @@ class Tracker:
     def config(self) -> TrackerConfig:
         """The configuration this tracker runs with."""
         return self._config
+
+    @property
+    def presence(self) -> PresenceStatus | None:
+        """What ``presence="os"`` sees on this machine (None with ``presence="app"``).
+
+        The first call finds the sources (a few milliseconds); the tracker
+        also logs a warning once when a source is missing.
+        """
+        return None if self._presence is None else self._presence.status()
 
     def start_session(
         self,
@@ -228,6 +240,8 @@ class Tracker:
             with contextlib.suppress(SessionStateError):  # finished concurrently
                 session.end()
         self._heartbeat.stop(min(1.0, _left(deadline)))
+        if self._presence is not None:
+            self._presence.close()
         delivered = self._delivery.stop(_left(deadline))
         atexit.unregister(self._at_exit)
         undelivered = len(self._outbox)
@@ -302,10 +316,26 @@ class Tracker:
             if entries or checkpoints:
                 self._emit(entries, checkpoints)
 
-    def _alive(self) -> None:
-        """Tell the spool how far every running session is (cheap, not durable)."""
+    def _every_second(self) -> None:
+        """Between ticks: read the OS's presence, leave the spool a sign of life."""
+        # OS input and a locked screen reach the sessions before the next tick.
+        self._poll_presence()
+        if self._durable:
+            with self._lock:
+                sessions = list(self._sessions.values())
+            self._alive(sessions)
+
+    def _poll_presence(self) -> bool:
+        """Apply what the OS reports to every open session; False when there was nothing to do."""
         with self._lock:
             sessions = list(self._sessions.values())
+        if self._presence is None or not sessions:
+            return False
+        self._presence.poll(sessions, self._crashed)
+        return True
+
+    def _alive(self, sessions: list[Session]) -> None:
+        """Tell the spool how far every running session is (cheap, not durable)."""
         checkpoints = []
         for session in sessions:
             try:
@@ -349,9 +379,6 @@ class Tracker:
         # parent's sessions stay the parent's: using one here raises.
         for session in self._sessions.values():
             session._detach("owned by the parent process")
-        after_fork = getattr(self._config.auth, "_after_fork", None)
-        if after_fork is not None:
-            after_fork()
         self._start_machinery()
 
     def _at_exit(self) -> None:

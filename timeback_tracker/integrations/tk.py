@@ -5,7 +5,7 @@
     root = tkinter.Tk()
     session = tracker.start_session(user, activity)
     bind_session(root, session)            # input -> touch(); focus lost / iconified -> pause
-    end_on_close(root, session, tracker)   # closing the window ends the run and flushes
+    end_on_close(root, session, tracker)   # closing the window ends the run, closes the tracker
 
 :func:`bind_session` adds its bindings with Tcl's ``+``, after the app's own,
 and :meth:`TkBinding.close` removes exactly those, nothing else:
@@ -21,8 +21,11 @@ and :meth:`TkBinding.close` removes exactly those, nothing else:
   pause and resume it.
 
 A pause is undone only by the binding that made it: a session the app paused
-itself stays paused. Once the session is completed or ended, the bindings
-stop calling it and remove themselves. Everything here runs on Tk's thread.
+itself stays paused. A session whose tracker config sets no ``idle_timeout``
+gets :data:`~timeback_tracker.integrations.DEFAULT_IDLE_TIMEOUT` (60 s), so
+that walked-away time is inactive. Once the session is completed or ended,
+the bindings stop calling it and remove themselves. Everything here runs on
+Tk's thread, and nothing raises into Tk's event loop.
 
 Importing this module imports :mod:`tkinter`; ``import timeback_tracker``
 does not.
@@ -31,14 +34,19 @@ does not.
 from __future__ import annotations
 
 import contextlib
-import math
-import time
 import tkinter
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeAlias
 
-from timeback_tracker.exceptions import SessionStateError
+from timeback_tracker.integrations._common import (
+    DEFAULT_IDLE_TIMEOUT,
+    SessionDriver,
+    check_flush_timeout,
+    check_idle_timeout,
+    check_session,
+    close_handler,
+)
 from timeback_tracker.session import Session
 
 if TYPE_CHECKING:
@@ -48,10 +56,6 @@ __all__ = ["DEFAULT_TOUCH_EVENTS", "TkBinding", "bind_session", "end_on_close"]
 
 DEFAULT_TOUCH_EVENTS: tuple[str, ...] = ("<Key>", "<Button>", "<Motion>", "<MouseWheel>")
 """The input events that count as the student being there."""
-
-# touch() at most this often: idle timeouts are whole seconds, and a mouse
-# move storm must not take the session lock hundreds of times a second.
-_TOUCH_GAP = 0.1
 
 Root: TypeAlias = tkinter.Tk | tkinter.Toplevel
 
@@ -70,19 +74,21 @@ class TkBinding:
         *,
         pause_on_focus_loss: bool,
         touch_events: Sequence[str],
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         self._root = root
         self._session = session
         self._path = str(root)
         self._pause_on_focus_loss = pause_on_focus_loss
         self._bound: list[tuple[str, str, str, str]] = []  # (tag, sequence, script line, command)
-        self._live = True  # False once closed or the session is over
         self._closed = False
-        self._focused = True  # assumed until Tk reports a focus change
-        self._hidden = False
-        self._paused_here = False
-        self._last_touch = -math.inf
         self._focus_check: str | None = None
+        self._driver = SessionDriver(
+            session,
+            pause_on_focus_loss=pause_on_focus_loss,
+            idle_timeout=idle_timeout,
+            retire=self._retire,
+        )
         try:
             for sequence in touch_events:
                 self._bind("all", sequence, self._on_input)
@@ -98,7 +104,7 @@ class TkBinding:
     def __repr__(self) -> str:
         return (
             f"<TkBinding run_id={self._session.run_id} bindings={len(self._bound)} "
-            f"paused_by_binding={self._paused_here} closed={self._closed}>"
+            f"paused_by_binding={self._driver.paused_here} closed={self._closed}>"
         )
 
     @property
@@ -119,7 +125,7 @@ class TkBinding:
     @property
     def paused_by_binding(self) -> bool:
         """True while the session is paused because the app is unfocused or hidden."""
-        return self._paused_here
+        return self._driver.paused_here
 
     def close(self) -> None:
         """Remove every binding this object added, leaving the app's own. Idempotent.
@@ -130,7 +136,7 @@ class TkBinding:
         if self._closed:
             return
         self._closed = True
-        self._live = False
+        self._driver.live = False
         # TclError: the app may be destroyed already, and its commands with it.
         if self._focus_check is not None:
             with contextlib.suppress(tkinter.TclError):
@@ -168,55 +174,34 @@ class TkBinding:
         self._root.tk.call("bind", tag, sequence, "+" + line)
 
     def _on_input(self) -> None:
-        now = time.monotonic()
-        if not self._live or now - self._last_touch < _TOUCH_GAP:
-            return
-        self._last_touch = now
-        self._session.touch()  # a no-op once the session is over
-        if self._session.state in ("completed", "ended"):
-            self._retire()
+        self._driver.input()
 
     def _on_focus(self) -> None:
         # Moving focus between the app's widgets sends FocusOut then FocusIn;
         # one check once the queue is idle sees where focus really ended up.
-        if self._live and self._focus_check is None:
+        if self._driver.live and self._focus_check is None:
             self._focus_check = self._root.after_idle(self._check_focus)
 
     def _check_focus(self) -> None:
         self._focus_check = None
         # `focus` names this app's focus window, or "" when the app has none
         # (root.focus_get() would raise for windows tkinter does not know).
-        self._focused = str(self._root.tk.call("focus")) != ""
-        self._apply()
+        try:
+            focused = str(self._root.tk.call("focus")) != ""
+        except tkinter.TclError:  # the app is being destroyed
+            return
+        self._driver.focus(focused)
 
     def _on_map(self, widget: str) -> None:
         if widget == self._path:  # children's Map events reach the root's tag too
-            self._hidden = False
-            self._apply()
+            self._driver.hidden(False)
 
     def _on_unmap(self, widget: str) -> None:
         if widget == self._path:
-            self._hidden = True
-            self._apply()
-
-    def _apply(self) -> None:
-        if not self._live:
-            return
-        away = self._hidden or (self._pause_on_focus_loss and not self._focused)
-        try:
-            if away and not self._paused_here:
-                if self._session.state != "paused":  # a pause of the app's own stays its own
-                    self._session.pause()
-                    self._paused_here = True
-            elif not away and self._paused_here:
-                self._paused_here = False
-                self._session.resume()
-        except SessionStateError:
-            self._retire()
+            self._driver.hidden(True)
 
     def _retire(self) -> None:
-        """The session is over: stop calling it, and unbind once this callback returned."""
-        self._live = False
+        """The session is over: unbind once this callback returned."""
         with contextlib.suppress(tkinter.TclError):
             self._root.after_idle(self.close)
 
@@ -234,6 +219,7 @@ def bind_session(
     *,
     pause_on_focus_loss: bool = True,
     touch_events: Sequence[str] = DEFAULT_TOUCH_EVENTS,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
 ) -> TkBinding:
     """Drive ``session`` from a Tk app: input touches it, focus loss and iconify pause it.
 
@@ -248,6 +234,9 @@ def bind_session(
             keyboard focus, resume when one gets it back.
         touch_events: Tk event patterns, bound on ``all``, that call
             ``session.touch()`` (at most once per 100 ms).
+        idle_timeout: Seconds without input after which the session is idle,
+            used when the tracker's config sets no ``idle_timeout`` (the
+            config's value wins); None leaves such a session never idle.
 
     Returns:
         The :class:`TkBinding`; its :meth:`~TkBinding.close` removes the bindings.
@@ -255,16 +244,20 @@ def bind_session(
     Raises:
         TypeError: ``root`` or ``session`` has the wrong type, or
             ``touch_events`` is a single string.
-        ValueError: An entry of ``touch_events`` is not a Tk event pattern.
+        ValueError: An entry of ``touch_events`` is not a Tk event pattern,
+            or ``idle_timeout`` is out of range.
     """
     if not isinstance(root, (tkinter.Tk, tkinter.Toplevel)):
         raise TypeError("root: must be a tkinter.Tk or tkinter.Toplevel")
-    if not isinstance(session, Session):
-        raise TypeError("session: must be a timeback_tracker.Session")
+    check_session(session)
     if isinstance(touch_events, str) or not all(isinstance(e, str) for e in touch_events):
         raise TypeError('touch_events: must be a sequence of patterns such as ("<Key>",)')
     return TkBinding(
-        root, session, pause_on_focus_loss=pause_on_focus_loss, touch_events=tuple(touch_events)
+        root,
+        session,
+        pause_on_focus_loss=pause_on_focus_loss,
+        touch_events=tuple(touch_events),
+        idle_timeout=check_idle_timeout(idle_timeout),
     )
 
 
@@ -272,21 +265,24 @@ def end_on_close(
     root: Root,
     session: Session,
     tracker: Tracker | None = None,
-    flush_timeout: float = 2.0,
+    flush_timeout: float | None = None,
 ) -> Callable[[], None]:
-    """Make the window's close button end the session, flush, then destroy the window.
+    """Make the window's close button end the session, close the tracker, destroy the window.
 
     Installs a ``WM_DELETE_WINDOW`` handler that ends the session (unless it
-    was completed or ended already), hides the window and waits up to
-    ``flush_timeout`` seconds for ``tracker`` to deliver, then destroys ``root``.
-    Whatever is still undelivered stays with the tracker (and its spool).
+    was completed or ended already), hides the window, closes ``tracker`` --
+    which delivers for up to ``flush_timeout`` seconds, its ``exit_timeout``
+    when None -- and destroys ``root``. Whatever is still undelivered stays in
+    the spool for the next start. The app's own ``tracker.close()`` (or the
+    exit hook) afterwards returns at once: closing waits that long in total.
 
     Args:
         root: The app's main window.
         session: The session to end.
-        tracker: The tracker to flush; None skips the flush (the tracker's
-            exit hook still delivers).
-        flush_timeout: Seconds the flush may take at most.
+        tracker: The tracker to close with the window; None leaves it running
+            (for a window that is not the app's last: delivery goes on in the
+            background).
+        flush_timeout: Seconds the tracker may deliver for at most.
 
     Returns:
         The handler, to call from a "Quit" button as well; calling it again does nothing.
@@ -297,30 +293,18 @@ def end_on_close(
     """
     if not isinstance(root, (tkinter.Tk, tkinter.Toplevel)):
         raise TypeError("root: must be a tkinter.Tk or tkinter.Toplevel")
-    if not isinstance(session, Session):
-        raise TypeError("session: must be a timeback_tracker.Session")
-    if (
-        isinstance(flush_timeout, bool)
-        or not isinstance(flush_timeout, (int, float))
-        or not (math.isfinite(flush_timeout) and flush_timeout >= 0)
-    ):
-        raise ValueError("flush_timeout: must be a finite number of seconds >= 0")
-    done = False
+    check_session(session)
+    seconds = check_flush_timeout(flush_timeout)
 
-    def close() -> None:
-        nonlocal done
-        if done:
-            return
-        done = True
-        with contextlib.suppress(SessionStateError):  # completed or ended before
-            session.end()
-        if tracker is not None:
-            with contextlib.suppress(tkinter.TclError):
-                root.withdraw()  # gone from the screen now, however long the flush takes
-                root.update_idletasks()
-            tracker.flush(flush_timeout)
+    def hide() -> None:
+        with contextlib.suppress(tkinter.TclError):
+            root.withdraw()  # gone from the screen now, however long delivery takes
+            root.update_idletasks()
+
+    def destroy() -> None:
         with contextlib.suppress(tkinter.TclError):
             root.destroy()
 
+    close = close_handler(session, tracker, seconds, hide=hide, after=destroy)
     root.protocol("WM_DELETE_WINDOW", close)
     return close
