@@ -13,6 +13,14 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
+__all__ = [
+    "STEP_THRESHOLD_MS",
+    "Clock",
+    "SystemClock",
+    "WallClockWatch",
+    "utc_from_ms",
+]
+
 
 class Clock(Protocol):
     """What the tracker needs to know about time."""

@@ -33,6 +33,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("timeback_tracker.delivery")
 
+__all__ = [
+    "BATCH_REGROWTH",
+    "MAX_BACKOFF",
+    "OTHER_DRAINER_POLL",
+    "Counters",
+    "Delivery",
+    "DeliveryFailure",
+    "TrackerStats",
+]
+
 OTHER_DRAINER_POLL = 1.0
 """Seconds between looks at a spool that another process is draining."""
 

@@ -42,6 +42,18 @@ from timeback_tracker.tracker import Tracker
 if TYPE_CHECKING:
     from timeback_tracker import DeliveryFailure
 
+__all__ = [
+    "ACTIVITY",
+    "QUESTIONS",
+    "SENSOR",
+    "TOLERANCE_SECONDS",
+    "USER",
+    "Demo",
+    "Scene",
+    "Screen",
+    "run_demo",
+]
+
 USER = TimebackUser(
     id="https://sis.example.com/ims/oneroster/rostering/v1p2/users/demo-student",
     email="demo.student@example.com",

@@ -62,6 +62,20 @@ NETWORK_ERRORS = (
 
 log = logging.getLogger("timeback_tracker.transport")
 
+__all__ = [
+    "NETWORK_ERRORS",
+    "REPLY_CAP",
+    "Attempt",
+    "DeadlineExpired",
+    "Watchdog",
+    "attempt_connected",
+    "current_attempt",
+    "decode_body",
+    "describe_failure",
+    "new_session",
+    "read_capped",
+]
+
 _local = threading.local()
 
 

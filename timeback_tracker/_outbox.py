@@ -30,6 +30,22 @@ from timeback_tracker._events import RunTemplate
 
 Kind = Literal["time", "completion"]
 
+__all__ = [
+    "COMPLETED_RUNS_REMEMBERED",
+    "NOTHING_HAPPENED",
+    "Admission",
+    "AlreadyCompletedError",
+    "Checkpoint",
+    "CompletedRuns",
+    "Entry",
+    "Kind",
+    "MemoryOutbox",
+    "Outbox",
+    "Store",
+    "admit",
+    "merge_windows",
+]
+
 COMPLETED_RUNS_REMEMBERED = 10_000
 """Run ids whose completion an outbox without a spool remembers (the newest)."""
 

@@ -26,6 +26,16 @@ from timeback_tracker.models import CALIPER_CONTEXT
 
 log = logging.getLogger("timeback_tracker.transport")
 
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "Outcome",
+    "Transport",
+    "Verdict",
+    "classify",
+    "encode_envelope",
+    "parse_retry_after",
+]
+
 MAX_RETRY_AFTER = 600.0
 """A ``Retry-After`` longer than this (seconds) is capped: a kiosk must not go quiet for days."""
 

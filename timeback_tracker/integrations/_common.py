@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from timeback_tracker._rules import number_problem
 from timeback_tracker.config import IDLE_TIMEOUT_RANGE
 from timeback_tracker.exceptions import SessionStateError
 from timeback_tracker.session import Session
@@ -61,29 +62,21 @@ def check_session(session: object) -> Session:
 
 def check_idle_timeout(value: object) -> float | None:
     """``value`` if it is None or seconds in the config's idle-timeout range."""
-    low, high = IDLE_TIMEOUT_RANGE
     if value is None:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (math.isfinite(value) and low <= value <= high)
-    ):
+    low, high = IDLE_TIMEOUT_RANGE
+    if number_problem(value, low, high):  # the config's own rule
         raise ValueError(f"idle_timeout: must be None or seconds between {low} and {high}")
-    return float(value)
+    return float(value)  # type: ignore[arg-type]
 
 
 def check_flush_timeout(value: object) -> float | None:
     """``value`` if it is None or a finite number of seconds >= 0."""
     if value is None:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (math.isfinite(value) and value >= 0)
-    ):
+    if number_problem(value, 0, math.inf):
         raise ValueError("flush_timeout: must be None or a finite number of seconds >= 0")
-    return float(value)
+    return float(value)  # type: ignore[arg-type]
 
 
 class SessionDriver:
