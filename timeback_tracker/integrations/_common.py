@@ -33,7 +33,15 @@ from timeback_tracker.session import Session
 if TYPE_CHECKING:
     from timeback_tracker.tracker import Tracker
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT", "SessionDriver", "check_flush_timeout", "close_handler"]
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "Binding",
+    "SessionDriver",
+    "check_flush_timeout",
+    "check_idle_timeout",
+    "check_session",
+    "close_handler",
+]
 
 log = logging.getLogger("timeback_tracker.integrations")
 
@@ -77,6 +85,30 @@ def check_flush_timeout(value: object) -> float | None:
     if number_problem(value, 0, math.inf):
         raise ValueError("flush_timeout: must be None or a finite number of seconds >= 0")
     return float(value)  # type: ignore[arg-type]
+
+
+class Binding:
+    """What every toolkit's binding shows: its session, whether it is closed, and
+    whether the session is paused because of it (the app unfocused or hidden)."""
+
+    _session: Session
+    _closed: bool
+    _driver: SessionDriver
+
+    @property
+    def session(self) -> Session:
+        """The session the binding drives."""
+        return self._session
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (also after the session was completed or ended)."""
+        return self._closed
+
+    @property
+    def paused_by_binding(self) -> bool:
+        """True while the session is paused because the app is unfocused or hidden."""
+        return self._driver.paused_here
 
 
 class SessionDriver:

@@ -43,6 +43,7 @@ import pygame
 
 from timeback_tracker.integrations._common import (
     DEFAULT_IDLE_TIMEOUT,
+    Binding,
     SessionDriver,
     check_flush_timeout,
     check_idle_timeout,
@@ -90,7 +91,7 @@ _HIDDEN = {
 _FOCUS = {pygame.WINDOWFOCUSLOST: False, pygame.WINDOWFOCUSGAINED: True}
 
 
-class PygameBinding:
+class PygameBinding(Binding):
     """Turns the game's pygame events into session calls; see :func:`bind_session`."""
 
     def __init__(
@@ -111,21 +112,6 @@ class PygameBinding:
             f"<PygameBinding run_id={self._session.run_id} "
             f"paused_by_binding={self._driver.paused_here} closed={self._closed}>"
         )
-
-    @property
-    def session(self) -> Session:
-        """The session the binding drives."""
-        return self._session
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` ran (also after the session was completed or ended)."""
-        return self._closed
-
-    @property
-    def paused_by_binding(self) -> bool:
-        """True while the session is paused because the window is unfocused or minimised."""
-        return self._driver.paused_here
 
     def handle(self, event: Any) -> None:
         """Look at one event of the game's loop. Never raises; call it for every event.

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from timeback_tracker.integrations._common import (
     DEFAULT_IDLE_TIMEOUT,
+    Binding,
     SessionDriver,
     check_flush_timeout,
     check_idle_timeout,
@@ -181,7 +182,7 @@ def _hook_class(core: ModuleType) -> type:
     return Hook
 
 
-class QtBinding:
+class QtBinding(Binding):
     """The event filter :func:`bind_session` installed; :meth:`close` removes it.
 
     Use it from Qt's GUI thread only. Also a context manager that closes on exit.
@@ -222,21 +223,6 @@ class QtBinding:
             f"<QtBinding {self._qt.name} run_id={self._session.run_id} "
             f"paused_by_binding={self._driver.paused_here} closed={self._closed}>"
         )
-
-    @property
-    def session(self) -> Session:
-        """The session the binding drives."""
-        return self._session
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` ran (also after the session was completed or ended)."""
-        return self._closed
-
-    @property
-    def paused_by_binding(self) -> bool:
-        """True while the session is paused because the app is unfocused or the window hidden."""
-        return self._driver.paused_here
 
     def close(self) -> None:
         """Remove the event filter and the signal connections. Idempotent.

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from timeback_tracker.integrations._common import (
     DEFAULT_IDLE_TIMEOUT,
+    Binding,
     SessionDriver,
     check_flush_timeout,
     check_idle_timeout,
@@ -60,7 +61,7 @@ DEFAULT_TOUCH_EVENTS: tuple[str, ...] = ("<Key>", "<Button>", "<Motion>", "<Mous
 Root: TypeAlias = tkinter.Tk | tkinter.Toplevel
 
 
-class TkBinding:
+class TkBinding(Binding):
     """The bindings that :func:`bind_session` added to a Tk app; :meth:`close` removes them.
 
     Use it from Tk's thread only, like any Tk object. Also a context manager
@@ -111,21 +112,6 @@ class TkBinding:
     def root(self) -> Root:
         """The window whose app is watched."""
         return self._root
-
-    @property
-    def session(self) -> Session:
-        """The session the bindings drive."""
-        return self._session
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` ran (also after the session was completed or ended)."""
-        return self._closed
-
-    @property
-    def paused_by_binding(self) -> bool:
-        """True while the session is paused because the app is unfocused or hidden."""
-        return self._driver.paused_here
 
     def close(self) -> None:
         """Remove every binding this object added, leaving the app's own. Idempotent.
