@@ -178,10 +178,6 @@ class RunTemplate:
 
     # -- events -------------------------------------------------------------------------
 
-    def window_id(self, first_seq: int, last_seq: int) -> str:
-        """The id of window ``first_seq`` (or of windows first..last merged)."""
-        return time_spent_event_id(self.run, self.segment, first_seq, last_seq)
-
     def window(  # noqa: PLR0917 - the numbers of a window, in their natural order
         self,
         first_seq: int,
