@@ -354,6 +354,12 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         pending += [e for e in wrapped if isinstance(e, BaseException)]
 
 
+# urllib3 2 wraps a failed lookup in NameResolutionError; 1.26 (requests 2.28's) does not.
+_NAME_RESOLUTION_ERROR: type[BaseException] = getattr(
+    urllib3.exceptions, "NameResolutionError", socket.gaierror
+)
+
+
 def describe_failure(exc: BaseException, url: Url, attempt: Attempt | None) -> str:  # noqa: PLR0911 - a return per cause
     """What failed, naming the host and the cause — never a URL's query, a header or a body.
 
@@ -374,7 +380,7 @@ def describe_failure(exc: BaseException, url: Url, attempt: Attempt | None) -> s
     if isinstance(verify, ssl.SSLCertVerificationError):
         detail = verify.verify_message or "untrusted certificate"
         return f"certificate verify failed for {where}: {detail}"
-    if find(socket.gaierror, urllib3.exceptions.NameResolutionError):
+    if find(socket.gaierror, _NAME_RESOLUTION_ERROR):
         return f"name not resolved: {url.host}"
     if find(ConnectionRefusedError):
         return f"connection refused by {where}"
