@@ -147,7 +147,10 @@ def connection_target(url: str) -> tuple[str, str, int]:
     prepared = requests.Request("POST", url).prepare()
     adapter = requests.adapters.HTTPAdapter()
     try:
-        pool = adapter.get_connection_with_tls_context(prepared, verify=True)
+        if hasattr(adapter, "get_connection_with_tls_context"):  # requests >= 2.32
+            pool = adapter.get_connection_with_tls_context(prepared, verify=True)
+        else:
+            pool = adapter.get_connection(prepared.url)
     finally:
         adapter.close()
     return pool.scheme, _host(pool.host), pool.port or (443 if pool.scheme == "https" else 80)

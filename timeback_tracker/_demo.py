@@ -151,7 +151,8 @@ class Screen:
         self._drawn_at = 0.0
         self._width = WIDTH
         if self._live:
-            self._width = min(WIDTH, shutil.get_terminal_size((WIDTH + 1, 24)).columns - 1)
+            columns = shutil.get_terminal_size((WIDTH + 1, 24)).columns or WIDTH + 1  # 0: unknown
+            self._width = min(WIDTH, columns - 1)
 
     def say(self, text: str = "") -> None:
         """A plain line (title, report), printed even when quiet."""

@@ -357,7 +357,7 @@ class _Progress:
                     line += f", {stats.dead_lettered} dead"
                 if retrying:
                     line += f"  retrying: {retrying}"
-                self._bar = line[: max(20, shutil.get_terminal_size().columns - 1)]
+                self._bar = line[: max(20, _terminal_columns() - 1)]
                 self._out.write(f"\r{self._bar}\x1b[K")
                 self._out.flush()
             else:
@@ -412,3 +412,9 @@ class _WarningsAbove(logging.Handler):
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _terminal_columns() -> int:
+    """The terminal's width; 80 when it says 0 (a new pseudo-terminal; Python 3.10 passes
+    that 0 on, later versions fall back)."""
+    return shutil.get_terminal_size().columns or 80
