@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import timeback_tracker as tt
@@ -115,3 +116,70 @@ def checkpoint(run: uuid.UUID, seq: int, open_seconds: float = 5) -> Checkpoint:
 def ended(run: uuid.UUID) -> dict[str, Checkpoint]:
     """The checkpoint change of ``run``'s segment ending."""
     return {template(run).segment: Checkpoint(template(run), None, 0, 0)}
+
+
+# -- events as they arrive at a collector (wire JSON) -------------------------------------
+
+
+def wire(model: Any) -> dict[str, Any]:
+    """``tt.dump`` passed through JSON, exactly as a client sends it."""
+    result: dict[str, Any] = json.loads(json.dumps(tt.dump(model)))
+    return result
+
+
+def wire_window(
+    run_id: str,
+    index: int = 0,
+    active: float = 10.0,
+    inactive: float = 5.0,
+    *,
+    at: float | None = None,
+    user: tt.TimebackUser = USER,
+    activity: tt.TimebackActivityContext = ACTIVITY,
+) -> dict[str, Any]:
+    """The wire JSON of window ``index`` of ``run_id``: it starts ``at`` seconds after
+    :data:`T0` (by default ``15 * index``: 15 s windows)."""
+    start = T0 + timedelta(seconds=15 * index if at is None else at)
+    event = tt.TimeSpentEvent.for_window(
+        user=user,
+        activity=activity,
+        run_id=run_id,
+        start=start,
+        end=start + timedelta(seconds=active + inactive),
+        active_seconds=active,
+        inactive_seconds=inactive,
+        event_id=f"urn:uuid:{uuid.uuid5(uuid.UUID(run_id), str(index))}",
+    )
+    return wire(event)
+
+
+def wire_completion(
+    run_id: str,
+    xp: float = 3,
+    *,
+    at: float = 300,
+    user: tt.TimebackUser = USER,
+    activity: tt.TimebackActivityContext = ACTIVITY,
+    **metrics: Any,
+) -> dict[str, Any]:
+    """The wire JSON of the completion of ``run_id``, ``at`` seconds after :data:`T0`
+    (8 of 10 questions right unless ``metrics`` say otherwise)."""
+    event = tt.ActivityCompletedEvent.for_completion(
+        user=user,
+        activity=activity,
+        run_id=run_id,
+        event_time=T0 + timedelta(seconds=at),
+        xp_earned=xp,
+        **{"total_questions": 10, "correct_questions": 8, **metrics},
+    )
+    return wire(event)
+
+
+def envelope(*events: dict[str, Any], sensor: str = SENSOR) -> dict[str, Any]:
+    """A Caliper envelope holding ``events``."""
+    return {
+        "sensor": sensor,
+        "sendTime": "2026-01-27T10:05:00.000Z",
+        "dataVersion": "http://purl.imsglobal.org/ctx/caliper/v1p2",
+        "data": list(events),
+    }

@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ import pytest
 import requests
 
 import timeback_tracker as tt
+from tests.support import envelope as support_envelope
+from tests.support import wire_completion, wire_window
 from timeback_tracker._collector_cli import (
     ScriptStep,
     describe_event,
@@ -54,6 +56,11 @@ ACTIVITY = tt.TimebackActivityContext(
 )
 SENSOR = "https://myapp.example.com/sensors/collector-test"
 START = datetime(2026, 1, 27, 10, 0, 0, tzinfo=timezone.utc)
+window = functools.partial(wire_window, active=12.5, inactive=2.5, user=USER, activity=ACTIVITY)
+completion = functools.partial(
+    wire_completion, user=USER, activity=ACTIVITY, mastered_units=1, pct_complete=67
+)
+envelope = functools.partial(support_envelope, sensor=SENSOR)
 TIMEOUT = 10.0  # seconds any single wait may take before the test fails
 SHIM = (
     "import argparse, sys\n"
@@ -75,56 +82,6 @@ SUMMARY = re.compile(
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def window(
-    run_id: str, index: int = 0, active: float = 12.5, inactive: float = 2.5
-) -> dict[str, Any]:
-    """The wire JSON of window ``index`` of ``run_id`` (15 s windows from START)."""
-    start = START + timedelta(seconds=15 * index)
-    event = tt.TimeSpentEvent.for_window(
-        user=USER,
-        activity=ACTIVITY,
-        run_id=run_id,
-        start=start,
-        end=start + timedelta(seconds=active + inactive),
-        active_seconds=active,
-        inactive_seconds=inactive,
-        event_id=f"urn:uuid:{uuid.uuid5(uuid.UUID(run_id), str(index))}",
-    )
-    return wire(event)
-
-
-def completion(run_id: str, xp: float = 3) -> dict[str, Any]:
-    """The wire JSON of the completion of ``run_id``: ``xp`` XP, 8 of 10 questions right."""
-    event = tt.ActivityCompletedEvent.for_completion(
-        user=USER,
-        activity=ACTIVITY,
-        run_id=run_id,
-        event_time=START + timedelta(minutes=5),
-        xp_earned=xp,
-        total_questions=10,
-        correct_questions=8,
-        mastered_units=1,
-        pct_complete=67,
-    )
-    return wire(event)
-
-
-def wire(model: Any) -> dict[str, Any]:
-    """``tt.dump`` passed through JSON, exactly as a client sends it."""
-    result: dict[str, Any] = json.loads(json.dumps(tt.dump(model)))
-    return result
-
-
-def envelope(*events: dict[str, Any]) -> dict[str, Any]:
-    """A Caliper envelope holding ``events``."""
-    return {
-        "sensor": SENSOR,
-        "sendTime": "2026-01-27T10:05:00.000Z",
-        "dataVersion": "http://purl.imsglobal.org/ctx/caliper/v1p2",
-        "data": list(events),
-    }
 
 
 def post(url: str, body: dict[str, Any], token: str | None = None) -> requests.Response:

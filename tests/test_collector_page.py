@@ -12,13 +12,15 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 import requests
 
 import timeback_tracker as tt
+from tests.support import envelope as support_envelope
+from tests.support import wire_completion, wire_window
 from timeback_tracker._collector_runs import RunBook
 from timeback_tracker._serialization import parse_timestamp
 from timeback_tracker.testing import LocalCollector
@@ -54,52 +56,28 @@ CHROMIUM_FLAGS = (
 # ---------------------------------------------------------------------- helpers
 
 
-def wire(model: Any) -> dict[str, Any]:
-    """``tt.dump`` passed through JSON, exactly as a client sends it."""
-    result: dict[str, Any] = json.loads(json.dumps(tt.dump(model)))
-    return result
-
-
 def window(run_id: str, index: int, at: float, active: float, inactive: float) -> dict[str, Any]:
     """Window ``index`` of ``run_id``: starts ``at`` seconds after START."""
-    start = START + timedelta(seconds=at)
-    event = tt.TimeSpentEvent.for_window(
-        user=USER,
-        activity=ACTIVITY,
-        run_id=run_id,
-        start=start,
-        end=start + timedelta(seconds=active + inactive),
-        active_seconds=active,
-        inactive_seconds=inactive,
-        event_id=f"urn:uuid:{uuid.uuid5(uuid.UUID(run_id), str(index))}",
-    )
-    return wire(event)
+    return wire_window(run_id, index, active, inactive, at=at, user=USER, activity=ACTIVITY)
 
 
 def completion(run_id: str, at: float, xp: float = 2) -> dict[str, Any]:
     """The completion of ``run_id``, ``at`` seconds after START."""
-    event = tt.ActivityCompletedEvent.for_completion(
+    return wire_completion(
+        run_id,
+        xp,
+        at=at,
         user=USER,
         activity=ACTIVITY,
-        run_id=run_id,
-        event_time=START + timedelta(seconds=at),
-        xp_earned=xp,
-        total_questions=10,
         correct_questions=7,
         mastered_units=1,
         pct_complete=40,
     )
-    return wire(event)
 
 
 def envelope(*events: dict[str, Any]) -> dict[str, Any]:
     """A Caliper envelope holding ``events``."""
-    return {
-        "sensor": SENSOR,
-        "sendTime": "2026-01-27T10:05:00.000Z",
-        "dataVersion": "http://purl.imsglobal.org/ctx/caliper/v1p2",
-        "data": list(events),
-    }
+    return support_envelope(*events, sensor=SENSOR)
 
 
 def new_run() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import json
 import socket
 import threading
@@ -13,12 +14,13 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import pytest
 import requests
 
 import timeback_tracker as tt
+from tests.support import envelope as support_envelope
+from tests.support import wire_completion, wire_window
 from timeback_tracker.testing import LocalCollector, RequestRecord
 
 START = datetime(2026, 1, 27, 10, 0, 0, tzinfo=timezone.utc)
@@ -27,54 +29,9 @@ ACTIVITY = tt.TimebackActivityContext(
     id="https://example.com/activities/math/1", subject="Math", app=tt.App(name="Test App")
 )
 SENSOR = "https://example.com/sensors/test"
-
-
-def window(
-    run_id: str, index: int = 0, active: float = 10.0, inactive: float = 5.0
-) -> dict[str, Any]:
-    """The wire JSON of one TimeSpentEvent window of ``run_id``."""
-    start = START + timedelta(seconds=15 * index)
-    event = tt.TimeSpentEvent.for_window(
-        user=USER,
-        activity=ACTIVITY,
-        run_id=run_id,
-        start=start,
-        end=start + timedelta(seconds=active + inactive),
-        active_seconds=active,
-        inactive_seconds=inactive,
-        event_id=f"urn:uuid:{uuid.uuid5(uuid.UUID(run_id), str(index))}",
-    )
-    return wire(event)
-
-
-def completion(run_id: str, xp: float = 3) -> dict[str, Any]:
-    """The wire JSON of the ActivityCompletedEvent of ``run_id``."""
-    event = tt.ActivityCompletedEvent.for_completion(
-        user=USER,
-        activity=ACTIVITY,
-        run_id=run_id,
-        event_time=START + timedelta(minutes=5),
-        xp_earned=xp,
-        total_questions=10,
-        correct_questions=8,
-    )
-    return wire(event)
-
-
-def wire(model: Any) -> dict[str, Any]:
-    """``tt.dump`` passed through JSON, exactly as a client would send it."""
-    result: dict[str, Any] = json.loads(json.dumps(tt.dump(model)))
-    return result
-
-
-def envelope(*events: dict[str, Any]) -> dict[str, Any]:
-    """A Caliper envelope holding ``events``."""
-    return {
-        "sensor": SENSOR,
-        "sendTime": "2026-01-27T10:05:00.000Z",
-        "dataVersion": "http://purl.imsglobal.org/ctx/caliper/v1p2",
-        "data": list(events),
-    }
+window = functools.partial(wire_window, user=USER, activity=ACTIVITY)
+completion = functools.partial(wire_completion, user=USER, activity=ACTIVITY)
+envelope = functools.partial(support_envelope, sensor=SENSOR)
 
 
 def new_run() -> str:
