@@ -55,7 +55,6 @@ ACTIVITY = tt.TimebackActivityContext(
     app=tt.App(name="Collector Test App"),
 )
 SENSOR = "https://myapp.example.com/sensors/collector-test"
-START = datetime(2026, 1, 27, 10, 0, 0, tzinfo=timezone.utc)
 window = functools.partial(wire_window, active=12.5, inactive=2.5, user=USER, activity=ACTIVITY)
 completion = functools.partial(
     wire_completion, user=USER, activity=ACTIVITY, mastered_units=1, pct_complete=67

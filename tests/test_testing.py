@@ -23,7 +23,6 @@ from tests.support import envelope as support_envelope
 from tests.support import wire_completion, wire_window
 from timeback_tracker.testing import LocalCollector, RequestRecord
 
-START = datetime(2026, 1, 27, 10, 0, 0, tzinfo=timezone.utc)
 USER = tt.TimebackUser(id="https://example.com/users/student-1", email="student@example.com")
 ACTIVITY = tt.TimebackActivityContext(
     id="https://example.com/activities/math/1", subject="Math", app=tt.App(name="Test App")
