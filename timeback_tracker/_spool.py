@@ -10,6 +10,10 @@ its own destination's rows, holding ``<spool>.drain-<destination>.lock`` so
 that one process at a time does. Each tracker also holds an owner lock
 (``<spool>.owner-<token>.lock``) while it lives; it carries its sign of life.
 
+The outbox's lifecycle and its public methods are here (a little over 600
+lines with this docstring); the rows, the self-healing and the recovery are
+in ``_spool_rows``, ``_spool_healing`` and ``_spool_recovery``.
+
 Crash safety is nearly free. The accounting of a run is deterministic
 between calls, so what a recovery needs is a run segment's template and its
 accounting state: written durably with the tick's commit (``segments``), and

@@ -25,7 +25,9 @@ Every response is written in one piece, with ``Content-Length``, on sockets
 with ``TCP_NODELAY``, so a loopback round trip takes well under a millisecond.
 The collector never logs or prints request bodies, tokens or secrets.
 
-Its parts live in private modules: the HTTP server (``_collector_server``),
+This module is the fixture's public face, a little over 600 lines because
+every public method carries its documentation. Its parts live in private
+modules: the HTTP server (``_collector_server``),
 the fault scripting (``_collector_faults``), the token endpoint
 (``_collector_oauth``), the runs behind the page (``_collector_runs``) and the
 page (``_collector_page``, with its files in ``_static/``).
