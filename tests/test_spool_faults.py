@@ -22,6 +22,7 @@ import timeback_tracker as tt
 from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, windows
 from timeback_tracker._outbox import MemoryOutbox
 from timeback_tracker._spool import SqliteOutbox, open_outbox
+from timeback_tracker._spool_file import close_quietly
 from timeback_tracker.testing import FakeClock, LocalCollector
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -390,10 +391,11 @@ def test_a_damaged_checkpoint_does_not_stop_the_start(
     session = tracker.start_session(USER, ACTIVITY)
     assert wait_until(lambda: rows(spool, "SELECT count(*) FROM segments")[0][0] == 1)
     owner = tracker._outbox.owner  # type: ignore[attr-defined]
-    tracker._outbox._release_owner()  # type: ignore[attr-defined]  # as if it had died
+    # As if it had died: no more ticks, its owner lock gone.
+    tracker._heartbeat.stop()
+    tracker._outbox._release_owner()  # type: ignore[attr-defined]
     conn = sqlite3.connect(spool)
     conn.execute("UPDATE segments SET state = '[1, \"garbage'")
-    conn.execute("UPDATE owners SET alive_n = 1000000")  # its sign of life is not newer
     conn.commit()
     conn.close()
     failures: list[tt.DeliveryFailure] = []
@@ -777,3 +779,246 @@ def test_a_clock_set_forward_does_not_age_what_is_queued(collector: LocalCollect
         tracker.close()
     assert len(collector.completions(session.run_id)) == 1
     assert collector.totals(session.run_id)[0] == 11
+
+
+# -- found by the soak: failures of the spool meeting kills, order and counts -----------------
+
+
+def test_a_busy_spool_never_makes_the_queue_length_negative(
+    collector: LocalCollector, spool: Path
+) -> None:
+    """Events delivered from memory while another process holds the spool never count
+    against the rows on disk: len() and stats() stay sane, the delivery thread lives."""
+    tracker = tt.Tracker(config(collector.url, spool, heartbeat_interval=0.1))
+    try:
+        session = tracker.start_session(USER, ACTIVITY)
+        time.sleep(0.3)
+        locker = hold_lock(spool, 2.0)
+        time.sleep(1.5)  # windows go to memory and are delivered from there
+        assert tracker.stats().queued >= 0
+        finish(locker)
+        session.complete(1)
+        assert tracker.flush(10)
+        assert tracker.stats().internal_errors == 0
+        assert len(tracker._outbox) == 0
+    finally:
+        tracker.close()
+    assert_conserved(windows(collector, session.run_id))
+    assert collector.duplicate_conflicts == []
+
+
+def test_a_run_stays_in_order_while_the_spool_is_busy(
+    collector: LocalCollector, spool: Path
+) -> None:
+    """A completion made while the spool is locked never overtakes its run's windows that
+    are on disk: what waits in memory goes after them."""
+    collector.go_down()
+    tracker = tt.Tracker(config(collector.url, spool, heartbeat_interval=0.1))
+    try:
+        session = tracker.start_session(USER, ACTIVITY)
+        time.sleep(0.6)  # windows on disk, undelivered
+        locker = hold_lock(spool, 1.5)
+        session.complete(1)  # into memory: the spool is locked
+        collector.come_back()
+        finish(locker)
+        assert tracker.flush(10)
+    finally:
+        tracker.close()
+    order = [e["id"] for e in collector.events if e["extensions"]["runId"] == session.run_id]
+    [completion] = collector.completions(session.run_id)
+    assert order[-1] == completion["id"]
+    assert len(order) == len(set(order))
+
+
+@needs_kill
+def test_a_completion_made_while_the_spool_is_locked_survives_a_kill(
+    collector: LocalCollector, spool: Path
+) -> None:
+    """The spool refuses writes, complete() returns, the process is killed before anything
+    is written or sent: the next start still delivers the completion, once."""
+    collector.go_down()
+    app = subprocess.Popen(
+        [sys.executable, "-c", COMPLETE_WHILE_LOCKED, collector.url, str(spool)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert app.stdout is not None
+    run_id = app.stdout.readline().split()[1]
+    locker = hold_lock(spool, 3.0)
+    assert app.stdin is not None
+    app.stdin.write("complete\n")
+    app.stdin.flush()
+    assert app.stdout.readline().strip() == "completed"
+    os.kill(app.pid, signal.SIGKILL)
+    finish(app)
+    finish(locker)
+    collector.come_back()
+    with tt.Tracker(config(collector.url, spool)) as tracker:
+        assert tracker.flush(10)
+    assert len(collector.completions(run_id)) == 1
+    assert collector.duplicate_conflicts == []
+    assert_conserved(windows(collector, run_id))
+
+
+COMPLETE_WHILE_LOCKED = textwrap.dedent(
+    """
+    import sys
+    import timeback_tracker as tt
+
+    endpoint, spool = sys.argv[1], sys.argv[2]
+    tracker = tt.Tracker(tt.TrackerConfig(
+        sensor="https://kiosk.example.com/sensors/lab-3", endpoint=endpoint, spool_path=spool,
+        heartbeat_interval=0.2,
+    ))
+    session = tracker.start_session(
+        tt.TimebackUser(id="https://sis.example.com/users/1", email="kid@example.com"),
+        tt.TimebackActivityContext(
+            id="https://app.example.com/a/1", subject="Math", app=tt.App(name="Kiosk")
+        ),
+    )
+    print("run", session.run_id, flush=True)
+    sys.stdin.readline()
+    session.complete(2, total_questions=2, correct_questions=2)
+    print("completed", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def test_events_the_spool_refuses_at_close_wait_for_the_next_start(
+    collector: LocalCollector, spool: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """close() while another process holds the spool: what could not be written is left in
+    the tracker's lock file, the log says so (not "lost"), and the next start sends it."""
+    collector.go_down()
+    tracker = tt.Tracker(config(collector.url, spool, exit_timeout=0.5))
+    session = tracker.start_session(USER, ACTIVITY)
+    time.sleep(0.3)
+    locker = hold_lock(spool, 3.0)
+    session.complete(1)
+    with caplog.at_level(logging.WARNING):
+        tracker.close()
+    finish(locker)
+    assert "left in" in caplog.text
+    assert "lost" not in caplog.text
+    collector.come_back()
+    with tt.Tracker(config(collector.url, spool)) as again:
+        assert again.flush(10)
+    assert len(collector.completions(session.run_id)) == 1
+    assert_conserved(windows(collector, session.run_id))
+
+
+@needs_kill
+def test_a_kill_after_another_session_finished_still_loses_about_a_second(
+    collector: LocalCollector, spool: Path
+) -> None:
+    """One session completes (a durable write), another runs on; killed just after, before
+    its first tick, the running one loses about a second, not all it counted so far."""
+    app = subprocess.Popen(
+        [sys.executable, "-c", TWO_SESSIONS, collector.url, str(spool)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert app.stdout is not None
+    run_id = app.stdout.readline().split()[1]
+    last = 0.0
+    while app.stdout.readline().strip() != "completed":
+        pass
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        line = app.stdout.readline().split()
+        if line and line[0] == "active":
+            last = float(line[1])
+    os.kill(app.pid, signal.SIGKILL)
+    finish(app)
+    with tt.Tracker(config(collector.url, spool)) as tracker:
+        assert tracker.flush(10)
+    delivered = collector.totals(run_id)[0]
+    assert last - delivered <= 1.2, (last, delivered)
+    assert collector.duplicate_conflicts == []
+
+
+TWO_SESSIONS = textwrap.dedent(
+    """
+    import sys, time
+    import timeback_tracker as tt
+
+    endpoint, spool = sys.argv[1], sys.argv[2]
+    tracker = tt.Tracker(tt.TrackerConfig(
+        sensor="https://kiosk.example.com/sensors/lab-3", endpoint=endpoint, spool_path=spool,
+        heartbeat_interval=15,
+    ))
+    user = tt.TimebackUser(id="https://sis.example.com/users/1", email="kid@example.com")
+    activity = tt.TimebackActivityContext(
+        id="https://app.example.com/a/1", subject="Math", app=tt.App(name="Kiosk")
+    )
+    running = tracker.start_session(user, activity)
+    other = tracker.start_session(user, activity)
+    print("run", running.run_id, flush=True)
+    time.sleep(2.5)
+    other.complete(1)  # a durable write while `running` has not ticked
+    print("completed", flush=True)
+    while True:
+        time.sleep(0.05)
+        print("active", running.active_seconds, flush=True)
+    """
+)
+
+
+def test_a_tick_the_spool_refused_is_in_the_sign_of_life_at_once(spool: Path) -> None:
+    """A tick's write fails, then the process dies before the next sign of life: the
+    recovery must not rebuild the window that tick closed (it may have been sent)."""
+    from tests.support import checkpoint, template, window, window_id
+
+    run = uuid.uuid4()
+    segment = template(run).segment
+    outbox = SqliteOutbox(spool, 100)
+    outbox.put_many([], {segment: checkpoint(run, 3)})  # on disk: window 3 open
+    seen = checkpoint(run, 3, open_seconds=10)
+    outbox.mark_alive(seen.mono_ms, seen.wall_ms, [seen])
+    assert outbox._conn is not None
+    outbox._conn.execute("PRAGMA query_only = ON")  # the next write fails
+    closed = window(run, 3, active=15, inactive=0)
+    outbox.put_many([closed], {segment: checkpoint(run, 4, open_seconds=0)})
+    assert len(outbox) == 1  # in memory, maybe delivered from there
+    close_quietly(outbox._owner_fd)  # killed: the lock is free, the lock file stays
+    survivor = SqliteOutbox(spool, 100)
+    try:
+        recovered = survivor.recover()
+        assert window_id(run, 3) not in [entry.id for entry in recovered]
+    finally:
+        survivor.close()
+
+
+def test_a_damaged_row_is_reported_once_even_when_it_cannot_be_set_aside(spool: Path) -> None:
+    """The disk is full: the damaged row cannot move to the dead letters yet; it is reported
+    once, skipped, and set aside when the spool takes writes again."""
+    from tests.support import window
+
+    reports: list[tuple[str, str]] = []
+    outbox = SqliteOutbox(spool, 100, on_damage=lambda what, why: reports.append((what, why)))
+    try:
+        run = uuid.uuid4()
+        outbox.put_many([window(run, 0), window(run, 1)])
+        conn = sqlite3.connect(spool)
+        conn.execute(
+            "UPDATE entries SET payload = '{' WHERE slot = (SELECT min(slot) FROM entries)"
+        )
+        conn.commit()
+        conn.close()
+        assert outbox._conn is not None
+        outbox._conn.execute("PRAGMA query_only = ON")
+        for _ in range(3):
+            taken = outbox.take(10)
+            outbox.release(taken)
+            assert [e.first_seq for e in taken] == [1]
+        assert len(reports) == 1
+        outbox._conn.execute("PRAGMA query_only = OFF")
+        outbox.release(outbox.take(10))
+        assert len(reports) == 1
+        assert rows(spool, "SELECT count(*) FROM dead_letters") == [(1,)]
+    finally:
+        outbox.close()

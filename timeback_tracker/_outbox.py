@@ -223,11 +223,11 @@ class Outbox(Protocol):
         """The wall clock was set by ``delta_ms``: move the age base of what is held."""
         ...
 
-    def close(self, timeout: float | None = None) -> bool:
+    def close(self, timeout: float | None = None) -> int:
         """Write what waits in memory (for up to ``timeout`` s), release files and locks.
 
         Returns:
-            False when events that should have been kept could not be.
+            How many events held could be kept nowhere (lost).
         """
         ...
 
@@ -265,8 +265,8 @@ class Store(Protocol):
         """Entries held."""
         ...
 
-    def newest_of_run(self, run_id: str) -> Entry | None:
-        """The run's newest held entry."""
+    def newest_of(self, entry: Entry) -> Entry | None:
+        """The newest held entry that ``entry`` could fold into: of its run segment."""
         ...
 
     def adjacent_windows(self) -> Iterator[tuple[Entry, Entry]]:
@@ -323,7 +323,7 @@ def admit(store: Store, incoming: Entry, max_queue: int) -> Admission:
         store.insert(incoming)
         return admission
     if incoming.kind == "time":
-        last = store.newest_of_run(incoming.run_id)
+        last = store.newest_of(incoming)
         if last is not None and not last.attempted and not store.in_flight(last):
             merged = merge_windows(last, incoming)
             if merged is not None and (merged.id == last.id or not store.holds(merged.id)):
@@ -498,9 +498,9 @@ class MemoryOutbox:
             for entry in self._entries.values():
                 entry.born_ms += delta_ms
 
-    def close(self, timeout: float | None = None) -> bool:
-        """Nothing to release; memory keeps nothing beyond the process anyway."""
-        return True
+    def close(self, timeout: float | None = None) -> int:
+        """Nothing to release; what is held goes with the process."""
+        return len(self._entries)
 
     def take(self, limit: int) -> list[Entry]:
         """The oldest entries not in flight, marked in flight."""
@@ -544,8 +544,9 @@ class MemoryOutbox:
         """Entries held."""
         return len(self._entries)
 
-    def newest_of_run(self, run_id: str) -> Entry | None:
-        """The run's newest held entry."""
+    def newest_of(self, entry: Entry) -> Entry | None:
+        """The run's newest held entry (a window folds only into one of its segment)."""
+        run_id = entry.run_id
         return next((e for e in reversed(self._entries.values()) if e.run_id == run_id), None)
 
     def adjacent_windows(self) -> Iterator[tuple[Entry, Entry]]:

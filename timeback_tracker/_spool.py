@@ -66,13 +66,19 @@ from timeback_tracker._spool_file import (
     tighten,
     try_lock,
 )
-from timeback_tracker._spool_recovery import SpoolRecovery
+from timeback_tracker._spool_recovery import JOURNAL_LIMIT, SpoolRecovery, journal_item
 from timeback_tracker._spool_rows import Damage, describe, now_ms
 from timeback_tracker._spool_schema import connect, is_busy, is_corrupt, move_aside, transaction
 
 log = logging.getLogger("timeback_tracker.spool")
 
 __all__ = ["BUSY_PATIENCE", "SqliteOutbox", "open_outbox"]
+
+CLOSING_JOURNAL_LIMIT = 10_000
+"""Most events left in the owner lock file when the spool refuses them at close."""
+
+RECOUNT_EVERY = 0.5
+"""Seconds between two counts of the rows, which cost a scan of an index."""
 
 BUSY_PATIENCE = 0.25
 """Seconds a write waits for another process's write lock before the events wait in
@@ -131,23 +137,7 @@ class SqliteOutbox(SpoolRecovery):
         # Re-entrant: a signal handler interrupting a write on this thread gets
         # an error from SQLite ("within a transaction") instead of a deadlock.
         self._lock = threading.RLock()
-        self._in_flight: set[str] = set()
-        self._delivered: set[str] = set()  # acknowledged, their delete not yet written
-        self._overflow: MemoryOutbox | None = None  # events the spool could not take yet
-        self._pending: dict[str, Checkpoint] = {}  # checkpoint changes not yet written
-        self._completed_here: set[str] = set()  # completions not yet written
-        self._ended: set[str] = set()  # segments ended by this tracker
-        self._written_seq: dict[str, int] = {}  # segment -> open seq durably written
-        self._known_segments: set[str] = set()
-        self._templates: dict[str, RunTemplate | None] = {}
-        self._retry_at = 0.0
-        self._failures = 0
-        self._take_failing = False
-        self._closed = False
-        self._woken = threading.Event()
-        self._count = 0  # rows of every destination: the bound applies to the file
-        self._mine = 0  # rows of this destination: what this tracker has to deliver
-        self._alive_n = 0
+        self._start_bookkeeping()
         self._drain_fd: int | None = None
         self._owner_fd: int | None = None
         self._conn: sqlite3.Connection | None = None
@@ -170,6 +160,28 @@ class SqliteOutbox(SpoolRecovery):
             raise
         _OPEN.add(self)
 
+    def _start_bookkeeping(self) -> None:
+        """What this instance keeps in memory about the rows, the segments and failures."""
+        self._in_flight: set[str] = set()
+        self._delivered: set[str] = set()  # acknowledged, their delete not yet written
+        self._damaged: dict[str, str] = {}  # damaged rows reported, not yet set aside
+        self._overflow: MemoryOutbox | None = None  # events the spool could not take yet
+        self._pending: dict[str, Checkpoint] = {}  # checkpoint changes not yet written
+        self._completed_here: set[str] = set()  # completions not yet written
+        self._ended: set[str] = set()  # segments ended by this tracker
+        self._written_seq: dict[str, int] = {}  # segment -> open seq durably written
+        self._known_segments: set[str] = set()  # segments with a row in the spool
+        self._templates: dict[str, RunTemplate | None] = {}
+        self._alive: dict[str, Any] = {}  # segment -> its last sign of life (None: ended)
+        self._count = 0  # rows of every destination: the bound applies to the file
+        self._mine = 0  # rows of this destination: what this tracker has to deliver
+        self._recount_at = 0.0
+        self._retry_at = 0.0
+        self._failures = 0
+        self._take_failing = False
+        self._closed = False
+        self._woken = threading.Event()
+
     def __repr__(self) -> str:
         overflow = self._overflow
         return (
@@ -187,12 +199,16 @@ class SqliteOutbox(SpoolRecovery):
         """Events of this tracker's destination held by the spool and in its memory overflow."""
         # Never wait long: the app thread asks (stats()), and a write may be
         # waiting for another process's write lock.
+        # Counted from the file at most every RECOUNT_EVERY seconds (other processes
+        # may add rows of this destination); kept up to date in between.
         overflow = self._overflow
-        if self._lock.acquire(timeout=0.05):
+        now = time.monotonic()
+        if now >= self._recount_at and self._lock.acquire(timeout=0.05):
             try:
                 if self._conn is not None and not self._closed:
                     with contextlib.suppress(sqlite3.Error):
-                        self._mine = self._count_mine() - len(self._delivered)
+                        self._recount()
+                        self._recount_at = now + RECOUNT_EVERY
             finally:
                 self._lock.release()
         return self._mine + (len(overflow) if overflow is not None else 0)
@@ -213,8 +229,8 @@ class SqliteOutbox(SpoolRecovery):
                     (self.dest, self._sensor, self._endpoint, now),
                 )
                 conn.execute(
-                    "INSERT OR REPLACE INTO owners (owner, dest, alive_n, started_ms, "
-                    "updated_ms) VALUES (?, ?, 0, ?, ?)",
+                    "INSERT OR REPLACE INTO owners (owner, dest, started_ms, updated_ms) "
+                    "VALUES (?, ?, ?, ?)",
                     (self.owner, self.dest, now, now),
                 )
                 # Rows of a 0.1 spool, or salvaged from a corrupt file, belong to
@@ -291,6 +307,13 @@ class SqliteOutbox(SpoolRecovery):
             admission = self._memory().put_many(entries, completes=completes)
             if completes is not None:
                 self._completed_here.add(completes)
+            # The sign of life must never lag behind what was closed in memory: a
+            # kill now would otherwise rebuild a window that was sent already.
+            for segment, checkpoint in changes.items():
+                self._alive[segment] = (
+                    None if checkpoint.state is None else self._alive_item(checkpoint)
+                )
+            self._write_alive()
             return admission
 
     def mark_alive(self, mono_ms: int, wall_ms: int, checkpoints: Sequence[Checkpoint]) -> None:
@@ -309,22 +332,44 @@ class SqliteOutbox(SpoolRecovery):
                     continue  # ended since the snapshot was taken
                 if self._open_seq(checkpoint) < self._written_seq.get(segment, 0):
                     continue  # older than what the last tick wrote
-                segments[segment] = {"t": checkpoint.template.to_json(), "s": checkpoint.state}
+                segments[segment] = self._alive_item(checkpoint)
             for segment, checkpoint in self._pending.items():
                 if checkpoint.state is None:
                     segments[segment] = None  # ended, not yet written: never recover it
-            self._alive_n += 1
-            record = {
-                "n": self._alive_n,
-                "dest": self.dest,
-                "mono": mono_ms,
-                "wall": wall_ms,
-                "segments": segments,
-            }
-            try:
-                AliveRecord.write(self._owner_fd, record)
-            except OSError as exc:
-                log.debug("spool %s: cannot write the sign of life: %s", self._path, exc)
+            self._alive = segments
+            self._write_alive()
+
+    def _alive_item(self, checkpoint: Checkpoint) -> dict[str, Any]:
+        """A running segment in the sign of life: its state, and the moment it describes."""
+        item: dict[str, Any] = {
+            "s": checkpoint.state,
+            "m": checkpoint.mono_ms,
+            "w": checkpoint.wall_ms,
+        }
+        if checkpoint.template.segment not in self._known_segments:
+            item["t"] = checkpoint.template.to_json()  # not in the spool yet
+        return item
+
+    def _write_alive(self) -> None:
+        """Write the sign of life: the segments as last seen, and what waits in memory only."""
+        if self._owner_fd is None:
+            return
+        record = {"dest": self.dest, "segments": self._alive, "journal": self._journal()}
+        try:
+            AliveRecord.write(self._owner_fd, record)
+        except OSError as exc:
+            log.debug("spool %s: cannot write the sign of life: %s", self._path, exc)
+
+    def _journal(self) -> list[dict[str, Any]]:
+        """Completions waiting in memory, with their runs' windows: a kill must not lose them.
+
+        Written (and so kept across a kill) only while the spool refuses writes.
+        """
+        if self._overflow is None:
+            return []
+        held, _ = self._overflow.snapshot()
+        completed = {entry.run_id for entry in held if entry.kind == "completion"}
+        return [journal_item(entry) for entry in held if entry.run_id in completed][:JOURNAL_LIMIT]
 
     def rebase(self, delta_ms: int) -> None:
         """The wall clock was set by ``delta_ms``: move the age base of every row, once.
@@ -353,37 +398,39 @@ class SqliteOutbox(SpoolRecovery):
             except (sqlite3.Error, OSError) as exc:
                 log.warning("spool %s: cannot note a clock step: %s", self._path, describe(exc))
 
-    def close(self, timeout: float | None = None) -> bool:
+    def close(self, timeout: float | None = None) -> int:
         """Write what waits in memory if possible, then let go of file and locks.
 
         Idempotent. Running segments' checkpoints stay recoverable by the next
-        :meth:`recover`, since this owner is no longer alive.
+        :meth:`recover`, since this owner is no longer alive. Events the spool
+        still refuses are left in the owner lock file (its sign of life), which
+        then stays behind for the next start to queue them.
 
         Args:
             timeout: Seconds to wait for a busy spool; :data:`BUSY_PATIENCE` when None.
 
         Returns:
-            True when nothing was left in memory only.
+            How many events could be kept nowhere (lost).
         """
         with self._lock:
             if self._closed:
-                return True
+                return 0
             if _in_transaction(self._conn):
-                return False  # a signal handler interrupted a write here: not now
-            self._check_identity()
-            kept = True
+                return 0  # a signal handler interrupted a write here: not now
+            self._check_identity_quietly()
             if self._overflow is not None:
                 deadline = time.monotonic() + (BUSY_PATIENCE if timeout is None else timeout)
                 while not self._restore() and time.monotonic() < deadline:
                     time.sleep(0.05)
-                if self._overflow is not None:
-                    kept = False
-                    log.warning(
-                        "spool %s: %d events could not be written before closing: they are lost",
-                        self._path,
-                        len(self._overflow),
-                    )
-            if self._conn is not None:
+            lost = 0
+            left = self._overflow
+            if left is not None:
+                lost = self._leave_in_lock_file(left)
+            elif self._conn is not None:
+                # The sign of life first: it must not outlive the tombstones of the
+                # segments it still lists as running.
+                self._alive = {}
+                self._write_alive()
                 self._tidy()
             self._closed = True
             self._woken.set()
@@ -393,9 +440,39 @@ class SqliteOutbox(SpoolRecovery):
             if self._drain_fd is not None:
                 os.close(self._drain_fd)  # never unlink it: another process may be opening it
                 self._drain_fd = None
-            self._release_owner()
+            if left is None:
+                self._release_owner()
+            else:  # kept, unlocked, for the next recovery
+                close_quietly(self._owner_fd)
+                self._owner_fd = None
         _OPEN.discard(self)
-        return kept
+        return lost
+
+    def _leave_in_lock_file(self, left: MemoryOutbox) -> int:
+        """Write what the spool refused into the sign of life; returns how many did not fit."""
+        held, _ = left.snapshot()
+        journal = [journal_item(entry) for entry in held[:CLOSING_JOURNAL_LIMIT]]
+        self._alive = dict.fromkeys(self._ended)  # every segment ended
+        record = {"dest": self.dest, "segments": self._alive, "journal": journal}
+        try:
+            AliveRecord.write(_required(self._owner_fd), record)
+        except OSError as exc:
+            log.warning(
+                "spool %s: %d events could not be written before closing: they are lost (%s)",
+                self._path,
+                len(held),
+                describe(exc),
+            )
+            return len(held)
+        log.warning(
+            "spool %s: %d events could not be written before closing: left in %s for the "
+            "next start%s",
+            self._path,
+            len(journal),
+            self._owner_lock(self.owner).name,
+            "" if len(journal) == len(held) else f" ({len(held) - len(journal)} lost: too many)",
+        )
+        return len(held) - len(journal)
 
     # -- the delivery thread ----------------------------------------------------------------
 
@@ -409,7 +486,10 @@ class SqliteOutbox(SpoolRecovery):
         with self._lock:
             self._usable(force=False)
             draining = self._can_drain()
-            batch = self._take_from_disk(limit) if draining else []
+            from_disk = self._take_from_disk(limit) if draining else []
+            batch = from_disk or []
+            # What waits in memory is newer than every row on disk: it goes only when
+            # the spool has nothing more (or cannot be read), so a run stays in order.
             if draining and self._overflow is not None and len(batch) < limit:
                 batch += self._overflow.take(limit - len(batch))
         if not draining:
@@ -417,25 +497,27 @@ class SqliteOutbox(SpoolRecovery):
         return batch
 
     def ack(self, entries: Iterable[Entry]) -> None:
-        """Delete delivered entries.
+        """Delete delivered entries (a commit without fsync: if it is lost, the same
+        events go again with the same ids).
 
         A delete that fails (the spool busy) is remembered and retried with the
-        next write; meanwhile those rows are not taken again. Only if the
-        process dies first are they sent again (the same events, same ids).
+        next write; meanwhile those rows are not taken again.
         """
         batch = list(entries)
         with self._lock:
+            from_disk = [entry.id for entry in batch if entry.id in self._in_flight]
             self._settle(batch, reached=True)
             if self._overflow is not None:
                 self._overflow.ack(batch)
-            if self._closed or not batch or self._conn is None:
+            if self._closed or self._conn is None or not from_disk:
                 return
-            self._delivered.update(entry.id for entry in batch)
+            self._delivered.update(from_disk)
+            self._mine = max(0, self._mine - len(from_disk))
             try:
                 with transaction(self._conn, durable=False):
                     deleted = self._forget_delivered()
                 self._delivered -= deleted
-                self._recount()
+                self._count = max(0, self._count - len(deleted))
                 if not self._mine:
                     self._shrink_wal()
             except (sqlite3.Error, OSError) as exc:
@@ -523,6 +605,12 @@ class SqliteOutbox(SpoolRecovery):
         self._drain_fd = self._owner_fd = None
         self._in_flight.clear()
         self._overflow = None
+
+
+def _required(fd: int | None) -> int:
+    if fd is None:
+        raise OSError("no owner lock file")
+    return fd
 
 
 def _in_transaction(conn: sqlite3.Connection | None) -> bool:

@@ -34,7 +34,14 @@ from timeback_tracker._spool_schema import salvage, transaction
 
 log = logging.getLogger("timeback_tracker.spool")
 
-__all__ = ["Plan", "SpoolRecovery", "owner_plans"]
+__all__ = [
+    "JOURNAL_LIMIT",
+    "Plan",
+    "SpoolRecovery",
+    "journal_entry",
+    "journal_item",
+    "owner_plans",
+]
 
 
 class SpoolRecovery(SpoolHealing):
@@ -115,9 +122,11 @@ class SpoolRecovery(SpoolHealing):
         return dead
 
     def _recover_owner(self, owner: str) -> list[Entry]:
-        """Rebuild the open windows of a dead owner's running segments."""
-        added: list[Entry] = []
-        for plan in owner_plans(self._conn_(), owner, AliveRecord.read(self._owner_lock(owner))):
+        """Rebuild the open windows of a dead owner's running segments, and queue what it
+        held in memory only (completions, while its spool refused writes)."""
+        alive = AliveRecord.read(self._owner_lock(owner))
+        added = self._recover_journal(alive)
+        for plan in owner_plans(self._conn_(), owner, alive):
             try:
                 entries = plan.windows()
             except ValueError as exc:
@@ -128,6 +137,26 @@ class SpoolRecovery(SpoolHealing):
                 if not self.holds(entry.id):
                     self._admit_recovered(entry, plan.dest or self.dest)
                     added.append(entry)
+        return added
+
+    def _recover_journal(self, alive: Mapping[str, Any] | None) -> list[Entry]:
+        """Queue the entries a dead owner's sign of life carried (see ``_journal``)."""
+        items = alive.get("journal") if alive is not None else None
+        dest = str(alive.get("dest") or self.dest) if alive is not None else self.dest
+        added = []
+        for item in items if isinstance(items, list) else ():
+            try:
+                entry = journal_entry(item)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if entry.kind == "completion":
+                self._conn_().execute(
+                    "INSERT OR IGNORE INTO completed (run_id, completed_ms) VALUES (?, ?)",
+                    (entry.run_id, entry.event_time_ms),
+                )
+            if not self.holds(entry.id) and not payload_damage(entry.id, entry.payload):
+                self._admit_recovered(entry, dest)
+                added.append(entry)
         return added
 
     def _admit_recovered(self, entry: Entry, dest: str) -> None:
@@ -163,19 +192,22 @@ class SpoolRecovery(SpoolHealing):
         return added
 
     def _forget_owners(self, owners: list[str]) -> None:
+        """After recovering ``owners``: their segments become tombstones (ended, no state),
+        kept while their lock file (and its sign of life) may still exist; the
+        tombstones of owners whose lock file is gone, and that no queued window
+        needs as a template, are deleted."""
         conn = self._conn_()
         for owner in owners:
+            conn.execute("UPDATE segments SET ended = 1, state = NULL WHERE owner = ?", (owner,))
+            if self._owner_lock(owner).exists():
+                continue  # unlinked after this transaction; its tombstones go next time
             conn.execute(
-                "DELETE FROM segments WHERE owner = ? AND NOT EXISTS "
+                "DELETE FROM segments WHERE owner = ? AND ended = 1 AND NOT EXISTS "
                 "(SELECT 1 FROM entries WHERE entries.segment = segments.segment)",
                 (owner,),
             )
-            # Kept for their templates (merges), no longer anyone's to recover.
-            conn.execute(
-                "UPDATE segments SET owner = '', ended = 1, state = NULL WHERE owner = ?",
-                (owner,),
-            )
-            conn.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+            if not conn.execute("SELECT 1 FROM segments WHERE owner = ?", (owner,)).fetchone():
+                conn.execute("DELETE FROM owners WHERE owner = ?", (owner,))
 
     def salvage(self, corrupt: Path) -> int:
         """Queue the readable events of a corrupt spool moved aside; returns how many."""
@@ -252,12 +284,13 @@ class Plan:
 def owner_plans(
     conn: sqlite3.Connection, owner: str, alive: Mapping[str, Any] | None
 ) -> list[Plan]:
-    """What a recovery of ``owner`` would rebuild: one plan per running run segment.
+    """What a recovery of ``owner`` would rebuild: one plan per run segment still running.
 
-    The durable rows say where each segment was at the owner's last tick,
-    unless its sign of life (``alive``) is newer than its last durable write:
-    then the sign of life says which segments ran, and how far, never going
-    back behind a row. Used by the recovery itself and by ``spool list``.
+    Segment by segment, the newer of two states wins: the durable row of the
+    owner's last tick, or the sign of life (``alive``), never going back
+    behind the row. A segment that ended is never rebuilt: its row says so
+    once the end is on disk, its sign of life until then. Used by the
+    recovery itself and by ``spool list``.
     """
     rows = {
         row[0]: row
@@ -267,35 +300,79 @@ def owner_plans(
             (owner,),
         )
     }
-    written = conn.execute("SELECT alive_n FROM owners WHERE owner = ?", (owner,)).fetchone()
-    plans = {
-        segment: Plan(segment, run_id, dest, template, state, mono, wall)
-        for segment, run_id, dest, ended, template, state, mono, wall in rows.values()
-        if not ended and state is not None
+    signs = alive.get("segments") if alive is not None else None
+    signs = signs if isinstance(signs, dict) else {}
+    dest = str(alive.get("dest", "")) if alive is not None else ""
+    plans = []
+    for segment in sorted(set(rows) | set(signs)):
+        row = rows.get(segment)
+        if row is not None and row[3]:
+            continue  # ended, on disk
+        if segment in signs and signs[segment] is None:
+            continue  # ended, not yet on disk when it died
+        from_row = None
+        if row is not None and row[5] is not None:
+            _, run_id, row_dest, _, template, state, mono, wall = row
+            from_row = Plan(segment, run_id, row_dest, template, state, mono, wall)
+        item = signs.get(segment)
+        from_sign = None
+        if isinstance(item, dict):
+            template = item.get("t") or (row[4] if row is not None else None)
+            from_sign = Plan(
+                segment,
+                row[1] if row is not None else _run_of(template),
+                row[2] if row is not None else dest,
+                template,
+                item.get("s"),
+                item.get("m"),
+                item.get("w"),
+            )
+        if from_sign is not None and (from_row is None or _newer(from_sign, from_row)):
+            plans.append(from_sign)
+        elif from_row is not None:
+            plans.append(from_row)
+    return plans
+
+
+def _newer(sign: Plan, row: Plan) -> bool:
+    """Whether a sign of life describes a later moment than the row (same process clock)."""
+    return _int(sign.mono_ms) >= _int(row.mono_ms) and _seq_of(sign.state) >= _seq_of(row.state)
+
+
+JOURNAL_LIMIT = 500
+"""Most entries a sign of life carries for a spool that refuses writes."""
+
+
+def journal_item(entry: Entry) -> dict[str, Any]:
+    """An entry as the sign of life carries it (see :func:`journal_entry`)."""
+    return {
+        "id": entry.id,
+        "run": entry.run_id,
+        "kind": entry.kind,
+        "seq": [entry.first_seq, entry.last_seq],
+        "time": entry.event_time_ms,
+        "born": entry.born_ms,
+        "payload": entry.payload,
     }
-    if alive is not None and written is not None and _int(alive.get("n")) <= written[0]:
-        alive = None  # older than the owner's last durable write: the rows say more
-    if alive is None:
-        return list(plans.values())
-    running: dict[str, Plan] = {}
-    for segment, item in _alive_segments(alive):
-        if not isinstance(item, dict) or (segment in rows and rows[segment][3]):
-            continue  # ended
-        row_plan = plans.get(segment)
-        if row_plan is not None and _seq_of(row_plan.state) > _seq_of(item.get("s")):
-            running[segment] = row_plan  # the row is further on: never go back
-            continue
-        run_id = rows[segment][1] if segment in rows else _run_of(item.get("t"))
-        running[segment] = Plan(
-            segment,
-            run_id,
-            str(alive.get("dest", "")),
-            item.get("t"),
-            item.get("s"),
-            alive.get("mono"),
-            alive.get("wall"),
-        )
-    return list(running.values())
+
+
+def journal_entry(item: Mapping[str, Any]) -> Entry:
+    """The entry a :func:`journal_item` describes (not mergeable: it has no template).
+
+    Raises:
+        KeyError, TypeError, ValueError: ``item`` is not a journal item.
+    """
+    first, last = item["seq"]
+    return Entry(
+        str(item["id"]),
+        str(item["run"]),
+        "completion" if item["kind"] == "completion" else "time",
+        int(item["time"]),
+        str(item["payload"]),
+        first,
+        last,
+        born_ms=int(item["born"]),
+    )
 
 
 def _int(value: object) -> int:

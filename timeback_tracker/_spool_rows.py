@@ -45,8 +45,9 @@ ENTRY_COLUMNS = (
 )
 """The columns of ``entries`` that make an :class:`Entry`, in its order."""
 
-WAL_TRUNCATE_BYTES = 256 << 10
-"""A WAL larger than this is truncated once the queue is empty."""
+WAL_TRUNCATE_BYTES = 1 << 20
+"""A WAL larger than this is truncated once the queue is empty (SQLite's own
+checkpoints keep it near this size otherwise)."""
 
 Damage = Callable[[str, str], None]
 """Told about a damaged row set aside: (event id or segment, reason)."""
@@ -72,7 +73,6 @@ class SpoolRows:
     owner: str
     _count: int
     _mine: int
-    _alive_n: int
     _in_flight: set[str]
     _delivered: set[str]
     _templates: dict[str, RunTemplate | None]
@@ -81,6 +81,7 @@ class SpoolRows:
     _ended: set[str]
     _on_damage: Damage | None
     _take_failing: bool
+    _damaged: dict[str, str]  # damaged rows not yet set aside -> why
     _closed: bool
     _lock: threading.RLock
 
@@ -89,19 +90,18 @@ class SpoolRows:
         return self._path.with_name(f"{self._path.name}.owner-{owner}.lock")
 
     def count(self) -> int:
-        """Entries held in the spool (every destination's)."""
-        return self._count_rows()
+        """Entries held in the spool (every destination's), as counted at the last look."""
+        return self._count
 
-    def newest_of_run(self, run_id: str) -> Entry | None:
-        """The run's newest held entry."""
-        row = (
-            self._conn_()
-            .execute(
-                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE run_id = ? ORDER BY slot DESC LIMIT 1",  # noqa: S608
-                (run_id,),
-            )
-            .fetchone()
-        )
+    def newest_of(self, entry: Entry) -> Entry | None:
+        """The newest held window of ``entry``'s run segment (by the segment index)."""
+        if entry.template is None:
+            return None
+        row = self._conn_().execute(
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE segment = ? "  # noqa: S608
+            "ORDER BY first_seq DESC LIMIT 1",
+            (entry.template.segment,),
+        ).fetchone()
         return None if row is None else self._row_entry(row)
 
     def adjacent_windows(self) -> Iterator[tuple[Entry, Entry]]:
@@ -175,7 +175,7 @@ class SpoolRows:
         """Remove ``entry``."""
         self._conn_().execute("DELETE FROM entries WHERE id = ?", (entry.id,))
         self._count -= 1
-        self._mine -= 1  # an estimate (the row may be another destination's) until recounted
+        self._mine = max(0, self._mine - 1)  # an estimate (another destination's?) until recounted
 
     def _conn_(self) -> sqlite3.Connection:
         assert self._conn is not None
@@ -251,35 +251,29 @@ class SpoolRows:
         return self._templates[segment]
 
     def _write_checkpoints(self, changes: Mapping[str, Checkpoint]) -> None:
+        """Write each changed segment's state; an ended segment keeps its row, without a
+        state, for as long as its tracker lives: a sign of life older than the end must
+        never bring it back (the row goes at close, or with the owner's recovery)."""
         conn = self._conn_()
         now = now_ms()
         for segment, checkpoint in changes.items():
             template = checkpoint.template
-            if checkpoint.state is None:
-                # Ended: no state to recover. The row stays while entries need its template.
-                conn.execute(
-                    "UPDATE segments SET ended = 1, state = NULL, updated_ms = ? WHERE segment = ?",
-                    (now, segment),
-                )
-                conn.execute(
-                    "DELETE FROM segments WHERE segment = ? AND NOT EXISTS "
-                    "(SELECT 1 FROM entries WHERE entries.segment = segments.segment)",
-                    (segment,),
-                )
-                continue
+            ended = checkpoint.state is None
             conn.execute(
-                "INSERT INTO segments (segment, run_id, dest, owner, template, state, mono_ms, "
-                "wall_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (segment) DO UPDATE SET state = excluded.state, "
-                "mono_ms = excluded.mono_ms, wall_ms = excluded.wall_ms, "
-                "updated_ms = excluded.updated_ms, owner = excluded.owner",
+                "INSERT INTO segments (segment, run_id, dest, owner, ended, template, state, "
+                "mono_ms, wall_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (segment) DO UPDATE SET ended = excluded.ended, "
+                "state = excluded.state, mono_ms = excluded.mono_ms, "
+                "wall_ms = excluded.wall_ms, updated_ms = excluded.updated_ms, "
+                "owner = excluded.owner",
                 (
                     segment,
                     template.run_id,
                     self.dest,
                     self.owner,
+                    int(ended),
                     template.to_json(),
-                    json.dumps(checkpoint.state, separators=(",", ":")),
+                    None if ended else json.dumps(checkpoint.state, separators=(",", ":")),
                     checkpoint.mono_ms,
                     checkpoint.wall_ms,
                     now,
@@ -320,7 +314,7 @@ class SpoolRows:
 
     def _recount(self) -> None:
         self._count = self._count_rows()
-        self._mine = self._count_mine() - len(self._delivered)
+        self._mine = max(0, self._count_mine() - len(self._delivered))
 
     def _count_rows(self) -> int:
         return int(self._conn_().execute("SELECT count(*) FROM entries").fetchone()[0])
@@ -337,39 +331,54 @@ class SpoolRows:
             except Exception:
                 log.exception("reporting a damaged spool row failed")
 
-    def _take_from_disk(self, limit: int) -> list[Entry]:
+    def _take_from_disk(self, limit: int) -> list[Entry] | None:
+        """The oldest rows of this destination not in flight (damaged ones set aside), now in
+        flight, their attempts counted on disk; None when the spool cannot be read."""
         if self._conn is None or self._closed:
-            return []
+            return None
+        skip = len(self._in_flight) + len(self._delivered) + len(self._damaged)
+        try:
+            rows = self._conn.execute(
+                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE dest = ? "  # noqa: S608
+                "ORDER BY slot LIMIT ?",
+                (self.dest, limit + skip),
+            ).fetchall()
+        except (sqlite3.Error, OSError) as exc:
+            if not self._take_failing:
+                log.warning("spool %s: cannot take events (%s)", self._path, describe(exc))
+            self._take_failing = True
+            return None
+        self._take_failing = False
+        batch: list[Entry] = []
+        damaged: list[tuple[str, str]] = []
+        for row in rows:
+            if row[1] in self._in_flight or row[1] in self._delivered or row[1] in self._damaged:
+                continue
+            if len(batch) >= limit:
+                break
+            damage = payload_damage(row[1], row[-1])
+            if damage:
+                damaged.append((row[1], damage))
+            else:
+                batch.append(self._row_entry(row))
+        for entry_id, reason in damaged:
+            self._damaged[entry_id] = reason
+            self._report_damage(entry_id, reason)  # once: it is skipped until set aside
         try:
             with transaction(self._conn, durable=False):
-                rows = self._conn.execute(
-                    f"SELECT {ENTRY_COLUMNS} FROM entries WHERE dest = ? "  # noqa: S608
-                    "ORDER BY slot LIMIT ?",
-                    (self.dest, limit + len(self._in_flight) + len(self._delivered)),
-                ).fetchall()
-                batch: list[Entry] = []
-                for row in rows:
-                    if row[1] in self._in_flight or row[1] in self._delivered:
-                        continue
-                    if len(batch) >= limit:
-                        break
-                    damage = payload_damage(row[1], row[-1])
-                    if damage:
-                        self._bury(row[1], damage)
-                        self._report_damage(row[1], damage)
-                        continue
-                    batch.append(self._row_entry(row))
+                for entry_id, reason in list(self._damaged.items()):
+                    self._bury(entry_id, reason)
                 # Counted before anyone sends them: an attempted window is never merged.
                 self._conn.executemany(
                     "UPDATE entries SET attempts = attempts + 1 WHERE id = ?",
                     [(entry.id,) for entry in batch],
                 )
+            self._damaged.clear()
         except (sqlite3.Error, OSError) as exc:
-            if not self._take_failing:
-                log.warning("spool %s: cannot take events (%s)", self._path, describe(exc))
-            self._take_failing = True
-            return []
-        self._take_failing = False
+            # Busy or full: sent all the same, in order; the attempts are counted in
+            # memory only (so only another process sharing this destination could
+            # still merge them, if its outbox fills up meanwhile).
+            log.debug("spool %s: attempts not written (%s)", self._path, describe(exc))
         for entry in batch:
             entry.attempts += 1
         self._in_flight.update(entry.id for entry in batch)
@@ -413,18 +422,12 @@ class SpoolRows:
                 if self._count < self._max:
                     self.insert(entry)
                 else:
-                    self._recount()
                     admission.add(admit(self, entry, self._max))
             self._write_checkpoints(changes)
-            conn.execute(
-                "UPDATE owners SET alive_n = ?, updated_ms = ? WHERE owner = ?",
-                (self._alive_n, now_ms(), self.owner),
-            )
         self._delivered -= deleted
         for segment, checkpoint in changes.items():
             if checkpoint.state is None:
                 self._written_seq.pop(segment, None)
-                self._known_segments.discard(segment)
             else:
                 self._written_seq[segment] = self._open_seq(checkpoint)
         return admission

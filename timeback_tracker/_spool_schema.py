@@ -65,7 +65,6 @@ _TABLES = (
         payload TEXT NOT NULL
     )""",
     "CREATE INDEX entries_dest ON entries (dest, slot)",
-    "CREATE INDEX entries_run ON entries (run_id, slot)",
     "CREATE INDEX entries_segment ON entries (segment, first_seq)",
     """CREATE TABLE dead_letters (
         n INTEGER PRIMARY KEY,
@@ -99,13 +98,10 @@ _TABLES = (
     )""",
     "CREATE INDEX segments_owner ON segments (owner)",
     "CREATE TABLE completed (run_id TEXT PRIMARY KEY, completed_ms INTEGER NOT NULL)",
-    # One row per tracker that wrote here: alive_n is the number of its last
-    # sign of life (AliveRecord) written before its last durable write, so a
-    # recovery can tell whether the sign of life is newer than the spool.
+    # One row per tracker that wrote here (for recovery and the spool tools).
     """CREATE TABLE owners (
         owner TEXT PRIMARY KEY,
         dest TEXT NOT NULL,
-        alive_n INTEGER NOT NULL DEFAULT 0,
         started_ms INTEGER NOT NULL,
         updated_ms INTEGER NOT NULL
     )""",
@@ -122,7 +118,7 @@ _REQUIRED_COLUMNS = {
     "dead_letters": {"n", "id", "dest", "payload", "reason", "dead_ms"},
     "segments": {"segment", "run_id", "dest", "owner", "ended", "template", "state"},
     "completed": {"run_id"},
-    "owners": {"owner", "dest", "alive_n"},
+    "owners": {"owner", "dest"},
     "meta": {"key", "value"},
     "destinations": {"dest", "sensor", "endpoint"},
 }

@@ -171,8 +171,15 @@ class Session:
         Raises:
             SessionStateError: The session was completed or ended.
         """
-        with self._locked("pause"):
+        # The lock by hand, not _locked(): a generator context costs more than the call.
+        if not self._lock.acquire(timeout=_LOCK_PATIENCE):
+            raise self._stuck("pause")
+        try:
+            if self._outcome:
+                raise self._finished_error("pause")
             self._accounting.pause(self._monotonic_ns() // 1_000_000)
+        finally:
+            self._lock.release()
 
     def resume(self) -> None:
         """Count active time again after :meth:`pause`; counts as input. Idempotent.
@@ -180,8 +187,14 @@ class Session:
         Raises:
             SessionStateError: The session was completed or ended.
         """
-        with self._locked("resume"):
+        if not self._lock.acquire(timeout=_LOCK_PATIENCE):
+            raise self._stuck("resume")
+        try:
+            if self._outcome:
+                raise self._finished_error("resume")
             self._accounting.resume(self._monotonic_ns() // 1_000_000)
+        finally:
+            self._lock.release()
 
     def complete(
         self,
@@ -411,18 +424,24 @@ class Session:
     def _locked(self, call: str) -> Iterator[None]:
         """The state lock for a state change, which must be allowed (not finished)."""
         if not self._lock.acquire(timeout=_LOCK_PATIENCE):
-            raise SessionStateError(
-                f"{call}(): the session's lock was not free within {_LOCK_PATIENCE:g} s "
-                f"(called from a signal handler that interrupted this session's own call?)"
-            )
+            raise self._stuck(call)
         try:
             if self._outcome:
-                raise SessionStateError(
-                    f"session {self._run_id} is {self._outcome}: {call}() is not allowed any more"
-                )
+                raise self._finished_error(call)
             yield
         finally:
             self._lock.release()
+
+    def _stuck(self, call: str) -> SessionStateError:
+        return SessionStateError(
+            f"{call}(): the session's lock was not free within {_LOCK_PATIENCE:g} s "
+            f"(called from a signal handler that interrupted this session's own call?)"
+        )
+
+    def _finished_error(self, call: str) -> SessionStateError:
+        return SessionStateError(
+            f"session {self._run_id} is {self._outcome}: {call}() is not allowed any more"
+        )
 
 
 def _is_number(value: object) -> bool:

@@ -245,10 +245,13 @@ class Tracker:
         delivered = self._delivery.stop(_left(deadline))
         atexit.unregister(self._at_exit)
         undelivered = len(self._outbox)
-        kept = self._outbox.close(_left(deadline))
-        if not delivered:
-            where = "kept in the spool for the next start" if self._durable and kept else "lost"
-            log.warning("closed with %d events undelivered: %s", undelivered, where)
+        lost = self._outbox.close(_left(deadline))
+        if not delivered and lost < undelivered:
+            log.warning(
+                "closed with %d events undelivered: kept for the next start", undelivered - lost
+            )
+        if lost:
+            log.warning("closed with %d events undelivered: lost", lost)
 
     def __enter__(self) -> Tracker:
         return self
