@@ -127,7 +127,7 @@ def session_calls(
 ) -> list[Row]:
     """start_session() and complete() of many 30 s sessions (fake clock)."""
     mode = "memory" if spool is None else "spool"
-    clock = FakeClock()
+    clock = FakeClock(wall_ms=_bench.now_ms())
     config = _bench.config(collector.url, heartbeat_interval=3600, spool_path=spool)
     tracker = tt.Tracker(config, clock=clock)
     tracker._heartbeat.stop()  # never started: a fake clock would make it spin
