@@ -15,8 +15,9 @@ Run: ``.venv/bin/python benchmarks/footprint.py`` (``--help`` for the sizes).
   thread and does its job itself, advancing the clock 15 s and calling
   ``tracker._tick()`` (what the thread calls) 5,760 times a day; the
   once-a-second signs of life between ticks are skipped (they go to the
-  owner lock file, not the spool; ``disk_io.py`` measures them). The delivery thread is real: it tries, is
-  refused and backs off. RSS and the queue length are printed every 3 hours.
+  owner lock file, not the spool; ``disk_io.py`` measures them). The delivery
+  thread is real: it tries, is refused and backs off. RSS and the queue length
+  are printed every 3 hours.
 
 Takes about 1-2 minutes, most of it the spool's full path (see spool_write.py).
 """
