@@ -31,6 +31,8 @@ separate process (so that the counters are its own):
 2. **Real time**: the real heartbeat thread at 15 s for ``--minutes`` minutes
    (4 by default), both session counts side by side, scaled to an hour. It
    checks the accelerated figure and counts the sign of life's write-backs.
+   Beside them, ``life only``: the same with an interval of an hour, so that
+   no tick falls in the minutes measured: what the sign of life alone costs.
 
 The spool lives in a temporary directory on the disk of ``--dir`` (the system
 temp dir by default); it must be a real disk, not tmpfs (which writes nothing).
@@ -99,13 +101,21 @@ def accelerated(sink_url: str, spool: Path, sessions: int, hours: float) -> dict
     }
 
 
-def real_time(sink_url: str, spool: Path, sessions: int, minutes: float) -> dict[str, Any]:
-    """Child: the real heartbeat for ``minutes``; the /proc/self/io deltas."""
-    config = _bench.config(sink_url, heartbeat_interval=INTERVAL, spool_path=spool)
+def real_time(
+    sink_url: str, spool: Path, sessions: int, minutes: float, *, ticks: bool = True
+) -> dict[str, Any]:
+    """Child: the real heartbeat for ``minutes``; the /proc/self/io deltas.
+
+    Without ``ticks`` the interval is an hour: in the minutes measured there is
+    no tick, only the sign of life once a second.
+    """
+    interval = INTERVAL if ticks else 3600
+    config = _bench.config(sink_url, heartbeat_interval=interval, spool_path=spool)
     tracker = tt.Tracker(config)
     for _ in range(sessions):
         tracker.start_session(_bench.USER, _bench.ACTIVITY)
-    time.sleep(INTERVAL + 2)  # the first tick: segments written, the sink connected
+    # Past the first tick (segments written, the sink connected), or the first signs of life.
+    time.sleep(INTERVAL + 2 if ticks else 2)
     os.sync()
     before = _bench.proc_io()
     started = time.monotonic()
@@ -130,7 +140,8 @@ def child(args: argparse.Namespace) -> None:
     if args.mode == "accelerated":
         result = accelerated(args.sink, spool, args.sessions, args.hours)
     else:
-        result = real_time(args.sink, spool, args.sessions, args.minutes)
+        ticks = args.mode == "real"
+        result = real_time(args.sink, spool, args.sessions, args.minutes, ticks=ticks)
     print(json.dumps(result))
 
 
@@ -225,7 +236,7 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=2.0, help="simulated hours (2)")
     parser.add_argument("--minutes", type=float, default=4.0, help="real-time minutes (4)")
     parser.add_argument("--dir", help="directory on the disk to measure (default: temp dir)")
-    parser.add_argument("--child", choices=["accelerated", "real"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["accelerated", "real", "alive"], help=argparse.SUPPRESS)
     parser.add_argument("--sessions", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--sink", help=argparse.SUPPRESS)
     parser.add_argument("--child-dir", help=argparse.SUPPRESS)
@@ -255,11 +266,16 @@ def main() -> None:
             output, _ = process.communicate()
             report("accelerated", sessions, json.loads(output.strip().splitlines()[-1]))
         if args.minutes > 0:
-            # Side by side: the two processes' counters are their own.
-            processes = {n: spawn(args, "real", n, url, directory) for n in (1, 20)}
-            for sessions, process in processes.items():
+            # Side by side: each process's counters are its own.
+            processes = {
+                (mode, n): spawn(args, mode, n, url, directory)
+                for mode in ("real", "alive")
+                for n in (1, 20)
+            }
+            for (mode, sessions), process in processes.items():
                 output, _ = process.communicate()
-                report("real time", sessions, json.loads(output.strip().splitlines()[-1]))
+                label = "real time" if mode == "real" else "life only"
+                report(label, sessions, json.loads(output.strip().splitlines()[-1]))
         by_file(args, url, directory)
     print("\ntarget (issue 12, DESIGN.md): <= 5 MB written per running session-hour")
 
