@@ -373,15 +373,10 @@ class Soak:
         """End the machine's lifetime as chosen (SIGKILL or SIGTERM)."""
         kiosk = machine.kiosk
         assert kiosk is not None
-        machine.kiosk = None
         where = f"machine {machine.index} life {kiosk.life}"
-        if kiosk.proc.poll() is not None:
-            self.spool_faults.killed(machine, time.monotonic())
-            kiosk.finish()
-            self.verdict.fail(f"{where}: the kiosk exited by itself (rc {kiosk.proc.returncode})")
-        elif machine.ending == "stop":
-            self.stops += 1
-            # A graceful close writes what it holds: the disk has room, the lock is free.
+        if machine.ending == "stop" and kiosk.proc.poll() is None:
+            # A graceful close writes what it holds: first the disk gets room and the
+            # lock is freed (the kiosk must still be the machine's to be told).
             lifting = machine.full_until is not None
             self.spool_faults.lift(machine)
             waited = time.monotonic() + 2.0
@@ -390,6 +385,15 @@ class Soak:
                 if said is not None and said[1] == "-":
                     break  # the kiosk's file size limit is lifted
                 time.sleep(0.01)
+            if lifting and (kiosk.said("fsize") or ["", ""])[1] != "-":
+                self.say(f"{where}: the file size limit was not lifted before SIGTERM")
+        machine.kiosk = None
+        if kiosk.proc.poll() is not None:
+            self.spool_faults.killed(machine, time.monotonic())
+            kiosk.finish()
+            self.verdict.fail(f"{where}: the kiosk exited by itself (rc {kiosk.proc.returncode})")
+        elif machine.ending == "stop":
+            self.stops += 1
             asked = time.monotonic()
             machine.note(f"life {kiosk.life}: SIGTERM")
             kiosk.proc.send_signal(signal.SIGTERM)
