@@ -1,7 +1,7 @@
 """Run every benchmark one after the other and say how long each took.
 
-Run: ``.venv/bin/python benchmarks/run_all.py`` (about 14 minutes, of which
-``disk_io.py``'s real-time check takes 6), or with ``--quick`` for shortened
+Run: ``.venv/bin/python benchmarks/run_all.py`` (10-12 minutes, of which
+``disk_io.py``'s real-time check takes 5), or with ``--quick`` for shortened
 runs (about 2 minutes: fewer calls, rounds and seconds, no real-time disk
 check; the figures are then rougher). ``side_by_side.py`` is skipped when
 the ``bench`` dependency group is not installed
