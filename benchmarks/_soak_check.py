@@ -9,12 +9,21 @@ run, the segment and the window's number, so the checks go segment by segment.
 
 from __future__ import annotations
 
+import collections
+import json
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from timeback_tracker._events import completion_event_id, time_spent_event_id
+
+if TYPE_CHECKING:
+    from soak import Kiosk
+
+    from timeback_tracker.testing import LocalCollector
 
 LOST_LIMIT = 1.25  # seconds a kill may lose: the 1 s sign-of-life period, plus scheduling slack
 EXCESS_LIMIT = 0.5  # seconds more than the kiosk last reported: its reporting period, plus slack
@@ -68,6 +77,63 @@ class Verdict:
     def fail(self, message: str) -> None:
         """Record a failed check."""
         self.failures.append(message)
+
+
+@dataclass
+class Report:
+    """What the kiosks reported, fed by their reader threads."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    segments: dict[str, Segment] = field(default_factory=dict)
+    runs: dict[str, list[Segment]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    damage_reports: int = 0
+    recovered: int = 0
+
+    def on_line(self, kiosk: Kiosk, words: list[str]) -> None:
+        """One line a kiosk printed (see ``_soak_kiosk.py``)."""
+        if not words:
+            return
+        with self.lock:
+            kind = words[0]
+            if kind == "run":
+                segment = Segment(
+                    words[2],
+                    words[1],
+                    kiosk.machine.index,
+                    kiosk.life,
+                    kiosk.interval,
+                    time.monotonic(),
+                )
+                self.segments[segment.segment] = segment
+                self.runs.setdefault(segment.run_id, []).append(segment)
+                kiosk.segments.append(segment)
+            elif kind == "t":
+                segment = self.segments[words[1]]
+                if segment.status == "open":
+                    segment.active, segment.inactive = float(words[2]), float(words[3])
+            elif kind == "completing":
+                segment = self.segments[words[1]]
+                segment.completing = True
+                segment.metrics = tuple(int(word) for word in words[2:7])
+            elif kind == "done":
+                segment = self.segments[words[1]]
+                segment.status = words[2]
+                segment.active, segment.inactive = float(words[3]), float(words[4])
+            elif kind == "refused":
+                self.segments[words[1]].refused = True
+            elif kind == "recovered":
+                self.recovered += int(words[1])
+            elif kind == "problem":
+                if words[1].startswith("damaged_row"):
+                    self.damage_reports += 1  # a damaged row set aside: expected
+                else:
+                    self.problems.append(
+                        f"machine {kiosk.machine.index} life {kiosk.life}: {' '.join(words[1:])}"
+                    )
+            kiosk.lines.append(words)
+            if kind != "t":
+                kiosk.machine.note(f"life {kiosk.life}: {' '.join(words)}")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -290,3 +356,41 @@ def check_run(
                 verdict.fail(
                     f"{name}: completion metrics {got} != the kiosk's {completing.metrics}"
                 )
+
+
+def describe_conflicts(
+    collector: LocalCollector, conflicts: list[str], report: Report
+) -> list[str]:
+    """For each id received with two contents: every content, in a few words."""
+    found: dict[str, list[str]] = collections.defaultdict(list)
+    for envelope in collector.envelopes:
+        for event in envelope["data"]:
+            if event["id"] not in conflicts:
+                continue
+            if event["type"] == "TimeSpentEvent":
+                item = {i["type"]: i for i in event["generated"]["items"]}
+                words = (
+                    f"{item['active']['startDate']}..{item['active']['endDate']} active "
+                    f"{item['active']['value']} inactive {item['inactive']['value']}"
+                )
+            else:
+                words = json.dumps(event["generated"], sort_keys=True)
+            if words not in found[event["id"]]:
+                found[event["id"]].append(words)
+    lines = []
+    for event_id, contents in found.items():
+        run_id = next(
+            (
+                e["extensions"]["runId"]
+                for env in collector.envelopes
+                for e in env["data"]
+                if e["id"] == event_id
+            ),
+            "?",
+        )
+        segments = report.runs.get(run_id, [])
+        lives = ", ".join(
+            f"{s.segment} machine {s.machine} life {s.life} {s.status}" for s in segments
+        )
+        lines.append(f"conflict {event_id} (run {run_id}: {lives}): " + " | ".join(contents))
+    return lines
