@@ -14,11 +14,16 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import platform
+import re
+import shutil
 import socket
 import socketserver
 import sqlite3
 import statistics
+import subprocess
+import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
@@ -26,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import timeback_tracker as tt
-from timeback_tracker._outbox import Entry, time_spent_event_id
+from timeback_tracker._events import RunTemplate, new_segment
+from timeback_tracker._outbox import Entry
 
 SENSOR = "https://kiosk.example.com/sensors/lab-3"
 USER = tt.TimebackUser(id="https://sis.example.com/users/student-123", email="kid@example.com")
@@ -46,23 +52,33 @@ def config(endpoint: str, **overrides: Any) -> tt.TrackerConfig:
     return tt.TrackerConfig(sensor=SENSOR, endpoint=endpoint, **overrides)
 
 
-def window(run: uuid.UUID, seq: int) -> Entry:
-    """Window ``seq`` of ``run`` as an outbox entry: a 15 s TimeSpentEvent (~930 B of JSON).
+T0_MS = int(T0.timestamp()) * 1000
+"""``T0`` in epoch milliseconds: windows are numbers now."""
 
-    Built by the library's own builders, as the heartbeat thread builds them.
+
+def template(run: uuid.UUID | None = None) -> RunTemplate:
+    """A run segment's template, as ``start_session()`` renders it once per segment.
+
+    Args:
+        run: The run id; a fresh one when None. Every call opens a new segment.
     """
-    start = T0 + timedelta(seconds=15 * seq)
-    event = tt.TimeSpentEvent.for_window(
+    return RunTemplate(
         user=USER,
         activity=ACTIVITY,
-        run_id=run,
-        start=start,
-        end=start + timedelta(seconds=15),
-        active_seconds=10,
-        inactive_seconds=5,
-        event_id=time_spent_event_id(run, seq),
+        run_id=run or uuid.uuid4(),
+        course_id=None,
+        segment=new_segment(),
     )
-    return Entry.of(event, seq, seq)
+
+
+def window(template: RunTemplate, seq: int) -> Entry:
+    """Window ``seq`` of a run segment as an outbox entry: 15 s, 10 active, 5 inactive.
+
+    Built by the library's own path (``Entry.window``: the template filled in
+    with five integers), as the heartbeat thread builds them; ~930 B of JSON.
+    """
+    start = T0_MS + 15_000 * seq
+    return Entry.window(template, seq, seq, start, start + 15_000, 10_000, 5_000)
 
 
 def closed_port_url() -> str:
@@ -109,6 +125,118 @@ def machine() -> str:
         f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
     )
+
+
+def now_ms() -> int:
+    """The wall clock now, epoch milliseconds (a fake clock starts here, so events are fresh)."""
+    return time.time_ns() // 1_000_000
+
+
+def proc_io(pid: int | str = "self") -> dict[str, int]:
+    """``/proc/<pid>/io`` as numbers (Linux): ``wchar``, ``write_bytes``, ``syscw`` ...
+
+    ``wchar`` counts the bytes the process handed to ``write()``-like calls;
+    ``write_bytes`` the bytes it caused to be sent to the storage layer (a page
+    cache page counts when it turns dirty, so rewriting a page that is still
+    dirty costs nothing more); ``cancelled_write_bytes`` the dirty bytes it
+    truncated or deleted before they were written back.
+    """
+    found = {}
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        key, _, value = line.partition(":")
+        found[key] = int(value)
+    return found
+
+
+# -- counting system calls with strace -------------------------------------------------------
+
+MARK = "/timeback-bench-mark/"
+"""Paths under this (never existing) directory name the phases of a traced run."""
+
+
+def mark(phase: str) -> None:
+    """Start ``phase`` in a run traced by :func:`traced_calls` (a failed ``access()``)."""
+    os.access(MARK + phase, os.F_OK)
+
+
+def strace_available() -> bool:
+    """Whether ``strace`` is installed and may trace a child here (ptrace may be forbidden)."""
+    if shutil.which("strace") is None:
+        return False
+    done = subprocess.run(
+        ["strace", "-f", "-qq", "-o", os.devnull, "-e", "trace=fsync", "true"],
+        capture_output=True,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+_TRACE_LINE = re.compile(r"^(\d+)\s+(\w+)\((.*)")
+_TRACE_RESULT = re.compile(r"\)\s+=\s+(-?\d+)")
+_TRACE_RESUMED = re.compile(r"^(\d+)\s+<\.\.\. \w+ resumed>")
+
+
+def traced_calls(
+    argv: Sequence[str], syscalls: Sequence[str] = ("fsync", "fdatasync")
+) -> tuple[str, list[tuple[str, int, str, str, int]]]:
+    """Run ``argv`` under ``strace -f -y`` and list its calls of ``syscalls``.
+
+    Returns:
+        The child's stdout, and ``(phase, thread id, syscall, file, result)``
+        per call, where ``phase`` is the last :func:`mark` the child made
+        before it ("" before any), ``file`` the path of the call's first
+        descriptor ("" if none) and ``result`` what it returned (bytes, for a
+        write; -1 when it failed or the trace does not say).
+
+    Raises:
+        RuntimeError: The traced command failed.
+    """
+    markers = ("access", "faccessat", "faccessat2")
+    with tempfile.TemporaryDirectory(prefix="timeback-trace-") as scratch:
+        trace = Path(scratch) / "trace"
+        done = subprocess.run(
+            [
+                "strace",
+                "-f",
+                "-y",  # each descriptor with its path: which file was synced
+                "-qq",
+                "-o",
+                str(trace),
+                "-e",
+                "trace=" + ",".join((*syscalls, *markers)),
+                *argv,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode:
+            raise RuntimeError(f"traced run failed ({done.returncode}): {done.stderr[-2000:]}")
+        phase = ""
+        calls: list[tuple[str, int, str, str, int]] = []
+        unfinished: dict[int, int] = {}  # thread id -> index of its call waiting for a result
+        for line in trace.read_text(errors="replace").splitlines():
+            resumed = _TRACE_RESUMED.match(line)
+            if resumed is not None:
+                index = unfinished.pop(int(resumed[1]), None)
+                result = _TRACE_RESULT.search(line)
+                if index is not None and result is not None:
+                    calls[index] = (*calls[index][:4], int(result[1]))
+                continue
+            found = _TRACE_LINE.match(line)
+            if found is None:
+                continue
+            tid, name, rest = int(found[1]), found[2], found[3]
+            if name in markers:
+                if MARK in rest:
+                    phase = rest.split(MARK, 1)[1].split('"', 1)[0]
+            elif name in syscalls:
+                path = rest.split("<", 1)[1].split(">", 1)[0] if "<" in rest else ""
+                result = _TRACE_RESULT.search(rest)
+                if rest.endswith("<unfinished ...>"):
+                    unfinished[tid] = len(calls)
+                calls.append((phase, tid, name, path, int(result[1]) if result else -1))
+    return done.stdout, calls
 
 
 # -- a LocalCollector in a child process ----------------------------------------------------

@@ -11,7 +11,7 @@ file in a temporary directory. The LocalCollector runs in a child process.
 
 * ``touch()`` and ``pause()+resume()``: one running session, heartbeat
   interval 3600 s so the heartbeat never ticks (with the spool it still
-  checkpoints the open window once a second, as it does in production).
+  writes its sign of life once a second, as it does in production).
 * ``start_session()`` and ``complete()``: many short sessions, each 30 s long
   on a fake clock so that ``complete()`` always sends a final window and the
   completion (two events). The heartbeat thread is not started (the fake
@@ -127,7 +127,7 @@ def session_calls(
 ) -> list[Row]:
     """start_session() and complete() of many 30 s sessions (fake clock)."""
     mode = "memory" if spool is None else "spool"
-    clock = FakeClock()
+    clock = FakeClock(wall_ms=_bench.now_ms())
     config = _bench.config(collector.url, heartbeat_interval=3600, spool_path=spool)
     tracker = tt.Tracker(config, clock=clock)
     tracker._heartbeat.stop()  # never started: a fake clock would make it spin

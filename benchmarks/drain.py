@@ -3,10 +3,11 @@
 Run: ``.venv/bin/python benchmarks/drain.py`` (``--help`` for the sizes).
 
 The backlog (10,000 TimeSpentEvents by default, built by the library's own
-builders) is written straight into a spool file, as a tracker leaves it after
-an outage. A tracker is then opened on a copy of that spool with the endpoint
-reachable: it finds the backlog at start and its delivery thread sends it. The
-figure is the time from ``Tracker(...)`` to ``flush()`` returning True (every
+builders) is written straight into a fresh spool file for each round, for the
+round's endpoint, as a tracker leaves it after an outage (a tracker sends only
+its own sensor's and endpoint's rows). A tracker is then opened on that spool
+with the endpoint reachable: it finds the backlog at start and its delivery
+thread sends it. The figure is the time from ``Tracker(...)`` to ``flush()`` returning True (every
 event acknowledged and deleted from the spool), per batch size, against two
 endpoints, each in a child process as a real endpoint would be:
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import tempfile
 import time
 import uuid
@@ -47,12 +47,16 @@ def endpoint(kind: str) -> Iterator[tuple[str, Any]]:
             yield sink.base_url + "/caliper/event", sink.counts
 
 
-def spool_backlog(path: Path, size: int, runs: int) -> float:
-    """Write ``size`` windows of ``runs`` runs into a fresh spool; seconds it took."""
+def spool_backlog(path: Path, size: int, runs: int, url: str) -> float:
+    """Write ``size`` windows of ``runs`` runs into a fresh spool; seconds it took.
+
+    Written as a tracker sending to ``url`` leaves them: a tracker sends only
+    the rows of its own sensor and endpoint.
+    """
     started = time.perf_counter()
-    outbox = SqliteOutbox(path, max(size, 10_000))
-    run_ids = [uuid.uuid4() for _ in range(runs)]
-    entries = [_bench.window(run_ids[n % runs], n // runs) for n in range(size)]
+    outbox = SqliteOutbox(path, max(size, 10_000), sensor=_bench.SENSOR, endpoint=url)
+    templates = [_bench.template() for _ in range(runs)]
+    entries = [_bench.window(templates[n % runs], n // runs) for n in range(size)]
     for chunk in range(0, size, 1000):  # one durable transaction per 1,000 entries
         outbox.put_many(entries[chunk : chunk + 1000])
     assert len(outbox) == size
@@ -60,12 +64,11 @@ def spool_backlog(path: Path, size: int, runs: int) -> float:
     return time.perf_counter() - started
 
 
-def drain_once(backlog: Path, size: int, batch: int, kind: str) -> dict[str, float]:
-    """Time a tracker delivering a copy of the spooled ``backlog``; returns the figures."""
-    path = backlog.with_name(f"copy-{uuid.uuid4().hex[:8]}.sqlite3")
-    shutil.copyfile(backlog, path)
-    path.chmod(0o600)  # as the tracker creates it (else it warns and fixes the mode)
+def drain_once(directory: Path, size: int, batch: int, kind: str) -> dict[str, float]:
+    """Time a tracker delivering a spooled backlog of ``size`` events; returns the figures."""
+    path = directory / f"backlog-{uuid.uuid4().hex[:8]}.sqlite3"
     with endpoint(kind) as (url, counts):
+        built = spool_backlog(path, size, max(1, size // 5760 + 1), url)  # untimed
         config = _bench.config(url, spool_path=path, batch_size=batch)
         started = time.perf_counter()
         tracker = tt.Tracker(config)  # finds the backlog and starts delivering
@@ -78,6 +81,7 @@ def drain_once(backlog: Path, size: int, batch: int, kind: str) -> dict[str, flo
     if not (empty and stats.sent == size and received["events"] >= size):
         raise SystemExit(f"drain incomplete: flush={empty} received={received} stats={stats}")
     return {
+        "built": built,
         "open": opened - started,
         "total": drained - started,
         "requests": received["requests"],
@@ -103,11 +107,9 @@ def main() -> None:
     args = parser.parse_args()
     print(_bench.machine())
     with tempfile.TemporaryDirectory() as name:
-        backlog = Path(name) / "backlog.sqlite3"
-        built = spool_backlog(backlog, args.events, runs=max(1, args.events // 5760 + 1))
         print(
-            f"backlog: {args.events:,} spooled TimeSpentEvents (written in {built:.2f} s); "
-            f"median of {args.rounds} rounds\n"
+            f"backlog: {args.events:,} spooled TimeSpentEvents, written afresh for each round "
+            f"(untimed); median of {args.rounds} rounds\n"
         )
         print(
             f"{'endpoint':<10} {'batch_size':>10} {'drain (s)':>10} {'min-max (s)':>12}"
@@ -116,7 +118,7 @@ def main() -> None:
         for kind in args.endpoint:
             for batch in args.batch:
                 results = [
-                    drain_once(backlog, args.events, batch, kind) for _ in range(args.rounds)
+                    drain_once(Path(name), args.events, batch, kind) for _ in range(args.rounds)
                 ]
                 results.sort(key=lambda result: result["total"])
                 middle = results[len(results) // 2]

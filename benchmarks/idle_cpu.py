@@ -1,32 +1,55 @@
-"""Idle cost: CPU time of the tracker's threads while a session just runs.
+"""Idle cost: CPU time and wake-ups of the tracker's threads while sessions just run.
 
 Run: ``.venv/bin/python benchmarks/idle_cpu.py`` (``--seconds N``, default 60).
 
-Four trackers run side by side for ``--seconds``, each with one running
-session: heartbeat interval 15 s (the default) and 1 s, each memory-only and
-with a spool file. The main thread sleeps. For each tracker's two threads
-(``timeback-tracker-heartbeat`` and ``-delivery``) the script reads the
-thread's own CPU clock (``time.pthread_getcpuclockid``, nanoseconds) and its
-voluntary context switches (``/proc/self/task/<tid>/status``: how often it
-went to sleep, i.e. its wake-ups) at the start and at the end.
+Each setup runs in a process of its own, all side by side for ``--seconds``,
+with the main thread asleep:
+
+* heartbeat interval 15 s (the default) with a spool: one running session,
+  twenty, and none (a session was started and ended before the measurement,
+  so both threads exist and rest: an app between two lessons);
+* 15 s without a spool, one session;
+* 1 s, with and without a spool, one session (a window a second, for scale).
+
+For each of the tracker's two threads (``timeback-tracker-heartbeat`` and
+``-delivery``) the script reads, at the start and at the end, the thread's
+own CPU clock (``time.pthread_getcpuclockid``) and its voluntary context
+switches (``/proc/self/task/<tid>/status``): a thread switches voluntarily
+each time it goes to sleep, so the count is its wake-ups. It also reads the
+whole process's CPU time (``getrusage``; the sleeping main thread included).
 
 ``requests`` and ``tenacity`` are imported by the main thread beforehand:
 that one-off cost (printed) otherwise lands on the delivery thread at its
-first send. The LocalCollector runs in a child process. Loopback only.
+first send. One ``LocalCollector``, in a child process, receives from all of
+them. Loopback only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import _bench
 
 import timeback_tracker as tt
+
+# (interval in seconds, spool, running sessions); 0 sessions: one started and ended before.
+SETUPS = [
+    (15.0, True, 1),
+    (15.0, True, 20),
+    (15.0, True, 0),
+    (15.0, False, 1),
+    (1.0, True, 1),
+    (1.0, False, 1),
+]
 
 
 def cpu_ns(thread: threading.Thread) -> int:
@@ -50,79 +73,124 @@ def threads_of(tracker: tt.Tracker) -> dict[str, threading.Thread]:
     return {role: thread for role, thread in found.items() if thread is not None}
 
 
-def main() -> None:
-    """Run the four trackers for ``--seconds`` and print each thread's CPU time."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="how long (60)")
-    args = parser.parse_args()
-    print(_bench.machine())
+def sample(tracker: tt.Tracker) -> dict[str, tuple[int, int]]:
+    """(CPU ns, wake-ups) of each of the tracker's threads now."""
+    return {role: (cpu_ns(t), wakeups(t)) for role, t in threads_of(tracker).items()}
 
+
+def child(url: str, interval: float, spooled: bool, sessions: int, seconds: float) -> None:
+    """One setup in this process: measure, print one JSON line."""
     before = time.process_time()
     import tenacity  # noqa: F401 - imported here so the delivery thread does not pay it
 
     import timeback_tracker._transport  # noqa: F401 - imports requests
 
+    imports = time.process_time() - before
+    with tempfile.TemporaryDirectory() as name:
+        spool = Path(name) / "idle.sqlite3" if spooled else None
+        tracker = tt.Tracker(_bench.config(url, heartbeat_interval=interval, spool_path=spool))
+        started = [tracker.start_session(_bench.USER, _bench.ACTIVITY) for _ in range(sessions)]
+        if not sessions:  # both threads started, then nothing to do
+            tracker.start_session(_bench.USER, _bench.ACTIVITY).end()
+        tracker.flush(5)
+        time.sleep(1.5)  # past the start: the threads in their steady rhythm
+        first = sample(tracker)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        began = time.monotonic()
+        time.sleep(seconds)
+        elapsed = time.monotonic() - began
+        last = sample(tracker)
+        end = resource.getrusage(resource.RUSAGE_SELF)
+        sent = tracker.stats().sent
+        for session in started:
+            session.end()
+        tracker.close()
+    process = end.ru_utime + end.ru_stime - usage.ru_utime - usage.ru_stime
+    print(
+        json.dumps(
+            {
+                "elapsed": elapsed,
+                "imports": imports,
+                "process": process,
+                "sent": sent,
+                "threads": {
+                    role: [last[role][0] - first[role][0], last[role][1] - first[role][1]]
+                    for role in last
+                    if role in first
+                },
+            }
+        )
+    )
+
+
+def main() -> None:
+    """Run every setup side by side and print each one's CPU time and wake-ups."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long (60)")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        url, interval, spooled, sessions, seconds = args.child
+        child(url, float(interval), spooled == "1", int(sessions), float(seconds))
+        return
+    print(_bench.machine())
+    results: list[tuple[tuple[float, bool, int], dict[str, Any]]] = []
+    with _bench.remote_collector() as collector:
+        processes = [
+            (
+                setup,
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        collector.url,
+                        str(setup[0]),
+                        "1" if setup[1] else "0",
+                        str(setup[2]),
+                        str(args.seconds),
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                ),
+            )
+            for setup in SETUPS
+        ]
+        for setup, process in processes:
+            output, _ = process.communicate()
+            results.append((setup, json.loads(output.strip().splitlines()[-1])))
     print(
         f"one-off: importing requests + tenacity (done at the first send) "
-        f"{(time.process_time() - before) * 1000:.0f} ms CPU\n"
+        f"{min(result['imports'] for _, result in results) * 1000:.0f} ms CPU"
     )
-
-    setups = [(15.0, False), (15.0, True), (1.0, False), (1.0, True)]
-    with tempfile.TemporaryDirectory() as name, _bench.remote_collector() as collector:
-        trackers = []
-        for number, (interval, spooled) in enumerate(setups):
-            spool = Path(name) / f"idle-{number}.sqlite3" if spooled else None
-            config = _bench.config(collector.url, heartbeat_interval=interval, spool_path=spool)
-            tracker = tt.Tracker(config)
-            tracker.start_session(_bench.USER, _bench.ACTIVITY)
-            trackers.append(tracker)
-        time.sleep(0.2)  # let the threads reach their first wait
-        start = {
-            (index, role): (cpu_ns(thread), wakeups(thread))
-            for index, tracker in enumerate(trackers)
-            for role, thread in threads_of(tracker).items()
-        }
-        process_start = resource.getrusage(resource.RUSAGE_SELF)
-        started = time.monotonic()
-        time.sleep(args.seconds)
-        elapsed = time.monotonic() - started
-        process_end = resource.getrusage(resource.RUSAGE_SELF)
-        end = {
-            (index, role): (cpu_ns(thread), wakeups(thread))
-            for index, tracker in enumerate(trackers)
-            for role, thread in threads_of(tracker).items()
-        }
-        sent = [tracker.stats().sent for tracker in trackers]
-        for tracker in trackers:
-            tracker.close()
-
-    print(f"over {elapsed:.1f} s of one running session per tracker (main thread asleep)\n")
+    print(f"over {args.seconds:.0f} s, each setup in its own process, side by side\n")
     print(
-        f"{'interval':>8} {'spool':>5} {'heartbeat CPU':>14} {'wake-ups':>8}"
-        f" {'delivery CPU':>13} {'wake-ups':>8} {'windows sent':>12} {'CPU % of a core':>15}"
+        f"{'interval':>8} {'spool':>5} {'sessions':>8} {'heartbeat CPU':>13} {'wake-ups':>8}"
+        f" {'delivery CPU':>12} {'wake-ups':>8} {'sent':>5} {'wake-ups/min':>12}"
+        f" {'threads, % core':>15} {'process, % core':>15}"
     )
-    for index, (interval, spooled) in enumerate(setups):
+    for (interval, spooled, sessions), result in results:
         cells = []
-        total = 0
+        total_cpu = total_wake = 0
         for role in ("heartbeat", "delivery"):
-            if (index, role) not in start or (index, role) not in end:
+            if role not in result["threads"]:
                 cells += ["-", "-"]
                 continue
-            cpu = end[index, role][0] - start[index, role][0]
-            total += cpu
-            cells += [f"{cpu / 1e6:.1f} ms", str(end[index, role][1] - start[index, role][1])]
+            cpu, wake = result["threads"][role]
+            total_cpu += cpu
+            total_wake += wake
+            cells += [f"{cpu / 1e6:.1f} ms", str(wake)]
+        elapsed = result["elapsed"]
         print(
-            f"{interval:>7.0f}s {'yes' if spooled else 'no':>5} {cells[0]:>14} {cells[1]:>8}"
-            f" {cells[2]:>13} {cells[3]:>8} {sent[index]:>12} {total / 1e9 / elapsed:>14.4%}"
+            f"{interval:>7.0f}s {'yes' if spooled else 'no':>5} {sessions:>8} {cells[0]:>13}"
+            f" {cells[1]:>8} {cells[2]:>12} {cells[3]:>8} {result['sent']:>5}"
+            f" {total_wake * 60 / elapsed:>12.1f} {total_cpu / 1e9 / elapsed:>14.4%}"
+            f" {result['process'] / elapsed:>14.4%}"
         )
-    process = (
-        process_end.ru_utime
-        + process_end.ru_stime
-        - process_start.ru_utime
-        - process_start.ru_stime
+    print(
+        "\ntargets (issue 12, DESIGN.md), 15 s interval with the spool: <= 0.02 % of a core, "
+        "<= 70 wake-ups a minute"
     )
-    print(f"\nwhole process (4 trackers, main thread included): {process * 1000:.0f} ms CPU")
-    print("budget (DESIGN.md): idle uses no CPU (threads sleep on a timed wait, no polling)")
 
 
 if __name__ == "__main__":

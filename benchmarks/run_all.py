@@ -1,11 +1,14 @@
 """Run every benchmark one after the other and say how long each took.
 
-Run: ``.venv/bin/python benchmarks/run_all.py`` (about 6 minutes), or with
-``--quick`` for shortened runs (about 1 minute: fewer calls, rounds and
-seconds; the figures are then rougher). ``side_by_side.py`` is skipped when
+Run: ``.venv/bin/python benchmarks/run_all.py`` (10-12 minutes, of which
+``disk_io.py``'s real-time check takes 5), or with ``--quick`` for shortened
+runs (about 2 minutes: fewer calls, rounds and seconds, no real-time disk
+check; the figures are then rougher). ``side_by_side.py`` is skipped when
 the ``bench`` dependency group is not installed
 (``.venv/bin/python -m pip install --group bench``). The soak
 (``soak.py``) is not run here: it takes 5 minutes on its own.
+``event_path.py`` and ``disk_io.py`` count fsyncs and bytes by file with
+``strace`` when it is installed, and say so when it is not.
 """
 
 from __future__ import annotations
@@ -22,12 +25,17 @@ HERE = Path(__file__).resolve().parent
 # script, its arguments for --quick
 SCRIPTS = [
     ("app_thread.py", ["--calls", "5000"]),
+    (
+        "event_path.py",
+        ["--calls", "5000", "--windows", "500", "--ticks", "30", "--completes", "30"],
+    ),
     ("idle_cpu.py", ["--seconds", "10"]),
+    ("disk_io.py", ["--hours", "0.5", "--minutes", "0"]),
     ("drain.py", ["--rounds", "1"]),
     ("footprint.py", ["--hours", "6", "--runs", "3"]),
     ("exit_time.py", ["--repeat", "1"]),
     ("side_by_side.py", ["--events", "5000"]),
-    ("spool_write.py", ["--puts", "500"]),
+    ("spool_write.py", ["--puts", "500", "--full-puts", "50"]),
     ("hostile_replies.py", ["--megabytes", "20", "--limit", "10"]),
     ("presence.py", ["--seconds", "10", "--polls", "300"]),
 ]

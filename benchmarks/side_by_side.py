@@ -15,14 +15,17 @@ event), then ratios against timeback-tracker.
 
 What is compared, since timeback-tracker has no ``track(event)``: the app
 calls ``touch()``/``pause()`` (no event) and the heartbeat thread turns time
-into events. The fair per-event counterpart of ``client.track(...)`` is what
-the heartbeat thread does for each window: build the Caliper event with the
-library's builder (validated), serialize it, and put it in the outbox
+into events. The per-event counterpart of ``client.track(...)`` is what the
+heartbeat thread does for each window: build the event (its wire JSON from a
+per-run template and five integers) and put it in the outbox
 (``Tracker._emit``). That is row ``timeback-tracker``, the base of the
-ratios, memory outbox like the two SDKs. Two more rows: the same with the
-durable spool (one fsync per call), and the app-facing call that does produce
-events, ``session.complete()`` (a final window + the completion: two events a
-call, 5,000 calls).
+ratios, memory outbox like the two SDKs. More rows: ``tt tick``, the
+heartbeat's whole job for one window (``Tracker._tick`` with one session on
+a fake clock: close the window in the accounting, build, enqueue); the same
+into the durable spool (one commit, one fsync, per tick), and with 20
+sessions (per window: one commit for the 20); and the app-facing call that
+does produce events, ``session.complete()`` (a final window + the
+completion: two events a call, 5,000 calls), memory and spool.
 
 Fair settings: 100 events per request for everyone (the default of both SDKs;
 ``batch_size=100`` for timeback-tracker), no gzip (every default), queues of
@@ -41,7 +44,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -50,9 +52,12 @@ from typing import Any
 import _bench
 
 CLIENTS = {
-    "timeback-tracker": "build + validate + serialize + enqueue one window (memory)",
-    "timeback-tracker spool": "the same into the durable spool (one fsync a call)",
-    "timeback-tracker complete()": "session.complete(): final window + completion",
+    "timeback-tracker": "build + enqueue one window (Entry.window + Tracker._emit), memory",
+    "tt tick": "Tracker._tick, 1 session: accounting + build + enqueue, memory",
+    "tt tick, spool": "the same into the durable spool (one commit a tick)",
+    "tt tick x20, spool": "Tracker._tick, 20 sessions, spool: per window (one commit a tick)",
+    "tt complete()": "session.complete(): final window + completion, memory",
+    "tt complete(), spool": "the same into the durable spool",
     "segment": "analytics.Client.track()",
     "posthog": "Posthog.capture()",
 }
@@ -93,12 +98,17 @@ def timed_calls(call: Callable[[int], object], count: int) -> tuple[list[int], i
     return samples, first, perf(), cpu
 
 
-def figures(samples: list[int], first: int, last: int, cpu: float) -> dict[str, Any]:
-    """The figures of a run whose flush() just returned with everything delivered."""
+def figures(samples: list[int], first: int, last: int, cpu: float, per: int = 1) -> dict[str, Any]:
+    """The figures of a run whose flush() just returned with everything delivered.
+
+    ``per``: events a call makes, when the figures are wanted per event (a
+    tick of 20 sessions makes 20 windows).
+    """
     now = time.perf_counter_ns()
     median, p99 = _bench.median_p99(samples)
+    median, p99 = median / per, p99 / per
     return {
-        "calls": len(samples),
+        "calls": len(samples) * per,
         "median": median,
         "p99": p99,
         "calls_s": (last - first) / 1e9,  # first call to last return, caller's thread
@@ -109,40 +119,60 @@ def figures(samples: list[int], first: int, last: int, cpu: float) -> dict[str, 
 
 
 def run_timeback(kind: str, base_url: str, events: int) -> dict[str, Any]:
-    """timeback-tracker: the enqueue path, or complete() on short sessions."""
+    """timeback-tracker: build + enqueue, a heartbeat tick, or complete()."""
     import timeback_tracker as tt
+    from timeback_tracker._outbox import Entry
     from timeback_tracker.testing import FakeClock
 
     url = base_url + "/caliper/event"
     with tempfile.TemporaryDirectory() as name:
-        spool = Path(name) / "side.sqlite3" if kind == "timeback-tracker spool" else None
-        clock = FakeClock()
-        config = _bench.config(url, batch_size=BATCH, spool_path=spool, heartbeat_interval=3600)
+        spool = Path(name) / "side.sqlite3" if kind.endswith("spool") else None
+        # Wall time starts now: the events are fresh, never older than max_event_age.
+        clock = FakeClock(wall_ms=_bench.now_ms())
+        config = _bench.config(url, batch_size=BATCH, spool_path=spool, heartbeat_interval=15)
         tracker = tt.Tracker(config, clock=clock)
-        tracker._heartbeat.stop()  # no ticks: the events below are the only ones
-        if kind == "timeback-tracker complete()":
+        tracker._heartbeat.stop()  # no ticks but the timed ones: this script ticks
+        per = 1
+        if kind.startswith("tt complete()"):
             calls = events // 2
-            sessions = []
-            for _ in range(calls):  # started untimed, 30 s each on the fake clock
-                sessions.append(tracker.start_session(_bench.USER, _bench.ACTIVITY))
+            sessions = [  # started untimed, 30 s each on the fake clock
+                tracker.start_session(_bench.USER, _bench.ACTIVITY) for _ in range(calls)
+            ]
             clock.advance(30)
 
             def call(number: int) -> None:
                 sessions[number].complete(1, total_questions=10, correct_questions=8)
 
-        else:
-            calls = events
-            tracker.start_session(_bench.USER, _bench.ACTIVITY)  # starts the threads
-            runs = [uuid.uuid4() for _ in range(4)]
-            emit = tracker._emit
+        elif kind.startswith("tt tick"):
+            per = 20 if "x20" in kind else 1
+            calls = events // per
+            for _ in range(per):
+                tracker.start_session(_bench.USER, _bench.ACTIVITY)
+            tick = tracker._tick
 
             def call(number: int) -> None:
-                emit([_bench.window(runs[number % 4], number // 4)], {})
+                clock.advance(15)
+                tick(clock.monotonic_ms())
+
+        else:
+            calls = events
+            tracker.start_session(_bench.USER, _bench.ACTIVITY)  # starts the delivery thread
+            templates = [_bench.template() for _ in range(4)]
+            emit = tracker._emit
+            start = _bench.T0_MS
+
+            def call(number: int) -> None:
+                seq, begin = number // 4, start + 15_000 * (number // 4)
+                entry = Entry.window(
+                    templates[number % 4], seq, seq, begin, begin + 15_000, 10_000, 5_000
+                )
+                emit([entry], {})
 
         samples, first, last, cpu = timed_calls(call, calls)
         if not tracker.flush(timeout=120):
             raise SystemExit(f"not delivered in 120 s: {tracker.stats()}")
-        result = figures(samples, first, last, cpu)
+        result = figures(samples, first, last, cpu, per)
+        result["coalesced"] = tracker.stats().coalesced
         tracker.close()
     return result
 
@@ -283,13 +313,13 @@ def main() -> None:
     }
     later = import_seconds("timeback_tracker, timeback_tracker._transport")
     print(
-        f"{'client':<28} {'calls':>6} {'per call: median':>16} {'p99':>10} {'calls':>7}"
+        f"{'client':<28} {'events':>6} {'per event: median':>17} {'p99':>10} {'calls':>7}"
         f" {'drain':>6} {'total':>6} {'CPU/event':>9} {'received':>8} {'requests':>8}"
     )
     for kind, result in results.items():
         received = result["received"]
         print(
-            f"{kind:<28} {result['calls']:>6} {_bench.us(result['median']):>16}"
+            f"{kind:<28} {result['calls']:>6} {_bench.us(result['median']):>17}"
             f" {_bench.us(result['p99']):>10} {result['calls_s']:>6.2f}s"
             f" {result['drain']:>5.2f}s {result['total']:>5.2f}s"
             f" {_bench.us(result['cpu'] * 1e9 / args.events):>9}"
@@ -307,9 +337,17 @@ def main() -> None:
         f"{imports['segment'] * 1000:.0f} ms, posthog {imports['posthog'] * 1000:.0f} ms"
     )
     base = results["timeback-tracker"]
+    segment = results["segment"]
     # No ratio of drain times: they depend on how much was sent while the calls ran.
-    print("\nratios against timeback-tracker (memory outbox), same run; > 1 means slower:")
-    print(f"{'client':<28} {'median':>7} {'p99':>7} {'total':>7} {'CPU':>7} {'import':>7}")
+    print(
+        "\nratios, same run (> 1 means slower): per-event median, p99, total time and CPU "
+        "against timeback-tracker (build + enqueue, memory); per-event median and CPU "
+        "against Segment"
+    )
+    print(
+        f"{'client':<28} {'median':>7} {'p99':>7} {'total':>7} {'CPU':>7} {'import':>7}"
+        f" {'median/Segment':>15} {'CPU/Segment':>12}"
+    )
     for kind, result in results.items():
         sdk = kind if kind in imports else "timeback-tracker"
         print(
@@ -317,7 +355,14 @@ def main() -> None:
             f" {result['p99'] / base['p99']:>6.2f}x {result['total'] / base['total']:>6.2f}x"
             f" {result['cpu'] / base['cpu']:>6.2f}x"
             f" {imports[sdk] / imports['timeback-tracker']:>6.2f}x"
+            f" {result['median'] / segment['median']:>14.2f}x"
+            f" {result['cpu'] / segment['cpu']:>11.2f}x"
         )
+    print(
+        f"\ntarget (issue 12): build + enqueue <= 10 µs and <= 1/4 of Segment track(): "
+        f"{_bench.us(base['median'])}, {base['median'] / segment['median']:.2f}x Segment's "
+        f"{_bench.us(segment['median'])}"
+    )
     print("\nwhat each row does per call:")
     for kind, what in CLIENTS.items():
         paths = ", ".join(sorted(results[kind]["received"]["paths"]))

@@ -3,55 +3,80 @@
 Run: ``.venv/bin/python benchmarks/soak.py`` (about 5 minutes on 2 cores;
 ``--iterations`` for shorter or longer runs, ``--seed`` to replay a schedule).
 
-A few kiosk "machines" each run as a subprocess (the embedded :data:`KIOSK`
-script) with its own spool file, reused across restarts. A kiosk runs one or
-two live sessions at a time, pausing, resuming, touching, going idle, and
-completing (with XP and question counts) or ending them; it reports every run
-id and its counted seconds on stdout as it goes. All of them send, through
-OAuth2 client credentials with a short token lifetime, to ONE
-:class:`~timeback_tracker.testing.LocalCollector` in this process, while this
-process applies a random fault schedule to it: 5xx, 429 with ``Retry-After``,
-dropped connections (TCP reset), responses slower than the client's read
-timeout, outages (``go_down``/``come_back``), token revocation and token
-endpoint failures. At random moments a kiosk is killed with ``SIGKILL`` (now
-and then stopped with ``SIGTERM`` instead, which closes its tracker) and
-started again on the same spool: the new process must recover the dead one's
-checkpoints and deliver them. One iteration is one kiosk lifetime.
+A few kiosk "machines" each run as a subprocess (``_soak_kiosk.py``) with its
+own spool file, reused across restarts. A kiosk runs one or two live sessions
+at a time, pausing, resuming, touching, going idle, and completing (with XP
+and question counts) or ending them; after a restart it resumes some of the
+runs its previous lifetime left unfinished (``start_session(run_id=...)``: a
+new segment of the same run). It reports every run segment and its counted
+seconds on stdout as it goes. All of them send, through OAuth2 client
+credentials with a short token lifetime, to ONE
+:class:`~timeback_tracker.testing.LocalCollector` in this process.
+
+Two random fault schedules run meanwhile:
+
+* on the collector: 5xx, 429 with ``Retry-After``, dropped connections (TCP
+  reset), responses slower than the client's read timeout, outages
+  (``go_down``/``come_back``), token revocation and token endpoint failures;
+* on the machines (issue 11): another process (this one) holding the spool's
+  write lock for seconds (``BEGIN IMMEDIATE``); a full small filesystem
+  (``RLIMIT_FSIZE`` of 32 KiB set in the kiosk process, lifted seconds later:
+  writes that would grow a file past it fail); a damaged row (a queued
+  event's JSON cut short in the spool, behind the kiosk's back); the wall
+  clock set by one to three hours either way (the kiosk's clock is the
+  system's plus an offset that persists across its restarts).
+
+At random moments a kiosk is killed with ``SIGKILL`` (now and then stopped
+with ``SIGTERM`` instead, which closes its tracker, after its spool faults
+are lifted) and started again on the same spool: the new process must
+recover the dead one's open windows and deliver them. One iteration is one
+kiosk lifetime.
 
 At the end the faults stop, every machine is started once more to drain its
-spool, and the collector's record is checked:
+spool, and the collector's record is checked, run by run and segment by
+segment:
 
-* every window of every run arrived: the window ids (deterministic per run and
-  window sequence) form an unbroken sequence 0..n, and each window starts where
-  the one before ended;
+* every window of every segment arrived: the window ids (deterministic per
+  run, segment and window number) form an unbroken sequence 0..n, each window
+  starting where the one before ended (or moved by exactly a clock step);
 * per-window conservation: ``active + inactive == endDate - startDate`` (ms);
-* no id was received with two different contents (re-sends of the same id are
-  allowed and counted as duplicates);
-* a completed run has exactly one ActivityCompletedEvent, with the metrics the
-  kiosk gave, arriving after (and dated at or after) every window of the run;
-  an ended run has none;
-* the totals of a finished run equal what the kiosk counted, to the ms;
-* a killed run lost at most about a second: what the kiosk last reported
-  before the kill minus what arrived (the checkpoint period is 1 s);
-* every spool is empty afterwards: no queued events, dead letters or checkpoints.
+* no id was received with two different contents (re-sends of the same id
+  are allowed and counted as duplicates);
+* a completed run has exactly one ActivityCompletedEvent, with the metrics
+  the kiosk gave, arriving after every window of the run and dated at or
+  after its segment's last window; a run never completed has none;
+* the totals of a finished segment equal what the kiosk counted, to the ms;
+* a killed segment lost at most about a second: what the kiosk last reported
+  before the kill minus what arrived; if the spool was unwritable during its
+  life, plus that time (and the library's retry delay after it, and one
+  heartbeat interval), reported apart;
+* a damaged row is either delivered intact (it was on its way) or set aside
+  as a dead letter with a "damaged" reason; its original content counts as
+  arrived for the checks above, and no other event is set aside;
+* every spool is empty afterwards: no queued events, no running segments,
+  no dead letters but the damaged rows.
 
 It prints one summary line and exits 1 if a check failed (with the seed, to
 replay the same schedule; timings differ from run to run). Loopback only;
 bounded by ``--time-limit``. In the summary, ``faults`` counts the faults that
 took effect, ``kills`` the SIGKILLs, ``events_lost`` the windows missing from a
-run's sequence, the completions that did not arrive, the events left in a
-spool, plus one per run whose tail went missing (a finished run short of its
-counted time, a killed one short by more than the limit): it must be 0.
-``duplicates_by_id`` counts re-sends of an id already received (allowed), and
-``max_lost_per_kill`` the most counted time a killed run lost. Progress and
-failures go to stderr; the work directory (spools, kiosk logs) is kept on
-failure or with ``--keep``.
+segment's sequence, the completions that did not arrive, the events left in a
+spool, plus one per segment whose tail went missing (a finished one short of
+its counted time, a killed one short by more than the limit): it must be 0.
+``conflicts`` counts ids received with two contents (must be 0),
+``duplicates_by_id`` re-sends of an id already received (allowed),
+``max_lost_per_kill`` the most counted time a kill lost while the spool was
+writable, ``max_lost_unwritable`` the most while it was not (with the largest
+allowance). Progress and failures go to stderr; the work directory (spools,
+kiosk logs) is kept on failure or with ``--keep``.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import json
 import os
 import random
 import shutil
@@ -59,249 +84,49 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from timeback_tracker._outbox import completion_event_id, time_spent_event_id
+from _soak_check import Report, Segment, Verdict, check_run, describe_conflicts
+from _soak_faults import (
+    READ_TIMEOUT,
+    SLOW_EXTRA,
+    SPOOL_FAULT_WEIGHTS,
+    Faults,
+    SpoolFaults,
+    retry_slack,
+    spool_left,
+)
+
+from timeback_tracker._spool import BUSY_PATIENCE
 from timeback_tracker.testing import LocalCollector
 
-CLIENT_ID = "soak-kiosk"
-CLIENT_SECRET = "soak-client-secret"
+KIOSK = Path(__file__).resolve().parent / "_soak_kiosk.py"
+CLIENT_ID = "soak-kiosk"  # the kiosk's, see _soak_kiosk.py
+CLIENT_SECRET = "soak-client-secret"  # a test client of the LocalCollector, not a real secret
 TOKEN_TTL = 4.0  # seconds: the client refreshes at half-life, revocations come on top
-READ_TIMEOUT = 1.0  # the kiosks' read timeout; "slow" faults answer later than this
-HEARTBEAT_INTERVALS = (0.2, 0.3, 0.5, 1.0, 2.5, 5.0)  # > 1 s: only checkpoints bound the loss
+HEARTBEAT_INTERVALS = (0.2, 0.3, 0.5, 1.0, 2.5, 5.0)  # > 1 s: only the sign of life bounds loss
 IDLE_TIMEOUT = 1.0  # the least the config allows
 BATCH_SIZES = (5, 20, 50)
 MACHINES = 3
 DEFAULT_ITERATIONS = 290  # kiosk lifetimes: about 5 minutes with 3 machines on 2 cores
 TIME_LIMIT = 900.0  # seconds: no new lifetime starts after this
-LOST_LIMIT = 1.25  # seconds a kill may lose: the 1 s checkpoint period, plus scheduling slack
-EXCESS_LIMIT = 0.5  # seconds more than the kiosk last reported: its reporting period, plus slack
 DRAIN_TIMEOUT = 60.0
 EXIT_LIMIT = 10.0  # seconds a SIGTERM-ed kiosk may take to close and exit
 STOP_SHARE = 0.15  # lifetimes ended by SIGTERM (graceful close) instead of SIGKILL
-FAULT_GAP = 0.8  # mean seconds between two faults
-SLOW_EXTRA = (0.3, 1.5)  # a slow answer comes this much after the read timeout
-FAULT_WEIGHTS = {
-    "5xx": 3,
-    "429": 2,
-    "drop": 2,
-    "slow": 2,
-    "outage": 1,
-    "revoke": 2,
-    "token": 1,
-}
-OUTAGE_SECONDS = (0.5, 3.0)
-
-# One kiosk process. argv: mode endpoint token_url spool sensor seed interval batch
-# read_timeout idle_timeout (drain mode: the flush timeout as seed). Prints, one line each:
-#   ready | recovered N | run ID | t ID ACTIVE INACTIVE | done ID completed A I XP TOTAL CORRECT
-#   MASTERED PCT | done ID ended A I | problem REASON | drained OK QUEUED SENT DEAD DROPPED
-#   INTERNAL | bye
-KIOSK = (
-    textwrap.dedent(
-        """
-    import logging, random, signal, sys, threading, time, uuid
-    import timeback_tracker as tt
-
-    mode, endpoint, token_url, spool, sensor, seed = sys.argv[1:7]
-    interval, batch, read_timeout, idle = sys.argv[7:11]
-    lock = threading.Lock()
-    stopping = False
-
-    def on_term(signum, frame):
-        global stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_term)  # before anything: a SIGTERM always closes cleanly
-
-    def out(*words):
-        line = " ".join(str(word) for word in words) + "\\n"
-        with lock:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-
-    class Recovered(logging.Handler):
-        def emit(self, record):
-            if str(record.msg).startswith("recovered the last windows"):
-                out("recovered", record.args[0])
-
-    log = logging.getLogger("timeback_tracker")
-    log.setLevel(logging.INFO)
-    log.addHandler(Recovered(logging.INFO))
-    warnings = logging.StreamHandler(sys.stderr)
-    warnings.setLevel(logging.WARNING)
-    warnings.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    log.addHandler(warnings)
-
-    def on_error(failure):
-        if not failure.will_retry:
-            out("problem", failure.reason.replace(" ", "_"), len(failure.event_ids))
-
-    tracker = tt.Tracker(tt.TrackerConfig(
-        sensor=sensor,
-        endpoint=endpoint,
-        auth=tt.ClientCredentials(CLIENT_ID, CLIENT_SECRET, token_url),
-        spool_path=spool,
-        heartbeat_interval=float(interval),
-        idle_timeout=float(idle),
-        request_timeout=(1.0, float(read_timeout)),
-        exit_timeout=1.0,
-        batch_size=int(batch),
-        on_error=on_error,
-    ))
-    out("ready")
-    if mode == "drain":
-        drained = tracker.flush(float(seed))
-        stats = tracker.stats()
-        tracker.close(0)
-        out("drained", int(drained), stats.queued, stats.sent, stats.dead_lettered,
-            stats.dropped, stats.internal_errors)
-        sys.exit(0)
-
-    rng = random.Random(int(seed))
-    slots = rng.choice([1, 1, 2])
-    live = {}
-
-    def start(now):
-        run_id = str(uuid.uuid4())
-        out("run", run_id)  # before anything of it can be spooled
-        student = rng.randrange(20)
-        session = tracker.start_session(
-            tt.TimebackUser(
-                id=f"https://sis.example.com/users/student-{student}",
-                email=f"student-{student}@example.com",
-            ),
-            tt.TimebackActivityContext(
-                id=f"https://app.example.com/activities/Math/g3/lesson-{rng.randrange(5)}",
-                subject="Math",
-                app=tt.App(name="Soak Kiosk"),
-            ),
-            course_id=rng.choice([None, "MATH-3"]),
-            run_id=run_id,
-        )
-        live[run_id] = {"session": session, "ends": now + rng.uniform(0.5, 8.0),
-                        "paused_until": None, "away_until": 0.0}
-
-    def finish(run_id, state):
-        session = state["session"]
-        if rng.random() < 0.6:
-            total = rng.randint(1, 12)
-            metrics = (rng.randint(0, 1), total, rng.randint(0, total), rng.randint(0, 2),
-                       rng.randint(0, 100))
-            session.complete(metrics[0], total_questions=metrics[1],
-                             correct_questions=metrics[2], mastered_units=metrics[3],
-                             pct_complete=metrics[4])
-            out("done", run_id, "completed", session.active_seconds,
-                session.inactive_seconds, *metrics)
-        else:
-            session.end()
-            out("done", run_id, "ended", session.active_seconds, session.inactive_seconds)
-        del live[run_id]
-
-    while not stopping:
-        now = time.monotonic()
-        while len(live) < slots:
-            start(now)
-        for run_id, state in list(live.items()):
-            session = state["session"]
-            if now >= state["ends"]:
-                finish(run_id, state)
-                continue
-            if state["paused_until"] is not None:
-                if now >= state["paused_until"]:
-                    session.resume()
-                    state["paused_until"] = None
-            elif rng.random() < 0.02:
-                session.pause()
-                state["paused_until"] = now + rng.uniform(0.1, 2.0)
-            if now >= state["away_until"]:
-                if rng.random() < 0.02:  # no input for a while: idle after the timeout
-                    state["away_until"] = now + rng.uniform(0.5, 4.0)
-                else:
-                    session.touch()
-            out("t", run_id, session.active_seconds, session.inactive_seconds)
-        time.sleep(rng.uniform(0.01, 0.04))
-
-    tracker.close()  # SIGTERM: ends the open sessions, delivers for exit_timeout at most
-    for run_id, state in live.items():
-        session = state["session"]
-        out("done", run_id, "ended", session.active_seconds, session.inactive_seconds)
-    out("bye")
-    """
-    )
-    .replace("CLIENT_ID", repr(CLIENT_ID))
-    .replace("CLIENT_SECRET", repr(CLIENT_SECRET))
-)
-
-
-@dataclass
-class Run:
-    """One activity run, as its kiosk reported it."""
-
-    run_id: str
-    machine: int
-    life: int
-    status: str = "open"  # open, completed, ended, killed
-    active: float = 0.0
-    inactive: float = 0.0
-    metrics: tuple[int, ...] | None = None
-
-    @property
-    def total(self) -> float:
-        return self.active + self.inactive
-
-
-@dataclass
-class Report:
-    """What the kiosks reported, fed by their reader threads."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    runs: dict[str, Run] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    recovered: int = 0
-
-    def on_line(self, kiosk: Kiosk, words: list[str]) -> None:
-        if not words:
-            return
-        with self.lock:
-            kind = words[0]
-            if kind == "run":
-                self.runs[words[1]] = Run(words[1], kiosk.machine, kiosk.life)
-                kiosk.runs.append(words[1])
-            elif kind == "t":
-                run = self.runs[words[1]]
-                if run.status == "open":
-                    run.active, run.inactive = float(words[2]), float(words[3])
-            elif kind == "done":
-                run = self.runs[words[1]]
-                run.status = words[2]
-                run.active, run.inactive = float(words[3]), float(words[4])
-                if run.status == "completed":
-                    run.metrics = tuple(int(word) for word in words[5:10])
-            elif kind == "recovered":
-                self.recovered += int(words[1])
-            elif kind == "problem":
-                self.problems.append(
-                    f"machine {kiosk.machine} life {kiosk.life}: {' '.join(words[1:])}"
-                )
-            kiosk.lines.append(words)
+RESUME_CANDIDATES = 2  # unfinished runs a new lifetime may resume
 
 
 class Kiosk:
-    """One kiosk process (one lifetime of a machine) and its stdout reader."""
+    """One kiosk process (one lifetime of a machine), its stdin and its stdout reader."""
 
     def __init__(
         self,
         report: Report,
         machine: Machine,
-        life: int,
         endpoint: str,
         token_url: str,
         *,
@@ -309,21 +134,28 @@ class Kiosk:
         seed: float,
         interval: float,
         batch: int,
+        resume: list[str],
     ) -> None:
-        self.machine = machine.index
-        self.life = life
-        self.runs: list[str] = []
+        self.machine = machine
+        self.life = machine.lives
+        self.segments: list[Segment] = []
         self.lines: list[list[str]] = []
         self.interval = interval
         self.started = time.monotonic()
+        self.full = False  # its file size limit is on
         argv = [mode, endpoint, token_url, str(machine.spool), machine.sensor, str(seed)]
         argv += [str(interval), str(batch), str(READ_TIMEOUT), str(IDLE_TIMEOUT)]
+        argv += [str(machine.offset_ms), ",".join(resume) or "-"]
         with machine.log.open("a") as log:
-            log.write(f"--- life {life} ({mode}, interval {interval}, batch {batch})\n")
+            log.write(
+                f"--- life {self.life} ({mode}, interval {interval}, batch {batch}, clock "
+                f"offset {machine.offset_ms} ms, may resume {len(resume)})\n"
+            )
             log.flush()
+            # stderr to the log file: while "full", the kiosk's own writes to it fail too.
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", KIOSK, *argv],
-                stdin=subprocess.DEVNULL,
+                [sys.executable, str(KIOSK), *argv],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
@@ -337,12 +169,25 @@ class Kiosk:
         for line in self.proc.stdout:
             self._report.on_line(self, line.split())
 
+    def tell(self, command: str) -> bool:
+        """Send a fault command; False when the process is gone."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            return False
+        return True
+
     def finish(self, timeout: float = 10.0) -> None:
         """Wait for the process and for its last reported lines."""
         self.proc.wait(timeout)
         self._reader.join(timeout)
         assert self.proc.stdout is not None
         self.proc.stdout.close()
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):  # the reader is gone: nothing to flush to
+                self.proc.stdin.close()
 
     def said(self, kind: str) -> list[str] | None:
         """The last line of ``kind`` the process printed, if any."""
@@ -354,7 +199,7 @@ class Kiosk:
 
 @dataclass
 class Machine:
-    """A kiosk machine: a spool file reused by all its lifetimes."""
+    """A kiosk machine: a spool file reused by all its lifetimes, and its clock offset."""
 
     index: int
     spool: Path
@@ -364,230 +209,32 @@ class Machine:
     ends_at: float = 0.0
     ending: str = "kill"
     lives: int = 0
+    offset_ms: int = 0  # its wall clock minus the system's: steps persist across restarts
+    # (kind, start, end or None while it lasts): times its spool could not be written.
+    unwritable: list[list[Any]] = field(default_factory=list)
+    damaged: dict[str, str] = field(default_factory=dict)  # event id -> original payload
+    lock_release: threading.Event | None = None
+    lock_thread: threading.Thread | None = None
+    full_until: float | None = None
+    _facts_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def note(self, fact: str) -> None:
+        """Append a fact to ``machine-N.facts`` (kept with the logs): what happened when."""
+        now = time.time()
+        stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
+        with self._facts_lock, self.log.with_suffix(".facts").open("a") as facts:
+            facts.write(f"{stamp} {fact}\n")
 
-class Faults:
-    """The random fault schedule applied to the collector."""
-
-    def __init__(self, collector: LocalCollector, rng: random.Random) -> None:
-        self._collector = collector
-        self._rng = rng
-        self.scheduled: collections.Counter[str] = collections.Counter()
-        self._last_scripted: tuple[str, int] | None = None
-        self._next_at = time.monotonic() + rng.expovariate(1 / FAULT_GAP)
-        self._up_at: float | None = None
-
-    def step(self, now: float) -> None:
-        collector, rng = self._collector, self._rng
-        if self._up_at is not None:
-            if now >= self._up_at:
-                collector.come_back()
-                self._up_at = None
-            return
-        if now < self._next_at:
-            return
-        self._next_at = now + rng.expovariate(1 / FAULT_GAP)
-        kind = rng.choices(list(FAULT_WEIGHTS), list(FAULT_WEIGHTS.values()))[0]
-        if kind in ("5xx", "429", "drop", "slow") and collector.pending_faults:
-            return  # one scripted fault at a time: paced by requests, not by the clock
-        times = 1
-        if kind == "5xx":
-            times = rng.randint(1, 3)
-            collector.fail_next(rng.choice([500, 502, 503, 504]), times=times)
-        elif kind == "429":
-            times = rng.randint(1, 2)
-            collector.fail_next(429, times=times, retry_after=rng.randint(1, 2))
-        elif kind == "drop":
-            times = rng.randint(1, 2)
-            collector.drop_next(times=times)
-        elif kind == "slow":
-            collector.delay_next(READ_TIMEOUT + rng.uniform(*SLOW_EXTRA))
-        elif kind == "outage":
-            collector.go_down()
-            self._up_at = now + rng.uniform(*OUTAGE_SECONDS)
-        elif kind == "revoke":
-            collector.revoke_tokens()
-        elif kind == "token":
-            collector.fail_token_next(rng.choice([500, 503]))
-        self.scheduled[kind] += times
-        if kind in ("5xx", "429", "drop", "slow"):
-            self._last_scripted = (kind, times)
-
-    def stop(self) -> collections.Counter[str]:
-        """End every fault; returns the faults that took effect, by kind."""
-        pending = self._collector.pending_faults
-        self._collector.clear_faults()
-        if self._up_at is not None:
-            self._collector.come_back()
-            self._up_at = None
-        applied = collections.Counter(self.scheduled)
-        if pending and self._last_scripted is not None:
-            applied[self._last_scripted[0]] -= pending
-        # Token faults are counted from the requests they answered.
-        applied["token"] = sum(
-            1
-            for record in self._collector.requests
-            if record.path.endswith("/oauth2/token") and record.status in (500, 503)
-        )
-        return +applied
-
-
-# -- the checks -------------------------------------------------------------------------------
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def _ms(timestamp: str) -> int:
-    when = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    return (when - _EPOCH) // timedelta(milliseconds=1)
-
-
-def _items(event: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {item["type"]: item for item in event["generated"]["items"]}
-
-
-@dataclass
-class Verdict:
-    """The outcome of the checks."""
-
-    failures: list[str] = field(default_factory=list)
-    lost_events: int = 0
-    max_lost: float = 0.0
-    max_excess: float = 0.0
-    kills_measured: int = 0
-
-    def fail(self, message: str) -> None:
-        self.failures.append(message)
-
-
-def check_run(verdict: Verdict, collector: LocalCollector, run: Run, order: dict[str, int]) -> None:
-    """Every check of one run against the collector's record."""
-    name = f"run {run.run_id} (machine {run.machine} life {run.life}, {run.status})"
-    run_uuid = uuid.UUID(run.run_id)
-    windows = collector.time_spent_events(run.run_id)
-    completions = collector.completions(run.run_id)
-
-    # Window ids -> sequence numbers (deterministic ids): an unbroken 0..n.
-    wanted = {event["id"]: event for event in windows}
-    by_seq: dict[int, dict[str, Any]] = {}
-    seq = 0
-    while wanted and seq <= len(windows) + 10_000:
-        event = wanted.pop(time_spent_event_id(run_uuid, seq), None)
-        if event is not None:
-            by_seq[seq] = event
-        seq += 1
-    if wanted:
-        verdict.fail(f"{name}: {len(wanted)} windows with ids of no window sequence")
-    if by_seq:
-        missing = sorted(set(range(max(by_seq) + 1)) - set(by_seq))
-        if missing:
-            verdict.lost_events += len(missing)
-            verdict.fail(f"{name}: windows {missing} missing (of 0..{max(by_seq)})")
-
-    # Conservation and contiguity.
-    previous: dict[str, Any] | None = None
-    for seq, event in sorted(by_seq.items()):
-        items = _items(event)
-        active, inactive = items["active"], items["inactive"]
-        start, end = _ms(active["startDate"]), _ms(active["endDate"])
-        if round((active["value"] + inactive["value"]) * 1000) != end - start:
-            verdict.fail(f"{name}: window {seq} not conserved")
-        for value in (active["value"], inactive["value"]):
-            if value < 0 or abs(value * 1000 - round(value * 1000)) > 1e-6:
-                verdict.fail(f"{name}: window {seq} has a value {value!r} (not whole ms >= 0)")
-        if (inactive["startDate"], inactive["endDate"]) != (
-            active["startDate"],
-            active["endDate"],
-        ) or event["eventTime"] != active["endDate"]:
-            verdict.fail(f"{name}: window {seq} has inconsistent dates")
-        if end <= start:
-            verdict.fail(f"{name}: window {seq} is empty or reversed")
-        if (
-            previous is not None
-            and (seq - 1 in by_seq)
-            and _items(previous)["active"]["endDate"] != active["startDate"]
-        ):
-            verdict.fail(f"{name}: window {seq} does not start where window {seq - 1} ended")
-        previous = event
-
-    # Completion: one per completed run, last, with the kiosk's metrics.
-    if len(completions) > 1:
-        verdict.fail(f"{name}: {len(completions)} completion events")
-    if run.status == "completed" and not completions:
-        verdict.lost_events += 1
-        verdict.fail(f"{name}: its completion event did not arrive")
-    if run.status == "ended" and completions:
-        verdict.fail(f"{name}: ended without completion, yet a completion arrived")
-    if completions:
-        completion = completions[0]
-        if completion["id"] != completion_event_id(run_uuid):
-            verdict.fail(f"{name}: the completion has an unexpected id")
-        last = max((order[event["id"]] for event in windows), default=-1)
-        if order[completion["id"]] < last:
-            verdict.fail(f"{name}: the completion arrived before a window of its run")
-        if by_seq and _ms(completion["eventTime"]) < _ms(by_seq[max(by_seq)]["eventTime"]):
-            verdict.fail(f"{name}: the completion is dated before the run's last window")
-        if run.metrics is not None:
-            items = {item["type"]: item["value"] for item in completion["generated"]["items"]}
-            got = (
-                items.get("xpEarned"),
-                items.get("totalQuestions"),
-                items.get("correctQuestions"),
-                items.get("masteredUnits"),
-                (completion["generated"].get("extensions") or {}).get("pctCompleteApp"),
-            )
-            if got != run.metrics:
-                verdict.fail(f"{name}: completion metrics {got} != the kiosk's {run.metrics}")
-
-    # Time: exact for finished runs, at most about a second lost for killed ones.
-    active, inactive = collector.totals(run.run_id)
-    if run.status in ("completed", "ended"):
-        if abs(active - run.active) > 0.0015 or abs(inactive - run.inactive) > 0.0015:
-            if active + inactive < run.total:
-                verdict.lost_events += 1
-            verdict.fail(
-                f"{name}: arrived {active:.3f} s active + {inactive:.3f} s inactive, "
-                f"the kiosk counted {run.active:.3f} + {run.inactive:.3f}"
-            )
-    elif run.status == "killed":
-        verdict.kills_measured += 1
-        lost = run.total - (active + inactive)
-        verdict.max_lost = max(verdict.max_lost, lost)
-        verdict.max_excess = max(verdict.max_excess, -lost)
-        if lost > LOST_LIMIT:
-            verdict.lost_events += 1  # at least: the tail window, or the checkpoint's
-            verdict.fail(
-                f"{name}: lost {lost:.3f} s (reported {run.total:.3f} s before the kill, "
-                f"{active + inactive:.3f} s arrived in {len(windows)} windows)"
-            )
-        if -lost > EXCESS_LIMIT:
-            verdict.fail(
-                f"{name}: {-lost:.3f} s more arrived than it reported before the kill "
-                f"({run.total:.3f} s reported, {active + inactive:.3f} s arrived)"
-            )
-    else:
-        verdict.fail(f"{name}: its kiosk never said how it ended")
-
-
-def spool_status(spool: Path) -> dict[str, int]:
-    """``queued``, ``dead letters`` and ``checkpoints`` of a spool, from the public CLI."""
-    if not spool.exists():
-        return {"queued": 0, "dead letters": 0, "checkpoints": 0}
-    done = subprocess.run(
-        [sys.executable, "-m", "timeback_tracker", "spool", "status", str(spool)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    found = {}
-    for line in done.stdout.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("queued", "dead letters", "checkpoints"):
-            found[key] = int(value.split()[0])
-    if done.returncode or len(found) != 3:
-        raise RuntimeError(f"spool status of {spool} failed: {done.stderr.strip()}")
-    return found
+    def allowance(self, segment: Segment, killed_at: float) -> float:
+        """Extra seconds a kill at ``killed_at`` may lose: the spool was unwritable."""
+        extra = 0.0
+        for kind, start, end in self.unwritable:
+            seconds = (killed_at if end is None else end) - start
+            until = min(start + seconds + retry_slack(kind, seconds, segment.interval), killed_at)
+            overlap = until - max(start, segment.started)
+            if overlap > 0:
+                extra += overlap + segment.interval + BUSY_PATIENCE
+        return extra
 
 
 # -- the soak ---------------------------------------------------------------------------------
@@ -614,30 +261,47 @@ class Soak:
             )
             for index in range(args.machines)
         ]
+        self.spool_faults = SpoolFaults(self.machines, self.rng, args.machine_faults)
         self.kills = 0
         self.stops = 0
         self.started = 0
         self.began = time.monotonic()
 
     def say(self, message: str) -> None:
+        """Progress, on stderr."""
         if not self.args.quiet:
             print(f"soak [{time.monotonic() - self.began:6.1f}s] {message}", file=sys.stderr)
 
+    def resumable(self, machine: Machine) -> list[str]:
+        """The newest runs of ``machine`` left unfinished: no segment completed or completing."""
+        with self.report.lock:
+            found = []
+            for run_id, segments in reversed(self.report.runs.items()):
+                if segments[0].machine != machine.index:
+                    continue
+                if all(s.status in ("killed", "ended") and not s.completing for s in segments):
+                    found.append(run_id)
+                if len(found) == RESUME_CANDIDATES:
+                    break
+            return found
+
     def spawn(self, machine: Machine, *, mode: str = "live", seed: float | None = None) -> Kiosk:
+        """Start a lifetime of ``machine``."""
         machine.lives += 1
         return Kiosk(
             self.report,
             machine,
-            machine.lives,
             self.collector.url,
             self.collector.token_url,
             mode=mode,
             seed=self.rng.randrange(1 << 30) if seed is None else seed,
             interval=self.rng.choice(HEARTBEAT_INTERVALS),
             batch=self.rng.choice(BATCH_SIZES),
+            resume=self.resumable(machine) if mode == "live" else [],
         )
 
     def start_life(self, machine: Machine, now: float) -> None:
+        """Start a lifetime and choose how and when it ends."""
         machine.kiosk = self.spawn(machine)
         self.started += 1
         # Now and then a kill during start-up (recovery, first session), mostly mid-run.
@@ -649,16 +313,32 @@ class Soak:
         machine.ending = "stop" if self.rng.random() < STOP_SHARE else "kill"
 
     def end_life(self, machine: Machine) -> None:
+        """End the machine's lifetime as chosen (SIGKILL or SIGTERM)."""
         kiosk = machine.kiosk
         assert kiosk is not None
-        machine.kiosk = None
         where = f"machine {machine.index} life {kiosk.life}"
+        if machine.ending == "stop" and kiosk.proc.poll() is None:
+            # A graceful close writes what it holds: first the disk gets room and the
+            # lock is freed (the kiosk must still be the machine's to be told).
+            lifting = machine.full_until is not None
+            self.spool_faults.lift(machine)
+            waited = time.monotonic() + 2.0
+            while lifting and time.monotonic() < waited and kiosk.proc.poll() is None:
+                said = kiosk.said("fsize")
+                if said is not None and said[1] == "-":
+                    break  # the kiosk's file size limit is lifted
+                time.sleep(0.01)
+            if lifting and (kiosk.said("fsize") or ["", ""])[1] != "-":
+                self.say(f"{where}: the file size limit was not lifted before SIGTERM")
+        machine.kiosk = None
         if kiosk.proc.poll() is not None:
+            self.spool_faults.killed(machine, time.monotonic())
             kiosk.finish()
             self.verdict.fail(f"{where}: the kiosk exited by itself (rc {kiosk.proc.returncode})")
         elif machine.ending == "stop":
             self.stops += 1
             asked = time.monotonic()
+            machine.note(f"life {kiosk.life}: SIGTERM")
             kiosk.proc.send_signal(signal.SIGTERM)
             try:
                 kiosk.finish(EXIT_LIMIT)
@@ -675,23 +355,33 @@ class Soak:
         else:
             self.kills += 1
             os.kill(kiosk.proc.pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            machine.note(f"life {kiosk.life}: SIGKILL")
+            self.spool_faults.killed(machine, killed_at)
             kiosk.finish()
+        killed_at = time.monotonic()
         with self.report.lock:
-            for run_id in kiosk.runs:
-                run = self.report.runs[run_id]
-                if run.status == "open":
-                    run.status = "killed"
+            for segment in kiosk.segments:
+                if machine.ending == "kill" or segment.status == "open":
+                    # Finished segments too: what waited in memory for the spool dies with it.
+                    segment.allowance = machine.allowance(segment, killed_at)
+                if segment.status == "open":
+                    segment.status = "killed"
+                    segment.killed_at = killed_at
 
     def live_phase(self) -> None:
+        """Lifetimes, kills and faults until the iterations (or the time) are used up."""
         args = self.args
         deadline = self.began + args.time_limit
         next_progress = self.began + 30.0
         while True:
             now = time.monotonic()
             self.faults.step(now)
+            self.spool_faults.step(now)
             more = self.started < args.iterations and now < deadline
             more = more and len(self.verdict.failures) < 20  # broken: stop early
             for machine in self.machines:
+                self.spool_faults.reap(machine)
                 if machine.kiosk is not None and (
                     now >= machine.ends_at or machine.kiosk.proc.poll() is not None
                 ):
@@ -704,15 +394,19 @@ class Soak:
                 next_progress += 30.0
                 self.say(
                     f"{self.started}/{args.iterations} lifetimes, {self.kills} kills, "
-                    f"{len(self.collector.events)} events, {sum(self.faults.scheduled.values())} "
-                    f"faults scheduled"
+                    f"{len(self.collector.events)} events, "
+                    f"{sum(self.faults.scheduled.values())} collector faults scheduled, "
+                    f"{sum(self.spool_faults.applied.values())} machine faults"
                 )
             time.sleep(0.02)
         if self.started < args.iterations:
             self.say(f"time limit reached after {self.started} lifetimes")
 
     def drain_phase(self) -> collections.Counter[str]:
+        """Stop every fault, drain every machine, check that the spools are empty."""
         applied = self.faults.stop()
+        for machine in self.machines:
+            self.spool_faults.lift(machine)
         self.say("faults stopped; draining every machine")
         drains = [
             (machine, self.spawn(machine, mode="drain", seed=DRAIN_TIMEOUT))
@@ -729,32 +423,65 @@ class Soak:
                 self.verdict.fail(f"machine {machine.index}: the final drain failed: {said}")
         # Let slow answers still pending in the collector land (they are re-sends).
         time.sleep(READ_TIMEOUT + SLOW_EXTRA[1] + 0.2)
+        delivered = {event["id"] for event in self.collector.events}
         for machine in self.machines:
-            status = spool_status(machine.spool)
-            left = status["queued"] + status["dead letters"]
-            if left or status["checkpoints"]:
-                self.verdict.lost_events += left
-                self.verdict.fail(f"machine {machine.index}: spool not empty at the end: {status}")
-        return applied
+            left = spool_left(machine.spool)
+            expected = {i for i in machine.damaged if i not in delivered}
+            dead = left["dead"]
+            # A damaged row may also have been delivered: taken intact just before the
+            # damage, sent, not acknowledged (a timeout), then read again damaged.
+            wrong = {
+                i: r for i, r in dead.items() if i not in machine.damaged or "damaged" not in r
+            }
+            missing = expected - set(dead)
+            if left["queued"] or left["running"] or wrong or missing:
+                self.verdict.lost_events += left["queued"] + len(wrong) + len(missing)
+                self.verdict.fail(
+                    f"machine {machine.index}: spool not empty at the end: {left['queued']} "
+                    f"queued, {left['running']} running segments, dead letters not damaged "
+                    f"on purpose {wrong}, damaged rows neither delivered nor set aside "
+                    f"{sorted(missing)}"
+                )
+        return applied + self.spool_faults.applied
 
     def check(self) -> None:
+        """Check every run against the collector's record."""
         collector = self.collector
         events = collector.events
         order = {event["id"]: index for index, event in enumerate(events)}
+        arrived = {event["id"] for event in events}
+        # A damaged row set aside on purpose counts as arrived, with its original content.
+        extra: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        for machine in self.machines:
+            for event_id, payload in machine.damaged.items():
+                if event_id not in arrived:
+                    event = json.loads(payload)
+                    extra[event["extensions"]["runId"]].append(event)
+                    if event["type"] != "TimeSpentEvent":
+                        order[event_id] = len(events) + 1  # no order to check
         runs = self.report.runs
         for run_id in collector.run_ids():
             if run_id not in runs:
                 self.verdict.fail(f"run {run_id} arrived, but no kiosk ran it")
-        for run in runs.values():
-            check_run(self.verdict, collector, run, order)
+        for run_id, segments in runs.items():
+            mine = collector.time_spent_events(run_id) + [
+                e for e in extra[run_id] if e["type"] == "TimeSpentEvent"
+            ]
+            done = collector.completions(run_id) + [
+                e for e in extra[run_id] if e["type"] != "TimeSpentEvent"
+            ]
+            check_run(self.verdict, run_id, segments, mine, done, order)
         conflicts = collector.duplicate_conflicts
         if conflicts:
             self.verdict.fail(f"{len(conflicts)} ids received with different contents")
+            for line in describe_conflicts(collector, conflicts, self.report):
+                self.verdict.fail(line)
         for problem in self.report.problems:
             self.verdict.fail(f"delivery problem: {problem}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the soak; 0 when every check passed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--iterations",
@@ -772,6 +499,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="start no lifetime after this many seconds",
     )
+    parser.add_argument(
+        "--machine-faults",
+        type=lambda text: [] if text == "none" else text.split(","),
+        default=None,
+        metavar="KINDS",
+        help=f"comma-separated machine faults to inject, of {','.join(SPOOL_FAULT_WEIGHTS)} "
+        "(default: all), or none",
+    )
     parser.add_argument("--quiet", action="store_true", help="print the summary line only")
     parser.add_argument("--keep", action="store_true", help="keep the spools and kiosk logs")
     args = parser.parse_args(argv)
@@ -779,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
         args.seed = random.SystemRandom().randrange(1 << 31)
     if args.iterations < 1 or args.machines < 1:
         parser.error("--iterations and --machines must be at least 1")
+    unknown = set(args.machine_faults or ()) - set(SPOOL_FAULT_WEIGHTS)
+    if unknown:
+        parser.error(f"--machine-faults: unknown {', '.join(sorted(unknown))}")
 
     workdir = Path(tempfile.mkdtemp(prefix="timeback-soak-"))
     soak = Soak(args, workdir)
@@ -794,17 +532,24 @@ def main(argv: list[str] | None = None) -> int:
         for machine in soak.machines:
             if machine.kiosk is not None:
                 machine.kiosk.proc.kill()
+            if machine.lock_release is not None:
+                machine.lock_release.set()
         soak.collector.stop()
     verdict = soak.verdict
     elapsed = time.monotonic() - soak.began
     collector = soak.collector
     ok = not verdict.failures
+    segments = list(soak.report.segments.values())
     soak.say(
         "faults by kind: "
         + ", ".join(f"{kind} {count}" for kind, count in applied.items())
         + f"; graceful stops {soak.stops}; crashed runs recovered at restart "
-        f"{soak.report.recovered}; runs {len(soak.report.runs)}; requests "
-        f"{len(collector.requests)}; max excess over the last report {verdict.max_excess:.3f}s"
+        f"{soak.report.recovered}; runs {len(soak.report.runs)}, segments {len(segments)} "
+        f"({sum(1 for s in segments if s is not soak.report.runs[s.run_id][0])} resumed); "
+        f"kills measured {verdict.kills_measured} with the spool writable, "
+        f"{verdict.kills_unwritable} while not; damaged rows set aside and reported "
+        f"{soak.report.damage_reports}; requests {len(collector.requests)}; max excess over "
+        f"the last report {verdict.max_excess:.3f}s"
     )
     for failure in verdict.failures[:30]:
         print(f"FAIL: {failure}", file=sys.stderr)
@@ -813,8 +558,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"soak: iterations={soak.started} events={len(collector.events)} "
         f"faults={sum(applied.values())} kills={soak.kills} events_lost={verdict.lost_events} "
+        f"conflicts={len(collector.duplicate_conflicts)} "
         f"duplicates_by_id={collector.duplicates} "
         f"max_lost_per_kill={max(verdict.max_lost, 0.0):.3f}s "
+        f"max_lost_unwritable={max(verdict.max_lost_unwritable, 0.0):.3f}s"
+        f"(allowed<={verdict.max_allowance + 1.25:.1f}s) "
         f"elapsed={elapsed:.0f}s seed={args.seed} {'PASS' if ok else 'FAIL'}"
     )
     if ok and not args.keep:
