@@ -46,8 +46,8 @@ from pathlib import Path
 import _bench
 
 import timeback_tracker as tt
-from timeback_tracker.testing import FakeClock
 from timeback_tracker._outbox import Entry, MemoryOutbox
+from timeback_tracker.testing import FakeClock
 
 INTERVAL = 15  # seconds between ticks: the default heartbeat interval
 ALIVE_PER_TICK = INTERVAL - 1  # signs of life between two ticks, one a second

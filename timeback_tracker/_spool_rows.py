@@ -97,11 +97,15 @@ class SpoolRows:
         """The newest held window of ``entry``'s run segment (by the segment index)."""
         if entry.template is None:
             return None
-        row = self._conn_().execute(
-            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE segment = ? "  # noqa: S608
-            "ORDER BY first_seq DESC LIMIT 1",
-            (entry.template.segment,),
-        ).fetchone()
+        row = (
+            self._conn_()
+            .execute(
+                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE segment = ? "  # noqa: S608
+                "ORDER BY first_seq DESC LIMIT 1",
+                (entry.template.segment,),
+            )
+            .fetchone()
+        )
         return None if row is None else self._row_entry(row)
 
     def adjacent_windows(self) -> Iterator[tuple[Entry, Entry]]:
