@@ -73,7 +73,7 @@ def accelerated(sink_url: str, spool: Path, sessions: int, hours: float) -> dict
         for _ in range(count):
             for _ in range(INTERVAL - 1):
                 clock.advance(1)
-                tracker._alive()
+                tracker._every_second()
             clock.advance(1)
             tracker._tick(clock.monotonic_ms())
             if not tracker.flush(timeout=30):

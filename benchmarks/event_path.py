@@ -156,7 +156,7 @@ def tick_loop(
         for _ in range(ALIVE_PER_TICK):
             clock.advance(1)
             started = perf()
-            tracker._alive()
+            tracker._every_second()
             alive_ns.append(perf() - started)
         clock.advance(1)
         if marks:
