@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from timeback_tracker._spool import RETRY_BUSY, RETRY_FAILING
+from timeback_tracker._spool_healing import RETRY_BUSY, RETRY_FAILING
 from timeback_tracker.testing import LocalCollector
 
 if TYPE_CHECKING:
