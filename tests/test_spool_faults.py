@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -860,6 +860,66 @@ def test_a_completion_made_while_the_spool_is_locked_survives_a_kill(
     assert len(collector.completions(run_id)) == 1
     assert collector.duplicate_conflicts == []
     assert_conserved(windows(collector, run_id))
+
+
+@needs_kill
+def test_a_run_resumed_before_its_crash_is_recovered_completes_after_its_windows(
+    collector: LocalCollector, spool: Path
+) -> None:
+    """A kiosk dies mid-window; the next start cannot recover it (another process holds the
+    spool), resumes the run and completes it: the completion waits, the recovery is tried
+    again while the tracker runs, and the completion arrives after the run's last window."""
+    kiosk, run_id = start_kiosk(collector.url, spool, 5.0)
+    time.sleep(1.5)  # an open window, in the sign of life
+    counted = ask_active(kiosk)
+    os.kill(kiosk.pid, signal.SIGKILL)
+    finish(kiosk)
+    locker = hold_lock(spool, 2.0)
+    with tt.Tracker(config(collector.url, spool)) as tracker:
+        resumed = tracker.start_session(USER, ACTIVITY, run_id=run_id)
+        resumed.complete(1)
+        assert tracker.flush(10)
+    finish(locker)
+    with tt.Tracker(config(collector.url, spool)) as tracker:  # the next start, as the soak's
+        assert tracker.flush(10)
+    arrived = [
+        event["type"]
+        for event in collector.events
+        if cast("dict[str, Any]", event.get("extensions", {})).get("runId") == run_id
+    ]
+    assert arrived[-1] == "ActivityEvent", arrived  # the completion, after every window
+    assert arrived.count("ActivityEvent") == 1
+    assert collector.totals(run_id)[0] >= counted - 1.0
+    assert collector.duplicate_conflicts == []
+
+
+@needs_kill
+def test_a_kill_after_a_rolled_back_first_write_still_recovers_the_window(
+    collector: LocalCollector, spool: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first write of a run segment fails halfway (the disk fills during the
+    transaction: its segment row is rolled back with it); killed then, the next start
+    rebuilds the open window from the sign of life instead of calling it damaged."""
+    tt.Tracker(config(collector.url, spool)).close()  # the spool's tables
+    conn = sqlite3.connect(spool)
+    conn.execute(
+        "CREATE TRIGGER full BEFORE INSERT ON entries BEGIN SELECT RAISE(ABORT, 'full'); END"
+    )
+    conn.commit()
+    kiosk, run_id = start_kiosk(collector.url, spool, 0.5)
+    assert wait_until(lambda: ask_active(kiosk) > 1.5)  # ticks failed after their segment row
+    counted = ask_active(kiosk)
+    os.kill(kiosk.pid, signal.SIGKILL)
+    finish(kiosk)
+    conn.execute("DROP TRIGGER full")
+    conn.commit()
+    conn.close()
+    with caplog.at_level(logging.WARNING), tt.Tracker(config(collector.url, spool)) as tracker:
+        assert tracker.flush(10)
+    assert "damaged" not in caplog.text
+    assert collector.totals(run_id)[0] >= counted - 1.0, (counted, collector.totals(run_id))
+    assert_conserved(windows(collector, run_id))
+    assert collector.duplicate_conflicts == []
 
 
 COMPLETE_WHILE_LOCKED = textwrap.dedent(

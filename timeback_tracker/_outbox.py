@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import attrs
@@ -502,14 +502,14 @@ class MemoryOutbox:
         """Nothing to release; what is held goes with the process."""
         return len(self._entries)
 
-    def take(self, limit: int) -> list[Entry]:
-        """The oldest entries not in flight, marked in flight."""
+    def take(self, limit: int, hold: Callable[[Entry], bool] | None = None) -> list[Entry]:
+        """The oldest entries not in flight (and not ``hold``), marked in flight."""
         batch: list[Entry] = []
         with self._lock:
             for entry in self._entries.values():
                 if len(batch) >= limit:
                     break
-                if entry.id not in self._in_flight:
+                if entry.id not in self._in_flight and not (hold and hold(entry)):
                     batch.append(entry)
             for entry in batch:
                 self._in_flight.add(entry.id)

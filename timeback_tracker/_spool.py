@@ -178,6 +178,8 @@ class SqliteOutbox(SpoolRecovery):
         self._recount_at = 0.0
         self._retry_at = 0.0
         self._failures = 0
+        self._recovery_at: float | None = None  # when a recovery that failed is tried again
+        self._owed_runs: frozenset[str] | None = frozenset()  # runs it owes windows (None: all)
         self._take_failing = False
         self._closed = False
         self._woken = threading.Event()
@@ -481,17 +483,21 @@ class SqliteOutbox(SpoolRecovery):
 
         Only the process holding the destination's drain lock takes from the
         spool; any other gets ``[]`` (after ``drain_wait`` seconds). A row
-        whose payload is damaged is set aside as a dead letter.
+        whose payload is damaged is set aside as a dead letter. While a failed
+        recovery still owes a run windows, it is tried again here, and that
+        run's completion is held back.
         """
         with self._lock:
             self._usable(force=False)
+            if self._recovery_at is not None and time.monotonic() >= self._recovery_at:
+                self.recover()
             draining = self._can_drain()
             from_disk = self._take_from_disk(limit) if draining else []
             batch = from_disk or []
             # What waits in memory is newer than every row on disk: it goes only when
             # the spool has nothing more (or cannot be read), so a run stays in order.
             if draining and self._overflow is not None and len(batch) < limit:
-                batch += self._overflow.take(limit - len(batch))
+                batch += self._overflow.take(limit - len(batch), hold=self._held_back)
         if not draining:
             self._woken.wait(self._drain_wait)
         return batch

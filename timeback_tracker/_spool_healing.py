@@ -86,6 +86,7 @@ class SpoolHealing(SpoolRows):
     def _degrade(self, error: BaseException) -> None:
         """After a failed write: keep new events in memory, try the spool again soon."""
         busy = is_busy(error)
+        self._forget_rolled_back()
         self._failures += 1
         delay = _retry_delay(error, self._failures)
         self._retry_at = time.monotonic() + delay
@@ -104,6 +105,11 @@ class SpoolHealing(SpoolRows):
                 with contextlib.suppress(sqlite3.Error):
                     # A full disk: give back what the WAL holds beyond the database.
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _forget_rolled_back(self) -> None:
+        """After a failed transaction: the segment rows it wrote were rolled back, so the
+        sign of life must carry their templates again until a write succeeds."""
+        self._known_segments.clear()
 
     def _check_identity_quietly(self) -> None:
         try:
@@ -142,6 +148,7 @@ class SpoolHealing(SpoolRows):
                     self.insert(entry)
                     self._bury(entry.id, reason)
         except (sqlite3.Error, OSError) as exc:
+            self._forget_rolled_back()
             self._failures += 1
             first, longest = RETRY_FAILING
             delay = (

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from timeback_tracker._accounting import RunAccounting
 from timeback_tracker._events import RunTemplate
 from timeback_tracker._outbox import Entry, admit
 from timeback_tracker._spool_file import AliveRecord, close_quietly, try_lock
-from timeback_tracker._spool_healing import SpoolHealing
+from timeback_tracker._spool_healing import RETRY_BUSY, SpoolHealing
 from timeback_tracker._spool_rows import describe, has_table, payload_damage
 from timeback_tracker._spool_schema import salvage, transaction
 
@@ -60,7 +61,10 @@ class SpoolRecovery(SpoolHealing):
             The entries added.
         """
         with self._lock:
-            if self._closed or not self._usable(force=False) or self._conn is None:
+            if self._closed:
+                return []
+            if not self._usable(force=False) or self._conn is None:
+                self._postpone_recovery("the spool is busy")
                 return []
             held: list[tuple[Path, int | None]] = []
             try:
@@ -68,13 +72,11 @@ class SpoolRecovery(SpoolHealing):
                     owners = self._dead_owners(held)
                     added = [e for owner in owners for e in self._recover_owner(owner)]
                     added += self._recover_legacy(owners)
+                    self._completions_last({e.run_id for e in added if e.kind == "time"})
                     self._forget_owners(owners)
             except (sqlite3.Error, OSError) as exc:
-                log.warning(
-                    "spool %s: recovery failed (%s); retried at the next start",
-                    self._path,
-                    describe(exc),
-                )
+                self._forget_rolled_back()
+                self._postpone_recovery(describe(exc))
                 return []
             finally:
                 for _, fd in held:
@@ -82,6 +84,8 @@ class SpoolRecovery(SpoolHealing):
             for path, _ in held:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+            self._recovery_at = None
+            self._owed_runs = frozenset()
             self._recount()
         if added:
             runs = {entry.run_id for entry in added}
@@ -92,6 +96,68 @@ class SpoolRecovery(SpoolHealing):
                 len(runs),
             )
         return added
+
+    def _postpone_recovery(self, why: str) -> None:
+        """The recovery cannot be written now: try it again from the delivery thread soon,
+        and meanwhile hold back the completions of the runs it owes windows."""
+        owed = self._runs_owed()
+        if owed is not None and not owed:
+            self._recovery_at = None  # nothing to recover: the next start tidies up
+            return
+        first = self._recovery_at is None
+        self._recovery_at = time.monotonic() + RETRY_BUSY
+        self._owed_runs = owed
+        if first:
+            log.warning(
+                "spool %s: cannot recover the windows of crashed runs yet (%s); trying again "
+                "while running, the completions of %s wait for them",
+                self._path,
+                why,
+                "every run" if owed is None else f"{len(owed)} runs",
+            )
+
+    def _runs_owed(self) -> frozenset[str] | None:
+        """The runs a recovery would send windows of, read without writing (None: unreadable)."""
+        if self._conn is None:
+            return None
+        held: list[tuple[Path, int | None]] = []
+        runs: set[str] = set()
+        try:
+            dead = self._dead_owners(held)
+            for owner in dead:
+                alive = AliveRecord.read(self._owner_lock(owner))
+                runs.update(plan.run_id for plan in owner_plans(self._conn, owner, alive))
+                journal = alive.get("journal") if alive is not None else None
+                for item in journal if isinstance(journal, list) else ():
+                    if isinstance(item, dict):
+                        runs.add(str(item.get("run")))
+            if dead and has_table(self._conn, "legacy_checkpoints"):
+                marks = ", ".join("?" * len(dead))
+                runs.update(
+                    row[0]
+                    for row in self._conn.execute(
+                        f"SELECT run_id FROM legacy_checkpoints WHERE owner IN ({marks})",  # noqa: S608
+                        dead,
+                    )
+                )
+        except (sqlite3.Error, OSError):
+            return None
+        finally:
+            for _, fd in held:
+                close_quietly(fd)
+        return frozenset(runs)
+
+    def _completions_last(self, runs: set[str]) -> None:
+        """Move the queued completions of ``runs`` behind the windows just recovered for
+        them: a run resumed while its recovery was held up may have completed meanwhile."""
+        conn = self._conn_()
+        for run_id in sorted(runs):
+            query = "SELECT slot FROM entries WHERE run_id = ? AND kind = 'completion'"
+            for (slot,) in conn.execute(query, (run_id,)).fetchall():
+                conn.execute(
+                    "UPDATE entries SET slot = (SELECT max(slot) + 1 FROM entries) WHERE slot = ?",
+                    (slot,),
+                )
 
     def _dead_owners(self, held: list[tuple[Path, int | None]]) -> list[str]:
         """Owners that wrote here and whose lock is free; their lock files go to ``held``."""
@@ -231,6 +297,7 @@ class SpoolRecovery(SpoolHealing):
                         self._admit_recovered(entry, row["dest"] or self.dest)
                         taken += 1
             except (sqlite3.Error, OSError, ValueError, TypeError) as exc:
+                self._forget_rolled_back()
                 log.warning("spool %s: salvage failed: %s", corrupt, describe(exc))
                 return 0
             self._recount()

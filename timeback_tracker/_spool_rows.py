@@ -84,6 +84,8 @@ class SpoolRows:
     _damaged: dict[str, str]  # damaged rows not yet set aside -> why
     _closed: bool
     _lock: threading.RLock
+    _recovery_at: float | None
+    _owed_runs: frozenset[str] | None
 
     def _owner_lock(self, owner: str) -> Path:
         """The lock file of owner ``owner`` (its sign of life)."""
@@ -335,17 +337,40 @@ class SpoolRows:
             except Exception:
                 log.exception("reporting a damaged spool row failed")
 
+    def _held_back(self, entry: Entry) -> bool:
+        """Whether ``entry`` must wait: a completion of a run that a recovery which failed
+        still owes windows (they go first, or the run's last window follows its completion)."""
+        if entry.kind != "completion" or self._recovery_at is None:
+            return False
+        return self._owed_runs is None or entry.run_id in self._owed_runs
+
+    def _takeable(self) -> tuple[str, list[str]]:
+        """The rows a take may choose from, as a WHERE clause and its parameters: this
+        destination's, held-back completions left out (so that they never fill its LIMIT)."""
+        if self._recovery_at is None:
+            return "dest = ?", [self.dest]
+        if self._owed_runs is None:
+            return "dest = ? AND kind != 'completion'", [self.dest]
+        owed = sorted(self._owed_runs)
+        marks = ", ".join("?" * len(owed))
+        return (
+            f"dest = ? AND NOT (kind = 'completion' AND run_id IN ({marks}))",
+            [self.dest, *owed],
+        )
+
     def _take_from_disk(self, limit: int) -> list[Entry] | None:
-        """The oldest rows of this destination not in flight (damaged ones set aside), now in
-        flight, their attempts counted on disk; None when the spool cannot be read."""
+        """The oldest rows of this destination not in flight (damaged ones and held-back
+        completions left), now in flight, their attempts counted on disk; None when the
+        spool cannot be read."""
         if self._conn is None or self._closed:
             return None
         skip = len(self._in_flight) + len(self._delivered) + len(self._damaged)
+        where, params = self._takeable()
         try:
             rows = self._conn.execute(
-                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE dest = ? "  # noqa: S608
+                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE {where} "  # noqa: S608
                 "ORDER BY slot LIMIT ?",
-                (self.dest, limit + skip),
+                (*params, limit + skip),
             ).fetchall()
         except (sqlite3.Error, OSError) as exc:
             if not self._take_failing:
