@@ -757,3 +757,33 @@ def test_ctrl_c_stops_send_and_keeps_the_events(
     assert f"     0       0       3  {collector.url}" in out
     assert "Traceback" not in err
     assert queued(spool) == 3
+
+
+def test_an_endpoint_query_never_reaches_the_disk_or_the_screen(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """An endpoint whose query carries a key: the spool records it without the query,
+    `spool ls` and `spool send` never show it, and its events go only when the whole
+    endpoint is given again."""
+    spool = tmp_path / "keyed.sqlite3"
+    with LocalCollector() as collector:
+        keyed = f"{collector.url}?key=s3cret-key"
+        ids = fill(spool, SENSOR, keyed, [fresh_window(RUN, n) for n in range(2)])
+        on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+        assert b"s3cret" not in on_disk
+        listed = spool_command(env, "ls", "--dir", str(tmp_path))
+        assert listed.returncode == 0, listed.stderr
+        assert collector.url in listed.stdout
+        assert "s3cret" not in listed.stdout + listed.stderr
+
+        refused = spool_command(env, "send", str(spool))
+        assert refused.returncode != 0
+        assert "--endpoint" in refused.stderr
+        assert "s3cret" not in refused.stdout + refused.stderr
+        assert collector.events == []
+
+        sent = spool_command(env, "send", str(spool), "--endpoint", keyed)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert [event["id"] for event in collector.events] == ids
+        assert "s3cret" not in sent.stdout + sent.stderr
+        assert queued(spool) == 0

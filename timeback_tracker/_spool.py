@@ -69,6 +69,7 @@ from timeback_tracker._spool_file import (
 from timeback_tracker._spool_recovery import JOURNAL_LIMIT, SpoolRecovery, journal_item
 from timeback_tracker._spool_rows import Damage, describe, now_ms
 from timeback_tracker._spool_schema import connect, is_busy, is_corrupt, move_aside, transaction
+from timeback_tracker._urls import safe_url
 
 log = logging.getLogger("timeback_tracker.spool")
 
@@ -228,7 +229,8 @@ class SqliteOutbox(SpoolRecovery):
                 conn.execute(
                     "INSERT OR REPLACE INTO destinations (dest, sensor, endpoint, last_used_ms) "
                     "VALUES (?, ?, ?, ?)",
-                    (self.dest, self._sensor, self._endpoint, now),
+                    # Without its query, which may carry a key: nothing secret on disk.
+                    (self.dest, self._sensor, self._endpoint and safe_url(self._endpoint), now),
                 )
                 conn.execute(
                     "INSERT OR REPLACE INTO owners (owner, dest, started_ms, updated_ms) "

@@ -27,6 +27,7 @@ from timeback_tracker._spool_schema import (
     is_corrupt,
     salvage,
 )
+from timeback_tracker._urls import safe_url
 
 __all__ = ["Salvageable", "find_spools", "is_foreign", "run_ls", "salvageable"]
 
@@ -131,7 +132,7 @@ def _print_destination(
         used = destination.last_used_ms
         print(f"  sensor    {destination.sensor or '(none)'}")
         print(
-            f"  endpoint  {destination.endpoint or '(none)'}"
+            f"  endpoint  {safe_url(destination.endpoint) if destination.endpoint else '(none)'}"
             + ("" if used is None else f" (last used {_ago(now - used)})")
         )
     interrupted = [run for run in runs if run.interrupted]

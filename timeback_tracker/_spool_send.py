@@ -27,6 +27,7 @@ import attrs
 from timeback_tracker._delivery import DeliveryFailure, TrackerStats
 from timeback_tracker._spool_admin import Destination, OpenRun, SpoolFile, lock_held
 from timeback_tracker._spool_file import destination
+from timeback_tracker._urls import safe_url
 from timeback_tracker.config import TrackerConfig
 from timeback_tracker.exceptions import ConfigurationError
 from timeback_tracker.tracker import Tracker
@@ -161,7 +162,12 @@ def _targets(
     # Rows of a 0.1 spool record no destination: the first tracker to open it adopts them.
     orphans = sum(d.queued for d in destinations if d.sensor is None)
     if endpoint is not None:
-        matching = [(str(d.sensor), endpoint) for d in recorded if d.endpoint == endpoint]
+        # By the destination key: the spool records an endpoint without its query.
+        matching = [
+            (str(d.sensor), endpoint)
+            for d in recorded
+            if destination(str(d.sensor), endpoint) == d.key
+        ]
         if matching:
             return matching
         if orphans and sensor:
@@ -171,15 +177,32 @@ def _targets(
                 "its events record no destination (a 0.1 spool): name their sensor "
                 "with --sensor IRI or $TIMEBACK_SENSOR"
             )
-        known = ", ".join(sorted({str(d.endpoint) for d in recorded})) or "none"
-        return f"no events recorded for endpoint {endpoint} (recorded: {known})"
+        known = ", ".join(sorted({safe_url(str(d.endpoint)) for d in recorded})) or "none"
+        return f"no events recorded for endpoint {safe_url(endpoint)} (recorded: {known})"
     if orphans and not recorded:
         return (
             "its events record no destination (a 0.1 spool): give --endpoint URL, and their "
             "sensor with $TIMEBACK_SENSOR (or --sensor IRI)"
         )
+    return _recorded_targets(recorded, waiting)
+
+
+def _recorded_targets(
+    recorded: list[Destination], waiting: list[OpenRun]
+) -> list[tuple[str, str]] | str:
+    """The recorded destinations with something to send, or why they need ``--endpoint``."""
     interrupted = {run.dest for run in waiting}
-    return [(str(d.sensor), str(d.endpoint)) for d in recorded if d.queued or d.key in interrupted]
+    wanted = [d for d in recorded if d.queued or d.key in interrupted]
+    # An endpoint with a query is recorded without it (it may carry a key): its events
+    # can only be sent with the whole endpoint given again.
+    partial = [d for d in wanted if destination(str(d.sensor), str(d.endpoint)) != d.key]
+    if partial:
+        return "; ".join(
+            f"the events for {safe_url(str(d.endpoint))} (sensor {d.sensor}) need "
+            "--endpoint URL: the spool does not keep an endpoint's query (it may carry a key)"
+            for d in partial
+        )
+    return [(str(d.sensor), str(d.endpoint)) for d in wanted]
 
 
 def _send_destination(
@@ -191,7 +214,7 @@ def _send_destination(
         ConfigurationError: The ``TIMEBACK_*`` settings are unusable.
         KeyboardInterrupt: Ctrl-C; the tracker is closed first.
     """
-    where = f"{outcome.endpoint} (sensor {outcome.sensor})"
+    where = f"{safe_url(outcome.endpoint)} (sensor {outcome.sensor})"
     try:
         TrackerConfig(sensor=outcome.sensor, endpoint=outcome.endpoint, spool_path=None)
     except ConfigurationError as exc:
@@ -299,7 +322,7 @@ def _print_summary(outcomes: list[_Outcome], unrecovered: int, out: TextIO) -> N
     for outcome in outcomes:
         print(
             f"{outcome.sent:>6}  {outcome.dead:>6}  {outcome.left:>6}  "
-            f"{outcome.endpoint} (sensor {outcome.sensor})",
+            f"{safe_url(outcome.endpoint)} (sensor {outcome.sensor})",
             file=out,
         )
         if outcome.note:
