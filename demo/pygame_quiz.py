@@ -126,7 +126,7 @@ def main() -> int:
         _quiz.USER, _quiz.activity("pygame quiz"), course_id="KIOSK-MATH-3"
     )
     binding = bind_session(session)
-    end_on_close(binding, tracker, flush_timeout=5.0)
+    end_on_close(binding, tracker)
     quiz = Quiz(session)
     steps = autopilot() if args.auto else None
     next_step = time.monotonic()

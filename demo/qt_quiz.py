@@ -132,7 +132,7 @@ def main() -> int:
     quiz = Quiz(session)
     quiz.show()
     bind_session(quiz, session)
-    end_on_close(quiz, session, tracker, flush_timeout=5.0)
+    end_on_close(quiz, session, tracker)
     if args.auto:
         play(autopilot(quiz), lambda: None)
     app.exec()

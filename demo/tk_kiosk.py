@@ -132,7 +132,7 @@ def main() -> int:
     root = tk.Tk()
     quiz = Quiz(root, session)
     bind_session(root, session)
-    close = end_on_close(root, session, tracker, flush_timeout=5.0)
+    close = end_on_close(root, session, tracker)
     if args.auto:
         play(root, autopilot(quiz, close))
     root.mainloop()

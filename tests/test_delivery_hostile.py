@@ -123,13 +123,14 @@ def test_a_301_loses_nothing(
     assert len(failures[0].event_ids) == 2
 
 
+@pytest.mark.parametrize("status", [307, 308])
 def test_a_307_never_carries_events_to_another_host(
-    server: HostileServer, make_tracker: MakeTracker
+    server: HostileServer, make_tracker: MakeTracker, status: int
 ) -> None:
-    """A 307 to a plain-http server on another port: that server never sees a byte."""
+    """A 307/308 to a plain-http server on another port: that server never sees a byte."""
     with HostileServer() as elsewhere:
         elsewhere.on("/caliper/event", answer(200))
-        server.on("/caliper/event", redirect(307, elsewhere.url()))
+        server.on("/caliper/event", redirect(status, elsewhere.url()))
         tracker = make_tracker(server.url())
         complete_runs(tracker)
         assert not tracker.flush(10.0)
@@ -264,6 +265,25 @@ def test_flush_does_not_cut_retry_after_short(
     first, second = collector.requests[:2]
     assert (first.status, second.status) == (429, 200)
     assert second.at - first.at >= 1.9
+
+
+def test_flush_cuts_the_trackers_own_backoff_short(
+    collector: LocalCollector, make_tracker: MakeTracker
+) -> None:
+    """Four refused attempts put the next one at least 2 s away (the backoff's fixed half);
+    once the endpoint is back, flush() sends at once instead of waiting for it."""
+    collector.go_down()
+    tracker = make_tracker(collector.url)
+    complete_runs(tracker)
+    deadline = time.monotonic() + 15
+    while tracker.stats().failed < 4:
+        assert time.monotonic() < deadline, tracker.stats()
+        time.sleep(0.01)
+    collector.come_back()
+    delivered, elapsed = timed_flush(tracker, 10.0)
+    assert delivered
+    assert elapsed < 1.5, elapsed
+    assert len(collector.events) == 2
 
 
 def test_close_returns_at_its_deadline_and_keeps_the_events(

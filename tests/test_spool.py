@@ -557,9 +557,10 @@ def test_a_forked_child_does_not_keep_its_dead_parent_alive(spool: Path) -> None
     run = uuid.uuid4()
     parent = spawn("fork-checkpoint", str(spool), str(run))
     assert parent.stdout is not None
-    lines = sorted([parent.stdout.readline().split(), parent.stdout.readline().split()])
-    assert lines[0] == ["child"]
-    child = int(lines[1][1])
+    # Two processes write to one pipe: their lines may interleave, so read words.
+    words = parent.stdout.readline().split() + parent.stdout.readline().split()
+    assert sorted(word for word in words if not word.isdigit()) == ["child", "ready"]
+    child = int(next(word for word in words if word.isdigit()))
     kill(parent)
     outbox = SqliteOutbox(spool, 100)
     try:

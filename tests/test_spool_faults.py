@@ -259,7 +259,7 @@ def test_a_kill_while_the_spool_is_locked_never_sends_an_id_twice(
 
 
 def test_exit_is_bounded_while_another_process_holds_the_lock(
-    collector: LocalCollector, spool: Path
+    collector: LocalCollector, spool: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """close() returns within exit_timeout though the spool is locked for 10 s, and says
     exactly what could not be kept."""
@@ -270,13 +270,78 @@ def test_exit_is_bounded_while_another_process_holds_the_lock(
     locker = hold_lock(spool, 10.0)
     try:
         started = time.monotonic()
-        tracker.close()
+        with caplog.at_level(logging.WARNING):
+            tracker.close()
         took = time.monotonic() - started
     finally:
         locker.kill()
         finish(locker)
     assert took < 1.0 + 0.8, took
     assert session.state == "ended"
+    assert "left in" in caplog.text
+    assert "lost" not in caplog.text
+
+
+EXITS_WITHOUT_CLOSE = textwrap.dedent(
+    """
+    import sys
+    import timeback_tracker as tt
+
+    tracker = tt.Tracker(tt.TrackerConfig(
+        sensor="https://kiosk.example.com/sensors/lab-3", endpoint=sys.argv[1],
+        spool_path=sys.argv[2], heartbeat_interval=0.2, exit_timeout=1.0,
+    ))
+    session = tracker.start_session(
+        tt.TimebackUser(id="https://sis.example.com/users/1", email="kid@example.com"),
+        tt.TimebackActivityContext(
+            id="https://app.example.com/a/1", subject="Math", app=tt.App(name="Kiosk")
+        ),
+    )
+    print("run", session.run_id, flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_the_exit_hook_is_bounded_while_another_process_holds_the_lock(
+    collector: LocalCollector, spool: Path
+) -> None:
+    """The app returns without close() while the spool is locked for 10 s: the exit hook
+    ends within exit_timeout, says where the events were left, and the next start sends
+    them."""
+    collector.go_down()
+    app = subprocess.Popen(
+        [sys.executable, "-c", EXITS_WITHOUT_CLOSE, collector.url, str(spool)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert app.stdout is not None
+    assert app.stdin is not None
+    assert app.stderr is not None
+    run_id = app.stdout.readline().split()[1]
+    time.sleep(0.5)  # a couple of windows
+    locker = hold_lock(spool, 10.0)
+    try:
+        started = time.monotonic()
+        app.stdin.write("exit\n")
+        app.stdin.flush()
+        app.wait(10)
+        took = time.monotonic() - started
+        errors = app.stderr.read()
+    finally:
+        locker.kill()
+        finish(locker)
+        finish(app)
+    assert took < 1.0 + 1.0, took
+    assert "left in" in errors, errors
+    assert "lost" not in errors
+    collector.come_back()
+    with tt.Tracker(config(collector.url, spool)) as tracker:
+        assert tracker.flush(10)
+    assert_conserved(windows(collector, run_id))
 
 
 def test_a_spool_busy_at_start_is_used_once_it_is_free(

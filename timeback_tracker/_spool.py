@@ -424,7 +424,14 @@ class SqliteOutbox(SpoolRecovery):
             self._check_identity_quietly()
             if self._overflow is not None:
                 deadline = time.monotonic() + (BUSY_PATIENCE if timeout is None else timeout)
-                while not self._restore() and time.monotonic() < deadline:
+                while True:
+                    if self._conn is not None:
+                        # Never wait for another process's lock past the deadline.
+                        patience = max(0.0, min(BUSY_PATIENCE, deadline - time.monotonic()))
+                        with contextlib.suppress(sqlite3.Error):
+                            self._conn.execute(f"PRAGMA busy_timeout = {round(patience * 1000)}")
+                    if self._restore() or time.monotonic() >= deadline:
+                        break
                     time.sleep(0.05)
             lost = 0
             left = self._overflow
@@ -522,7 +529,7 @@ class SqliteOutbox(SpoolRecovery):
             self._delivered.update(from_disk)
             self._mine = max(0, self._mine - len(from_disk))
             try:
-                with transaction(self._conn, durable=False):
+                with transaction(self._conn, durable=False, wait=False):
                     deleted = self._forget_delivered()
                 self._delivered -= deleted
                 self._count = max(0, self._count - len(deleted))
@@ -553,7 +560,7 @@ class SqliteOutbox(SpoolRecovery):
                 return
             with (
                 contextlib.suppress(sqlite3.Error, OSError),
-                transaction(self._conn, durable=False),
+                transaction(self._conn, durable=False, wait=False),
             ):
                 self._conn.executemany(
                     "UPDATE entries SET attempts = max(0, attempts - 1) WHERE id = ?",

@@ -394,7 +394,7 @@ class SpoolRows:
             self._damaged[entry_id] = reason
             self._report_damage(entry_id, reason)  # once: it is skipped until set aside
         try:
-            with transaction(self._conn, durable=False):
+            with transaction(self._conn, durable=False, wait=False):
                 for entry_id, reason in list(self._damaged.items()):
                     self._bury(entry_id, reason)
                 # Counted before anyone sends them: an attempted window is never merged.

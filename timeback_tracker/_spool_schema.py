@@ -248,18 +248,30 @@ def _upgrade_from_1(conn: sqlite3.Connection) -> None:
 
 
 @contextlib.contextmanager
-def transaction(conn: sqlite3.Connection, *, durable: bool = True) -> Iterator[None]:
+def transaction(
+    conn: sqlite3.Connection, *, durable: bool = True, wait: bool = True
+) -> Iterator[None]:
     """One write transaction: all or nothing; with ``durable``, on disk once the block exits.
 
     A transaction that is not durable survives the process being killed (the
     page cache keeps it) but maybe not power loss; the next durable one
     makes it durable too. The connection never stays inside a transaction,
-    even when the block is interrupted (Ctrl-C).
+    even when the block is interrupted (Ctrl-C). Without ``wait``, it fails
+    at once (busy) instead of waiting for another process's write lock: for
+    bookkeeping that may as well be written next time.
     """
     if conn.in_transaction:  # left open by an interruption at the worst moment
         conn.execute("ROLLBACK")
     conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-    conn.execute("BEGIN IMMEDIATE")
+    if wait:
+        conn.execute("BEGIN IMMEDIATE")
+    else:
+        patience = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(patience)}")
     try:
         yield
         conn.execute("COMMIT")
