@@ -188,7 +188,8 @@ def test_a_pause_of_the_app_is_left_alone(session: tt.Session) -> None:
 def test_a_locked_screen_and_focus_loss_each_keep_their_pause(
     collector: LocalCollector, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """OS lock and the binding's focus pause overlap; the run resumes only when both ended."""
+    """OS lock and the binding's focus pause overlap; the run resumes only when both ended,
+    and the window counts exactly: running 0-2 s and 8-12 s, locked or unfocused between."""
 
     class Locked:
         name = "fake lock"
@@ -213,16 +214,26 @@ def test_a_locked_screen_and_focus_loss_each_keep_their_pause(
         session = tracker.start_session(USER, ACTIVITY)
         tracker._heartbeat.stop()  # the test polls by hand
         binding = bind_session(session)
+        clock.advance(2)
         lock.value = True
         tracker._poll_presence()
         assert session.state == "paused"
+        clock.advance(3)
         deliver(binding, (pygame.WINDOWFOCUSLOST, {}))
         assert binding.paused_by_binding  # the lock is not the game's pause: the binding's own
+        clock.advance(1)
         lock.value = False
         tracker._poll_presence()
         assert session.state == "paused"  # still unfocused
+        clock.advance(2)
         deliver(binding, (pygame.WINDOWFOCUSGAINED, {}))
         assert session.state == "running"
+        clock.advance(4)
+        session.end()
+        assert tracker.flush(5)
+    [event] = run_windows(collector, session.run_id)
+    assert_conserved([event])
+    assert (item(event, "active")["value"], item(event, "inactive")["value"]) == (6, 6)
 
 
 @pytest.mark.usefixtures("display")
