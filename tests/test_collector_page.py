@@ -470,6 +470,27 @@ def test_timeline_shows_a_real_runs_windows_to_scale_with_the_completion(
     assert (marker["left"] + marker["right"]) / 2 == pytest.approx(at, abs=2.0)
 
 
+def test_a_gap_is_drawn_where_nothing_was_reported(browser: Any, collector: LocalCollector) -> None:
+    """Windows at 0-15 s and 15-30 s, then 700-706 s (an inactive cutoff): the gap between
+    them is drawn at 30 s, 670 s long, on the same scale as the windows."""
+    from selenium.webdriver.common.by import By
+
+    run = new_run()
+    events = [window(run, 0, 0, 10, 5), window(run, 1, 15, 3, 12), window(run, 2, 700, 6, 0)]
+    assert requests.post(collector.url, json=envelope(*events), timeout=TIMEOUT).status_code == 200
+    browser.get(collector.page_url)
+    selector = f'.run[data-run-id="{run}"]'
+    wait_until(browser, "return document.querySelector(arguments[0] + ' .gap')", selector)
+    card = browser.find_element(By.CSS_SELECTOR, selector)
+    bars = card.find_elements(By.CSS_SELECTOR, ".win")
+    [gap] = card.find_elements(By.CSS_SELECTOR, ".gap")
+    first, last, drawn = rect(browser, bars[0]), rect(browser, bars[-1]), rect(browser, gap)
+    per_second = (last["right"] - first["left"]) / 706
+    assert drawn["left"] - first["left"] == pytest.approx(30 * per_second, abs=1.5)
+    assert drawn["width"] == pytest.approx(670 * per_second, abs=1.5)
+    assert "gap of" in (gap.get_attribute("title") or "")
+
+
 def test_hovering_a_window_shows_its_event_without_the_email(
     browser: Any, collector: LocalCollector
 ) -> None:
