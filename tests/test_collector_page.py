@@ -7,12 +7,18 @@ when it can) and skip with the reason when either is missing.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -565,3 +571,70 @@ def test_event_text_is_shown_as_text_never_run_as_html(
     )
     assert browser.execute_script("return window.pwned") is None
     assert browser.execute_script("return document.querySelectorAll('main img').length") == 0
+
+
+def test_the_cli_collector_page_follows_the_qt_demo_live(browser: Any) -> None:
+    """The README's story, end to end: `timeback-tracker collector`, the Qt quiz against it,
+    the printed page URL in a browser: the run appears, its timeline grows while the quiz
+    runs, shows the minimised time as inactive, and ends completed with its marker."""
+    from selenium.webdriver.common.by import By
+
+    if importlib.util.find_spec("PySide6") is None:
+        pytest.skip("PySide6 not installed (make test installs the gui group)")
+    root = Path(__file__).resolve().parent.parent
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TIMEBACK_", "CALIPER_"))}
+    collector = subprocess.Popen(
+        [sys.executable, "-m", "timeback_tracker", "collector", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean,
+    )
+    demo = None
+    try:
+        assert collector.stdout is not None
+        start = collector.stdout.readline()
+        endpoint = re.search(r"http://\S+/caliper/event", start)
+        page = re.search(r"page (http://\S+)", start)
+        assert endpoint, start
+        assert page, start
+        browser.get(page.group(1))
+        browser.execute_script("window.notReloaded = true;")
+        demo = subprocess.Popen(
+            [
+                sys.executable,
+                str(root / "demo" / "qt_quiz.py"),
+                "--auto",
+                "--interval",
+                "0.5",
+                "--endpoint",
+                endpoint.group(0),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**clean, "QT_QPA_PLATFORM": "offscreen"},
+        )
+        grew = wait_until(
+            browser,
+            "const bars = document.querySelectorAll('.run .win');"
+            "return bars.length >= 2 && !document.querySelector('.run .completion') "
+            "&& bars.length",
+            timeout=60,
+        )
+        assert grew >= 2  # seen mid-run: the timeline grows live
+        wait_until(browser, "return document.querySelector('.run .completion')", timeout=90)
+        assert demo.wait(60) == 0, demo.stderr.read() if demo.stderr else ""
+        card = browser.find_element(By.CSS_SELECTOR, ".run")
+        assert card.find_element(By.CSS_SELECTOR, ".state").text.lower() == "completed"
+        assert len(card.find_elements(By.CSS_SELECTOR, ".win")) > grew
+        assert card.find_elements(By.CSS_SELECTOR, ".part.inactive")  # minimised: paused
+        assert browser.execute_script("return window.notReloaded") is True
+    finally:
+        for process in (demo, collector):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(10)
+        for stream in (collector.stdout, collector.stderr, demo and demo.stderr):
+            if stream:
+                stream.close()
