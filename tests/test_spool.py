@@ -35,7 +35,7 @@ from tests.support import (
     window,
     window_id,
 )
-from timeback_tracker._delivery import Counters, Delivery
+from timeback_tracker._delivery import Counters, Delivery, DeliverySettings
 from timeback_tracker._locations import DEFAULT_SPOOL, resolve_spool_path
 from timeback_tracker._outbox import Entry, MemoryOutbox, Outbox
 from timeback_tracker._spool import SqliteOutbox, open_outbox
@@ -638,7 +638,8 @@ def test_delivery_drains_a_spool_and_dead_letters_expired_events(spool: Path) ->
     outbox.put_many([old, *fresh])
     with LocalCollector() as collector:
         config = tt.TrackerConfig(sensor=SENSOR, endpoint=collector.url, max_event_age=86400)
-        delivery = Delivery(outbox, config, Counters(), lambda failure: None, clock)
+        settings = DeliverySettings.from_config(config)
+        delivery = Delivery(outbox, settings, Counters(), lambda failure: None, clock)
         delivery.start()
         try:
             assert delivery.wait_until_empty(10)

@@ -11,10 +11,9 @@ import attrs
 from timeback_tracker._locations import DEFAULT_SPOOL, SpoolLocation
 from timeback_tracker._rules import DAY_SECONDS, iri_problem, number_problem
 from timeback_tracker._urls import check_url, safe_url
-from timeback_tracker.exceptions import ConfigurationError
+from timeback_tracker.exceptions import ConfigurationError, DeliveryFailure
 
 if TYPE_CHECKING:
-    from timeback_tracker._delivery import DeliveryFailure
     from timeback_tracker.auth import Auth
 
 __all__ = ["ENVIRONMENTS", "TrackerConfig"]

@@ -15,7 +15,7 @@ from types import TracebackType
 
 from timeback_tracker._accounting import RunAccounting
 from timeback_tracker._clock import Clock, SystemClock, WallClockWatch
-from timeback_tracker._delivery import Counters, Delivery, DeliveryFailure, TrackerStats
+from timeback_tracker._delivery import Counters, Delivery, DeliverySettings, TrackerStats
 from timeback_tracker._events import RunTemplate, new_segment
 from timeback_tracker._heartbeat import Heartbeat
 from timeback_tracker._outbox import Admission, Checkpoint, Entry, MemoryOutbox, Outbox
@@ -23,7 +23,7 @@ from timeback_tracker._presence import Presence, PresenceStatus
 from timeback_tracker._rules import text_problem
 from timeback_tracker._urls import safe_url
 from timeback_tracker.config import TrackerConfig
-from timeback_tracker.exceptions import SessionStateError, ValidationError
+from timeback_tracker.exceptions import DeliveryFailure, SessionStateError, ValidationError
 from timeback_tracker.models import TimebackActivityContext, TimebackUser
 from timeback_tracker.session import Session
 
@@ -82,7 +82,13 @@ class Tracker:
         self._counters = Counters()
         self._outbox = _open_outbox(config, self._damaged)
         self._durable = not isinstance(self._outbox, MemoryOutbox)
-        self._delivery = Delivery(self._outbox, config, self._counters, self._report, self._clock)
+        self._delivery = Delivery(
+            self._outbox,
+            DeliverySettings.from_config(config),
+            self._counters,
+            self._report,
+            self._clock,
+        )
         # OS presence is read on the heartbeat thread, once a second while sessions are open.
         self._presence = Presence(self._clock) if config.presence == "os" else None
         self._heartbeat = Heartbeat(
