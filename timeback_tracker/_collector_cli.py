@@ -23,13 +23,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, TextIO, TypeAlias
 
 from timeback_tracker._collector_script import SCRIPT_HELP, ScriptStep, parse_script
+from timeback_tracker._rules import number_argument
 from timeback_tracker._urls import is_loopback
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def add_collector_command(subparsers: _Subparsers) -> None:
     )
     listen.add_argument(
         "--port",
-        type=_port,
+        type=number_argument(0, 65535, whole=True),
         default=DEFAULT_PORT,
         help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)",
     )
@@ -123,7 +124,7 @@ def add_collector_command(subparsers: _Subparsers) -> None:
     listen.add_argument(
         "--max-body",
         metavar="BYTES",
-        type=_whole(1, 64 * 1024 * 1024),
+        type=number_argument(1, 64 * 1024 * 1024, whole=True),
         help="answer 413 to larger request bodies (default: no limit below 64 MiB)",
     )
     auth = parser.add_argument_group("authentication")
@@ -166,7 +167,7 @@ def add_collector_command(subparsers: _Subparsers) -> None:
     faults.add_argument(
         "--fail-rate",
         metavar="RATE",
-        type=_rate,
+        type=number_argument(0, 1),
         default=0.0,
         help="answer this share (0-1) of requests 500 or 503 at random, after the script",
     )
@@ -174,33 +175,6 @@ def add_collector_command(subparsers: _Subparsers) -> None:
         "--seed", type=int, help="seed for --fail-rate's random choices, for reproducible runs"
     )
     parser.set_defaults(run=run_collector)
-
-
-def _port(text: str) -> int:
-    return _whole(0, 65535)(text)
-
-
-def _whole(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
-        return value
-
-    return parse
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError("must be between 0 and 1")
-    return value
 
 
 def _client(text: str) -> tuple[str, str]:
