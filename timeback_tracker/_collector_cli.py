@@ -32,12 +32,14 @@ from typing import TYPE_CHECKING, Any, Final, TextIO, TypeAlias
 from timeback_tracker._collector_script import SCRIPT_HELP, ScriptStep, parse_script
 from timeback_tracker._rules import number_argument
 from timeback_tracker._urls import is_loopback
+from timeback_tracker.models import COMPLETED_TYPE, TIME_SPENT_TYPE
 
 if TYPE_CHECKING:
     from timeback_tracker._collector_store import Store
     from timeback_tracker.testing import EventOutcome, LocalCollector, RequestRecord
 
 __all__ = [
+    "WIRE_LABELS",
     "ScriptStep",
     "add_collector_command",
     "describe_event",
@@ -52,11 +54,11 @@ DEFAULT_PORT: Final = 8787
 EXIT_OK: Final = 0
 EXIT_USAGE: Final = 2
 _MAX_REASON: Final = 300  # characters of a rejection's reason shown on its line
-# The wire's names, so that what is printed is what a grep of the --store finds.
-_WIRE_NAMES: Final = {
-    "TimeSpentEvent": "TimeSpentEvent",
-    "ActivityEvent": "ActivityEvent/Completed",
+WIRE_LABELS: Final = {
+    TIME_SPENT_TYPE: TIME_SPENT_TYPE,
+    COMPLETED_TYPE: f"{COMPLETED_TYPE}/Completed",
 }
+"""How the tools print each wire ``type``: the words a grep of the stored JSON finds."""
 
 _EPILOG: Final = (
     SCRIPT_HELP
@@ -412,7 +414,7 @@ def describe_event(event: dict[str, Any], outcome: EventOutcome = "new") -> str:
         The line, without a timestamp or newline.
     """
     wire_type = event.get("type")
-    kind = _WIRE_NAMES.get(wire_type, "event") if isinstance(wire_type, str) else "event"
+    kind = WIRE_LABELS.get(wire_type, "event") if isinstance(wire_type, str) else "event"
     extensions = event.get("extensions")
     run = extensions.get("runId") if isinstance(extensions, dict) else None
     head = f"{kind} run={run[:8] if isinstance(run, str) and run else '-'}"
@@ -428,9 +430,9 @@ def describe_event(event: dict[str, Any], outcome: EventOutcome = "new") -> str:
         for item in (items if isinstance(items, list) else [])
         if isinstance(item, dict)
     }
-    if wire_type == "TimeSpentEvent":
+    if wire_type == TIME_SPENT_TYPE:
         return f"{head} {_time_spent(metrics)}"
-    if wire_type == "ActivityEvent":
+    if wire_type == COMPLETED_TYPE:
         figures = generated.get("extensions")
         pct = figures.get("pctCompleteApp") if isinstance(figures, dict) else None
         return f"{head} {_completion(metrics, pct)}"

@@ -61,6 +61,10 @@ __all__ = [
 ]
 
 CALIPER_CONTEXT: Final = "http://purl.imsglobal.org/ctx/caliper/v1p2"
+TIME_SPENT_TYPE: Final = "TimeSpentEvent"
+"""The wire ``type`` of a :class:`TimeSpentEvent`."""
+COMPLETED_TYPE: Final = "ActivityEvent"
+"""The wire ``type`` of an :class:`ActivityCompletedEvent` (its ``action`` is ``Completed``)."""
 MAX_SECONDS: Final = DAY_SECONDS
 
 _GENERATED_NAMESPACE: Final = uuid.UUID("6f1d8a52-3c4e-5b7a-9d2e-1a0b9c8d7e6f")
@@ -569,7 +573,7 @@ class TimeSpentEvent(_EventRules):
 
     context: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
     id: str
-    type: Literal["TimeSpentEvent"] = "TimeSpentEvent"
+    type: Literal["TimeSpentEvent"] = TIME_SPENT_TYPE
     action: Literal["SpentTime"] = "SpentTime"
     profile: Literal["TimebackProfile"] = "TimebackProfile"
     event_time: datetime = attrs.field(converter=_to_utc_ms)
@@ -645,7 +649,7 @@ class ActivityCompletedEvent(_EventRules):
 
     context: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
     id: str
-    type: Literal["ActivityEvent"] = "ActivityEvent"
+    type: Literal["ActivityEvent"] = COMPLETED_TYPE
     action: Literal["Completed"] = "Completed"
     profile: Literal["TimebackProfile"] = "TimebackProfile"
     event_time: datetime = attrs.field(converter=_to_utc_ms)
@@ -721,6 +725,11 @@ class ActivityCompletedEvent(_EventRules):
 
 Event = TimeSpentEvent | ActivityCompletedEvent
 """Either of the two Timeback events."""
+EVENT_TYPES: Final[dict[str, type[TimeSpentEvent] | type[ActivityCompletedEvent]]] = {
+    TIME_SPENT_TYPE: TimeSpentEvent,
+    COMPLETED_TYPE: ActivityCompletedEvent,
+}
+"""The model of each wire ``type``."""
 
 
 def _run_uuid(run_id: str | uuid.UUID) -> uuid.UUID:

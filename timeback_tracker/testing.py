@@ -65,6 +65,7 @@ from timeback_tracker._collector_server import (
     json_answer,
 )
 from timeback_tracker._fake_clock import FakeClock
+from timeback_tracker.models import COMPLETED_TYPE, TIME_SPENT_TYPE
 
 __all__ = ["EventOutcome", "FakeClock", "LocalCollector", "RequestRecord"]
 
@@ -354,7 +355,7 @@ class LocalCollector(FaultScripting):
         Returns:
             The events in order of first arrival.
         """
-        return self._select("TimeSpentEvent", run_id)
+        return self._select(TIME_SPENT_TYPE, run_id)
 
     def completions(self, run_id: str | None = None) -> list[JSONObject]:
         """The recorded ActivityCompletedEvents (``ActivityEvent``), optionally of one run.
@@ -365,7 +366,7 @@ class LocalCollector(FaultScripting):
         Returns:
             The events in order of first arrival.
         """
-        return self._select("ActivityEvent", run_id)
+        return self._select(COMPLETED_TYPE, run_id)
 
     def _select(self, kind: str, run_id: str | None) -> list[JSONObject]:
         with self._lock:
