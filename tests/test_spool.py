@@ -70,11 +70,13 @@ elif mode == "fork-checkpoint":
     point = checkpoint(run, 7)
     outbox.put_many([], {point.template.segment: point})
     child = os.fork()
+    # Both processes share the pipe: each line is one write(), or (unbuffered, as
+    # with PYTHONUNBUFFERED=1) print's pieces interleave.
     if child == 0:
-        print("child", flush=True)  # after the at-fork hooks ran
+        os.write(1, b"child\n")  # after the at-fork hooks ran
         time.sleep(60)
         os._exit(0)
-    print("ready", child, flush=True)
+    os.write(1, f"ready {child}\n".encode())
     sys.stdin.read()
 elif mode == "churn":
     count, out = int(sys.argv[3]), sys.argv[4]
