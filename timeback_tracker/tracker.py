@@ -25,7 +25,13 @@ from timeback_tracker._urls import safe_url
 from timeback_tracker.config import TrackerConfig
 from timeback_tracker.exceptions import DeliveryFailure, SessionStateError, ValidationError
 from timeback_tracker.models import TimebackActivityContext, TimebackUser
-from timeback_tracker.session import Session
+from timeback_tracker.session import (
+    Session,
+    alive_checkpoint,
+    close_tick_window,
+    closing_for_tick,
+    detach,
+)
 
 log = logging.getLogger("timeback_tracker")
 
@@ -312,9 +318,9 @@ class Tracker:
         with contextlib.ExitStack() as held:
             for session in sessions:
                 try:
-                    if not held.enter_context(session._closing()):
+                    if not held.enter_context(closing_for_tick(session)):
                         continue  # completed or ended meanwhile
-                    closed, checkpoint = session._close_window(late_ms, self._durable)
+                    closed, checkpoint = close_tick_window(session, late_ms, self._durable)
                 except Exception as exc:  # noqa: BLE001 - one bad session must not stop the others
                     self._crashed(exc)
                     continue
@@ -348,7 +354,7 @@ class Tracker:
         checkpoints = []
         for session in sessions:
             try:
-                checkpoint = session._checkpoint()
+                checkpoint = alive_checkpoint(session)
             except Exception as exc:  # noqa: BLE001 - one bad session must not stop the others
                 self._crashed(exc)
                 continue
@@ -387,7 +393,7 @@ class Tracker:
         # Events queued before the fork stay the parent's to send, and the
         # parent's sessions stay the parent's: using one here raises.
         for session in self._sessions.values():
-            session._detach("owned by the parent process")
+            detach(session, "owned by the parent process")
         self._start_machinery()
 
     def _at_exit(self) -> None:
