@@ -6,9 +6,10 @@ Constructing one with a value that breaks a rule of the Timeback Caliper API
 raises :class:`~timeback_tracker.ValidationError` naming every bad field; the
 rules themselves live in ``_rules.py``.
 
-One module for the whole model, a little over 600 lines: the entities, the
-metrics and the two events are one vocabulary, read together against the
-wire reference, and most of the length is field declarations and docstrings.
+One module for the whole model, though longer than the ~600 lines other
+modules keep to: the entities, the metrics and the two events are one
+vocabulary, read together against the wire reference, and most of the length
+is field declarations and docstrings.
 """
 
 from __future__ import annotations
