@@ -386,3 +386,32 @@ def test_main_returns_the_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     captured = capsys.readouterr()
     assert captured.out.startswith("valid: envelope with 2 events")
     assert tt.__version__ in captured.out
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (
+            ["demo", "--interval", "nan"],
+            "argument --interval: must be finite (not NaN or infinity)",
+        ),
+        (["demo", "--interval", "0.01"], "argument --interval: must be between 0.05 and 3600"),
+        (["spool", "send", "x", "--timeout", "inf"], "argument --timeout: must be finite"),
+        (
+            ["spool", "send", "x", "--timeout", "86401"],
+            "argument --timeout: must be between 1 and 86400",
+        ),
+        (
+            ["spool", "send", "x", "--max-event-age", "59"],
+            "argument --max-event-age: must be between 60 and 315360000",  # TrackerConfig's range
+        ),
+        (["collector", "--fail-rate", "nan"], "argument --fail-rate: must be finite"),
+        (["collector", "--max-body", "0"], "argument --max-body: must be between 1 and 67108864"),
+    ],
+)
+def test_command_line_numbers_follow_the_number_rule(
+    argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every command's number options are judged by one rule, whole limits written out."""
+    assert main(argv) == 2
+    assert problem in capsys.readouterr().err

@@ -479,6 +479,25 @@ def test_unusable_store_exits_2(command: list[str], tmp_path: Path) -> None:
     assert f"--store {garbage}" in broken.stderr
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions and symlinks")
+@pytest.mark.parametrize("name", ["events.jsonl", "events.db"])
+def test_a_symlink_where_the_store_goes_is_refused(
+    command: list[str], tmp_path: Path, name: str
+) -> None:
+    """--store at a planted symlink: exit 2 naming it; the link's target stays untouched."""
+    target = tmp_path / "elsewhere"
+    target.write_text("someone else's file\n")
+    target.chmod(0o644)
+    link = tmp_path / name
+    link.symlink_to(target)
+    refused = run_command(command, "--port", "0", "--store", str(link))
+    assert refused.returncode == 2
+    assert f"--store {link}" in refused.stderr
+    assert "refusing a symlink" in refused.stderr
+    assert target.read_text() == "someone else's file\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
 # ---------------------------------------------------------------------- fault injection
 
 

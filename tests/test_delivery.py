@@ -13,6 +13,7 @@ import pytest
 
 import timeback_tracker as tt
 from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, completion_event_id, windows
+from timeback_tracker import tracker as tracker_module
 from timeback_tracker._delivery import Delivery
 from timeback_tracker._transport import classify, parse_retry_after
 from timeback_tracker.testing import LocalCollector
@@ -286,16 +287,16 @@ def test_heartbeat_survives_unexpected_errors(
     """A bug in a tick is counted and the next ticks still close windows."""
     tracker = make_tracker(heartbeat_interval=0.1)
     session = tracker.start_session(USER, ACTIVITY)
-    original = tt.Session._close_window
+    original = tracker_module.close_tick_window
     calls = {"n": 0}
 
-    def flaky(self: tt.Session, late_ms: int, durable: bool) -> Any:
+    def flaky(session: tt.Session, late_ms: int, durable: bool) -> Any:
         calls["n"] += 1
         if calls["n"] == 2:
             raise ValueError("injected")
-        return original(self, late_ms, durable)
+        return original(session, late_ms, durable)
 
-    monkeypatch.setattr(tt.Session, "_close_window", flaky)
+    monkeypatch.setattr(tracker_module, "close_tick_window", flaky)
     time.sleep(0.65)
     session.complete(1)
     assert tracker.flush(5.0)

@@ -84,8 +84,8 @@ def test_child_starts_over_and_parent_keeps_its_events(collector: LocalCollector
         deadline = time.monotonic() + 5
         while tracker.stats().queued < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert tracker.stats().queued >= 3
-        fork_wall = time.time()
+        backlog = tracker.stats().queued  # the windows waiting when the child forks
+        assert backlog >= 3
 
         def child() -> dict[str, Any]:
             checks: dict[str, Any] = {}
@@ -144,9 +144,10 @@ def test_child_starts_over_and_parent_keeps_its_events(collector: LocalCollector
 
     parent_windows = windows(collector, session.run_id)
     child_windows = windows(collector, report["run_id"])
-    # Windows queued before the fork: sent by the parent, each exactly once.
-    before_fork = [e for e in parent_windows if e["eventTime"] < _iso(fork_wall)]
-    assert len(before_fork) >= 3
+    # The backlog of the fork is the run's first windows: sent by the parent (its sent
+    # count below), each exactly once. Not told apart by eventTime against time.time():
+    # the windows' times are the tracker's reckoning, and comparing clocks was flaky.
+    assert len(parent_windows) >= backlog
     counts = sent_counts(collector)
     assert all(counts[e["id"]] == 1 for e in parent_windows)
     assert collector.duplicates == 0
@@ -193,12 +194,6 @@ def test_fork_of_an_idle_tracker_gives_the_child_a_working_tracker(
         assert tracker.stats().sent == 2
     finally:
         tracker.close(timeout=1.0)
-
-
-def _iso(epoch: float) -> str:
-    """An epoch time as the wire's ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (comparable as text)."""
-    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
-    return f"{whole}.{int(epoch % 1 * 1000):03d}Z"
 
 
 def test_forked_child_on_a_shared_spool_loses_and_duplicates_nothing(

@@ -38,6 +38,7 @@ from timeback_tracker import _presence
 from timeback_tracker._clock import SystemClock
 from timeback_tracker._heartbeat import Heartbeat
 from timeback_tracker._presence_native import MacIdle, MacLock, WindowsIdle, WindowsLock
+from timeback_tracker.session import paused_by_app
 from timeback_tracker.testing import FakeClock, LocalCollector
 
 
@@ -226,7 +227,7 @@ def test_an_unlock_leaves_the_apps_own_pause(
     lock.value = False
     poll(tracker)
     assert session.state == "paused"
-    assert session._paused_by_app
+    assert paused_by_app(session)
     session.resume()
     assert session.state == "running"
 
@@ -374,17 +375,23 @@ def test_presence_values_are_validated(value: Any) -> None:
 
 @pytest.mark.usefixtures("fake_os")
 def test_a_session_that_fails_does_not_stop_the_others(
-    make_tracker: Callable[..., tt.Tracker], clock: FakeClock, lock: FakeSource
+    make_tracker: Callable[..., tt.Tracker],
+    clock: FakeClock,
+    lock: FakeSource,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """One session raising in the poll is counted as an internal error; the next is updated."""
     tracker = make_tracker(clock)
     broken = start_by_hand(tracker)
     healthy = tracker.start_session(USER, ACTIVITY)
+    apply = _presence.apply_presence
 
-    def explode(*_: Any) -> None:
-        raise RuntimeError("boom")
+    def explode(session: tt.Session, *seen: Any) -> None:
+        if session is broken:
+            raise RuntimeError("boom")
+        apply(session, *seen)
 
-    broken._presence = explode  # type: ignore[method-assign]
+    monkeypatch.setattr(_presence, "apply_presence", explode)
     lock.value = True
     poll(tracker)
     assert healthy.state == "paused"

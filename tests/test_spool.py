@@ -35,7 +35,7 @@ from tests.support import (
     window,
     window_id,
 )
-from timeback_tracker._delivery import Counters, Delivery
+from timeback_tracker._delivery import Counters, Delivery, DeliverySettings
 from timeback_tracker._locations import DEFAULT_SPOOL, resolve_spool_path
 from timeback_tracker._outbox import Entry, MemoryOutbox, Outbox
 from timeback_tracker._spool import SqliteOutbox, open_outbox
@@ -70,11 +70,13 @@ elif mode == "fork-checkpoint":
     point = checkpoint(run, 7)
     outbox.put_many([], {point.template.segment: point})
     child = os.fork()
+    # Both processes share the pipe: each line is one write(), or (unbuffered, as
+    # with PYTHONUNBUFFERED=1) print's pieces interleave.
     if child == 0:
-        print("child", flush=True)  # after the at-fork hooks ran
+        os.write(1, b"child\n")  # after the at-fork hooks ran
         time.sleep(60)
         os._exit(0)
-    print("ready", child, flush=True)
+    os.write(1, f"ready {child}\n".encode())
     sys.stdin.read()
 elif mode == "churn":
     count, out = int(sys.argv[3]), sys.argv[4]
@@ -639,7 +641,8 @@ def test_delivery_drains_a_spool_and_dead_letters_expired_events(spool: Path) ->
     outbox.put_many([old, *fresh])
     with LocalCollector() as collector:
         config = tt.TrackerConfig(sensor=SENSOR, endpoint=collector.url, max_event_age=86400)
-        delivery = Delivery(outbox, config, Counters(), lambda failure: None, clock)
+        settings = DeliverySettings.from_config(config)
+        delivery = Delivery(outbox, settings, Counters(), lambda failure: None, clock)
         delivery.start()
         try:
             assert delivery.wait_until_empty(10)

@@ -8,7 +8,7 @@ durable outbox.
 
 from typing import TYPE_CHECKING, Any
 
-from timeback_tracker._delivery import DeliveryFailure, TrackerStats
+from timeback_tracker._delivery import TrackerStats
 from timeback_tracker._locations import DEFAULT_SPOOL
 from timeback_tracker._presence import PresenceStatus
 from timeback_tracker._version import __version__
@@ -17,6 +17,7 @@ from timeback_tracker.config import TrackerConfig
 from timeback_tracker.exceptions import (
     ConfigurationError,
     DeliveryError,
+    DeliveryFailure,
     FieldError,
     SessionStateError,
     TimebackTrackerError,

@@ -23,20 +23,23 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, TextIO, TypeAlias
 
 from timeback_tracker._collector_script import SCRIPT_HELP, ScriptStep, parse_script
+from timeback_tracker._rules import number_argument
 from timeback_tracker._urls import is_loopback
+from timeback_tracker.models import COMPLETED_TYPE, TIME_SPENT_TYPE
 
 if TYPE_CHECKING:
     from timeback_tracker._collector_store import Store
     from timeback_tracker.testing import EventOutcome, LocalCollector, RequestRecord
 
 __all__ = [
+    "WIRE_LABELS",
     "ScriptStep",
     "add_collector_command",
     "describe_event",
@@ -51,11 +54,11 @@ DEFAULT_PORT: Final = 8787
 EXIT_OK: Final = 0
 EXIT_USAGE: Final = 2
 _MAX_REASON: Final = 300  # characters of a rejection's reason shown on its line
-# The wire's names, so that what is printed is what a grep of the --store finds.
-_WIRE_NAMES: Final = {
-    "TimeSpentEvent": "TimeSpentEvent",
-    "ActivityEvent": "ActivityEvent/Completed",
+WIRE_LABELS: Final = {
+    TIME_SPENT_TYPE: TIME_SPENT_TYPE,
+    COMPLETED_TYPE: f"{COMPLETED_TYPE}/Completed",
 }
+"""How the tools print each wire ``type``: the words a grep of the stored JSON finds."""
 
 _EPILOG: Final = (
     SCRIPT_HELP
@@ -111,7 +114,7 @@ def add_collector_command(subparsers: _Subparsers) -> None:
     )
     listen.add_argument(
         "--port",
-        type=_port,
+        type=number_argument(0, 65535, whole=True),
         default=DEFAULT_PORT,
         help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)",
     )
@@ -123,7 +126,7 @@ def add_collector_command(subparsers: _Subparsers) -> None:
     listen.add_argument(
         "--max-body",
         metavar="BYTES",
-        type=_whole(1, 64 * 1024 * 1024),
+        type=number_argument(1, 64 * 1024 * 1024, whole=True),
         help="answer 413 to larger request bodies (default: no limit below 64 MiB)",
     )
     auth = parser.add_argument_group("authentication")
@@ -166,7 +169,7 @@ def add_collector_command(subparsers: _Subparsers) -> None:
     faults.add_argument(
         "--fail-rate",
         metavar="RATE",
-        type=_rate,
+        type=number_argument(0, 1),
         default=0.0,
         help="answer this share (0-1) of requests 500 or 503 at random, after the script",
     )
@@ -174,33 +177,6 @@ def add_collector_command(subparsers: _Subparsers) -> None:
         "--seed", type=int, help="seed for --fail-rate's random choices, for reproducible runs"
     )
     parser.set_defaults(run=run_collector)
-
-
-def _port(text: str) -> int:
-    return _whole(0, 65535)(text)
-
-
-def _whole(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
-        return value
-
-    return parse
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError("must be between 0 and 1")
-    return value
 
 
 def _client(text: str) -> tuple[str, str]:
@@ -438,7 +414,7 @@ def describe_event(event: dict[str, Any], outcome: EventOutcome = "new") -> str:
         The line, without a timestamp or newline.
     """
     wire_type = event.get("type")
-    kind = _WIRE_NAMES.get(wire_type, "event") if isinstance(wire_type, str) else "event"
+    kind = WIRE_LABELS.get(wire_type, "event") if isinstance(wire_type, str) else "event"
     extensions = event.get("extensions")
     run = extensions.get("runId") if isinstance(extensions, dict) else None
     head = f"{kind} run={run[:8] if isinstance(run, str) and run else '-'}"
@@ -454,9 +430,9 @@ def describe_event(event: dict[str, Any], outcome: EventOutcome = "new") -> str:
         for item in (items if isinstance(items, list) else [])
         if isinstance(item, dict)
     }
-    if wire_type == "TimeSpentEvent":
+    if wire_type == TIME_SPENT_TYPE:
         return f"{head} {_time_spent(metrics)}"
-    if wire_type == "ActivityEvent":
+    if wire_type == COMPLETED_TYPE:
         figures = generated.get("extensions")
         pct = figures.get("pctCompleteApp") if isinstance(figures, dict) else None
         return f"{head} {_completion(metrics, pct)}"

@@ -35,6 +35,7 @@ from typing import Any, Final
 import attrs
 
 from timeback_tracker._serialization import format_timestamp, parse_timestamp
+from timeback_tracker.models import COMPLETED_TYPE
 
 __all__ = ["HIDDEN", "NO_RUN_ID", "RunBook"]
 
@@ -132,7 +133,7 @@ class RunBook:
             run.version += 1
             if copy is None or outcome == "new":
                 copy = self._copies[event["id"]] = _Copy(event, key, received)
-                kind = run.completions if event.get("type") == "ActivityEvent" else run.windows
+                kind = run.completions if event.get("type") == COMPLETED_TYPE else run.windows
                 kind[event["id"]] = copy
 
     def reject(

@@ -3,7 +3,8 @@
 A file ending in ``.sqlite``, ``.sqlite3`` or ``.db`` gets a SQLite table
 ``events`` (id, run_id, type, event_time, received_at, json); any other file
 gets JSON lines (one event per line, appended), which ``timeback-tracker
-validate`` reads. Either is created owner-only (0600). ``sqlite3`` is
+validate`` reads. Either is created owner-only (0600) by the spool's own rule,
+and a symlink planted where it goes is refused. ``sqlite3`` is
 imported only when a SQLite store is opened.
 """
 
@@ -14,6 +15,8 @@ import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from timeback_tracker._spool_file import open_private
 
 if TYPE_CHECKING:
     import sqlite3
@@ -55,17 +58,6 @@ def open_store(path: Path) -> Store:
         raise StoreError(f"--store {path}: cannot use it: {reason}") from None
 
 
-def _open_private(path: Path, flags: int) -> int:
-    """Open ``path``, creating it owner-only (0600) when it does not exist yet."""
-    flags |= getattr(os, "O_CLOEXEC", 0)
-    try:
-        return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        if not path.is_file():
-            raise IsADirectoryError(21, "not a regular file", str(path)) from None
-        return os.open(path, flags)
-
-
 def _received_at() -> str:
     from datetime import datetime, timezone
 
@@ -78,7 +70,7 @@ class _JsonLinesStore:
     """Appends each event (its wire JSON, one line) the first time its id is seen."""
 
     def __init__(self, path: Path) -> None:
-        descriptor = _open_private(path, os.O_WRONLY | os.O_APPEND)
+        descriptor = open_private(path, os.O_WRONLY | os.O_APPEND)
         self._file = os.fdopen(descriptor, "a", encoding="utf-8")
         self._lock = threading.Lock()
         self._stored: set[object] = set()
@@ -103,7 +95,7 @@ class _SqliteStore:
     def __init__(self, path: Path) -> None:
         import sqlite3
 
-        os.close(_open_private(path, os.O_RDWR))
+        os.close(open_private(path))
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False)
         try:

@@ -24,11 +24,14 @@ import attrs
 
 from timeback_tracker._clock import Clock
 from timeback_tracker._outbox import Entry, Outbox
+from timeback_tracker._urls import safe_url
+from timeback_tracker.exceptions import DeliveryFailure
 
 if TYPE_CHECKING:
     import tenacity
 
     from timeback_tracker._transport import Outcome, Transport
+    from timeback_tracker.auth import Auth
     from timeback_tracker.config import TrackerConfig
 
 log = logging.getLogger("timeback_tracker.delivery")
@@ -39,7 +42,7 @@ __all__ = [
     "OTHER_DRAINER_POLL",
     "Counters",
     "Delivery",
-    "DeliveryFailure",
+    "DeliverySettings",
     "TrackerStats",
 ]
 
@@ -80,26 +83,40 @@ class TrackerStats:
     internal_errors: int = 0
 
 
-@attrs.frozen
-class DeliveryFailure:
-    """What ``on_error`` receives when delivery fails. Never carries payloads or secrets.
+@attrs.frozen(kw_only=True)
+class DeliverySettings:
+    """The part of a :class:`~timeback_tracker.TrackerConfig` the delivery thread uses.
 
     Attributes:
-        reason: What went wrong, e.g. ``"HTTP 503 Service Unavailable"``.
-        status: The HTTP status code, or None (network error, internal error, queue full).
-        event_ids: Ids of the events concerned.
-        will_retry: True when the events are kept and will be sent again.
-        configuration_error: True when the answer says the configuration is
-            wrong (a redirect, 404/405, credentials refused even after a fresh
-            token): the events are kept and retried, but only a fix of the
-            endpoint or the credentials will deliver them.
+        endpoint: The envelope POST URL.
+        sensor: The envelopes' sensor IRI.
+        auth: Where the ``Authorization`` header comes from, or None.
+        request_timeout: (connect, read) seconds per HTTP request.
+        batch_size: Most events per envelope.
+        max_queue: Most events the outbox holds (a batch takes at most half).
+        max_event_age: Seconds after which an undelivered event becomes a dead letter.
     """
 
-    reason: str
-    status: int | None = None
-    event_ids: tuple[str, ...] = ()
-    will_retry: bool = False
-    configuration_error: bool = False
+    endpoint: str = attrs.field(repr=lambda url: repr(safe_url(url)))  # a query may hold a key
+    sensor: str
+    auth: Auth | None = attrs.field(repr=False)
+    request_timeout: tuple[float, float]
+    batch_size: int
+    max_queue: int
+    max_event_age: float
+
+    @classmethod
+    def from_config(cls, config: TrackerConfig) -> DeliverySettings:
+        """The delivery settings of ``config`` (already validated there)."""
+        return cls(
+            endpoint=config.endpoint,
+            sensor=config.sensor,
+            auth=config.auth,
+            request_timeout=config.request_timeout,
+            batch_size=config.batch_size,
+            max_queue=config.max_queue,
+            max_event_age=config.max_event_age,
+        )
 
 
 class Counters:
@@ -139,7 +156,7 @@ class Delivery:
 
     Args:
         outbox: Where events wait.
-        config: The tracker's configuration.
+        settings: Where and how to deliver.
         counters: Where outcomes are counted.
         report: Hands a :class:`DeliveryFailure` to the app's ``on_error``.
         clock: Wall time, to tell the age of events.
@@ -148,21 +165,21 @@ class Delivery:
     def __init__(
         self,
         outbox: Outbox,
-        config: TrackerConfig,
+        settings: DeliverySettings,
         counters: Counters,
         report: Callable[[DeliveryFailure], None],
         clock: Clock,
     ) -> None:
         self._outbox = outbox
         self._clock = clock
-        self._config = config
+        self._settings = settings
         self._counters = counters
         self._report = report
         self._transport: Transport | None = None
         self._wait: tenacity.wait.wait_base | None = None  # built at the first failure
         # A batch never takes more than half the outbox: the other half stays free
         # for a run's new windows to merge into while a request is in flight.
-        self._batch_size = min(config.batch_size, max(1, config.max_queue // 2))
+        self._batch_size = min(settings.batch_size, max(1, settings.max_queue // 2))
         self._batch_limit = self._batch_size
         self._condition = threading.Condition()
         self._pending = False  # new events were put since the last look
@@ -412,7 +429,7 @@ class Delivery:
                 log.debug("batch size grows back to %d", self._batch_limit)
 
     def _expire(self, batch: list[Entry]) -> list[Entry]:
-        oldest_allowed = self._clock.wall_ms() - self._config.max_event_age * 1000
+        oldest_allowed = self._clock.wall_ms() - self._settings.max_event_age * 1000
         too_old = [e for e in batch if e.born_ms < oldest_allowed]
         if too_old:
             self._dead_letter(too_old, "older than max_event_age", None)
@@ -442,16 +459,16 @@ class Delivery:
             from timeback_tracker._transport import Transport
 
             self._transport = Transport(
-                endpoint=self._config.endpoint,
-                sensor=self._config.sensor,
-                auth=self._config.auth,
-                timeout=self._config.request_timeout,
+                endpoint=self._settings.endpoint,
+                sensor=self._settings.sensor,
+                auth=self._settings.auth,
+                timeout=self._settings.request_timeout,
             )
         return self._transport
 
     def _request_timeout(self) -> tuple[tuple[float, float], float]:
         """(connect, read) timeouts and the total deadline of the next request."""
-        connect, read = self._config.request_timeout
+        connect, read = self._settings.request_timeout
         if self._deadline is None:
             return (connect, read), connect + read
         left = max(0.05, self._deadline - time.monotonic())

@@ -32,9 +32,17 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import attrs
 
+from timeback_tracker._collector_cli import WIRE_LABELS
 from timeback_tracker._serialization import parse_timestamp
 from timeback_tracker.config import TrackerConfig
-from timeback_tracker.models import App, Subject, TimebackActivityContext, TimebackUser
+from timeback_tracker.models import (
+    COMPLETED_TYPE,
+    TIME_SPENT_TYPE,
+    App,
+    Subject,
+    TimebackActivityContext,
+    TimebackUser,
+)
 from timeback_tracker.session import Session
 from timeback_tracker.testing import LocalCollector
 from timeback_tracker.tracker import Tracker
@@ -378,17 +386,17 @@ class Demo:
             self.screen.log("re-send (same id)" if outcome == "duplicate" else "CONFLICT (same id)")
             return
         items = {item["type"]: item["value"] for item in event["generated"]["items"]}
-        if event["type"] == "TimeSpentEvent":
+        if event["type"] == TIME_SPENT_TYPE:
             self._windows_seen += 1
             self.screen.log(
-                "TimeSpentEvent",
+                WIRE_LABELS[TIME_SPENT_TYPE],
                 f"window {self._windows_seen}: active {items.get('active', 0):.2f} s, "
                 f"inactive {items.get('inactive', 0):.2f} s",
             )
         else:
             questions = f", {items['correctQuestions']:g}/{items['totalQuestions']:g} correct"
             self.screen.log(
-                "ActivityEvent/Completed",
+                WIRE_LABELS[COMPLETED_TYPE],
                 f"XP {items['xpEarned']:g}" + (questions if "totalQuestions" in items else ""),
             )
 
@@ -436,7 +444,7 @@ class Demo:
             ),
             "windows contiguous": (gaps == 0, f"{gaps} gap(s)"),
             "one completion, last": (
-                len(completions) == 1 and collector.events[-1]["type"] == "ActivityEvent",
+                len(completions) == 1 and collector.events[-1]["type"] == COMPLETED_TYPE,
                 f"{len(completions)} completion(s)",
             ),
             "no id with two contents": (

@@ -15,6 +15,8 @@ thread that shuts down the socket of a request that outlives its total
 deadline (the urllib3 documentation's own advice for wall-clock limits).
 :func:`read_capped` reads at most :data:`REPLY_CAP` bytes of a reply.
 :func:`describe_failure` names the host and the cause of a network failure.
+:func:`parse_retry_after` reads a ``Retry-After`` header (the events endpoint's
+and the token endpoint's alike).
 
 Imported by the delivery thread only, with ``requests``.
 """
@@ -63,6 +65,7 @@ NETWORK_ERRORS = (
 log = logging.getLogger("timeback_tracker.transport")
 
 __all__ = [
+    "MAX_RETRY_AFTER",
     "NETWORK_ERRORS",
     "REPLY_CAP",
     "Attempt",
@@ -73,6 +76,7 @@ __all__ = [
     "decode_body",
     "describe_failure",
     "new_session",
+    "parse_retry_after",
     "read_capped",
 ]
 
@@ -415,3 +419,30 @@ def describe_failure(exc: BaseException, url: Url, attempt: Attempt | None) -> s
 def attempt_connected(attempt: Attempt | None) -> bool:
     """Whether the request may have reached the server (True when unknown)."""
     return True if attempt is None else attempt.connected
+
+
+MAX_RETRY_AFTER = 600.0
+"""A ``Retry-After`` longer than this (seconds) is capped: a kiosk must not go quiet for days."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped.
+
+    Parsed by urllib3, as requests itself would (RFC 9110: whole seconds, or a date).
+
+    Args:
+        value: The header value.
+
+    Returns:
+        Seconds (0 to :data:`MAX_RETRY_AFTER`), or None when absent or not valid.
+    """
+    if not value:
+        return None
+    from urllib3.exceptions import InvalidHeader
+    from urllib3.util.retry import Retry
+
+    try:
+        seconds = Retry(0).parse_retry_after(value)
+    except (InvalidHeader, OverflowError, ValueError):
+        return None
+    return min(max(float(seconds), 0.0), MAX_RETRY_AFTER)

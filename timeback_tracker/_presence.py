@@ -32,14 +32,12 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import attrs
 
 from timeback_tracker._clock import Clock
-
-if TYPE_CHECKING:
-    from timeback_tracker.session import Session
+from timeback_tracker.session import Session, apply_presence
 
 log = logging.getLogger("timeback_tracker.presence")
 
@@ -142,7 +140,7 @@ class Presence:
         input_at = None if idle_ms is None else now - max(0, int(idle_ms))
         for session in sessions:
             try:
-                session._presence(input_at, None if locked is None else bool(locked))
+                apply_presence(session, input_at, None if locked is None else bool(locked))
             except Exception as exc:  # noqa: BLE001 - one bad session must not stop the others
                 crashed(exc)
 

@@ -13,7 +13,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -32,6 +32,7 @@ __all__ = [
     "extensions_problem",
     "iri_problem",
     "is_uuid",
+    "number_argument",
     "number_problem",
     "text_problem",
     "token_problem",
@@ -129,8 +130,38 @@ def number_problem(value: object, low: float, high: float) -> str | None:
     if not finite:
         return "must be finite (not NaN or infinity)"
     if not low <= value <= high:
-        return f"must be between {low:g} and {high:g}"
+        return f"must be between {_number_text(low)} and {_number_text(high)}"
     return None
+
+
+def _number_text(value: float) -> str:
+    # 315360000, not 3.1536e+08: a limit is read by people.
+    if math.isfinite(value) and float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:g}"
+
+
+def number_argument(low: float, high: float, *, whole: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type=`` for a number in ``[low, high]`` (an ``int`` when ``whole``).
+
+    The command line's numbers follow :func:`number_problem`, the rule of the
+    configuration and the models, so a value the CLI accepts is one they accept.
+    """
+
+    def parse(text: str) -> float | int:
+        import argparse  # only the command line needs it
+
+        try:
+            value = int(text) if whole else float(text)
+        except ValueError:
+            kind = "whole number" if whole else "number"
+            raise argparse.ArgumentTypeError(f"not a {kind}: {text!r}") from None
+        problem = number_problem(value, low, high)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    return parse
 
 
 def count_problem(value: object) -> str | None:

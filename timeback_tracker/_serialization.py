@@ -23,7 +23,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from timeback_tracker._rules import wire_name
 from timeback_tracker.exceptions import FieldError, ValidationError
-from timeback_tracker.models import ActivityCompletedEvent, Event, TimeSpentEvent
+from timeback_tracker.models import EVENT_TYPES, Event
 
 __all__ = [
     "child_path",
@@ -160,11 +160,12 @@ def _structure_literal(type_: Any) -> Callable[[Any, Any], Any]:
 
 def _structure_event(value: Any, _: Any) -> Event:
     kind = value.get("type") if isinstance(value, Mapping) else None
-    if kind == "TimeSpentEvent":
-        return _CONVERTER.structure(value, TimeSpentEvent)
-    if kind == "ActivityEvent":
-        return _CONVERTER.structure(value, ActivityCompletedEvent)
-    raise ValueError("must be an event whose type is 'TimeSpentEvent' or 'ActivityEvent'")
+    model = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise ValueError(
+            "must be an event whose type is " + " or ".join(repr(name) for name in EVENT_TYPES)
+        )
+    return _CONVERTER.structure(value, model)
 
 
 def _make_converter() -> cattrs.Converter:
@@ -400,9 +401,7 @@ def _unknown_keys(value: Any, type_: Any, path: str) -> Iterator[FieldError]:
     type_ = _without_none(type_)
     if type_ == Event:
         kind = value.get("type") if isinstance(value, Mapping) else None
-        type_ = {"TimeSpentEvent": TimeSpentEvent, "ActivityEvent": ActivityCompletedEvent}.get(
-            kind if isinstance(kind, str) else ""
-        )
+        type_ = EVENT_TYPES.get(kind if isinstance(kind, str) else "")
         if type_ is None:
             return  # load() says which types are allowed
     if _is_array(type_):

@@ -10,9 +10,20 @@ its own destination's rows, holding ``<spool>.drain-<destination>.lock`` so
 that one process at a time does. Each tracker also holds an owner lock
 (``<spool>.owner-<token>.lock``) while it lives; it carries its sign of life.
 
-The outbox's lifecycle and its public methods are here (a little over 600
-lines with this docstring); the rows, the self-healing and the recovery are
-in ``_spool_rows``, ``_spool_healing`` and ``_spool_recovery``.
+The outbox's lifecycle and its public methods are here, longer than the ~600
+lines other modules keep to: they share one lock and one open / in memory /
+closed state, which read best in one place. The rows, the self-healing and
+the recovery are in ``_spool_rows``, ``_spool_healing`` and ``_spool_recovery``.
+
+Fork: the ``os.register_at_fork`` hook at the end of this module stays, where
+a pid check at the next use would come too late. A forked child inherits the
+owner and drain lock descriptors, and an ``flock`` lock belongs to the open
+file, not the process: a child that never touches the spool would keep its
+dead parent's owner lock held, and the parent's runs unrecoverable, for as
+long as it lives. So the child closes them at once. The parent's SQLite
+connection is only set aside (``_ABANDONED``), never closed or finalised in
+the child: SQLite's documentation warns never to use a connection across
+``fork`` (closing one is using it), which could disturb the parent's WAL.
 
 Crash safety is nearly free. The accounting of a run is deterministic
 between calls, so what a recovery needs is a run segment's template and its

@@ -14,13 +14,13 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import attrs
 
 from timeback_tracker._outbox import Entry
 from timeback_tracker._spool_file import AliveRecord, try_lock
 from timeback_tracker._spool_recovery import Plan, owner_plans
+from timeback_tracker._spool_rows import DEAD_LETTER_COLUMNS, ENTRY_COLUMNS, row_entry
 from timeback_tracker._spool_schema import connect, transaction
 
 if sys.platform == "win32":
@@ -217,18 +217,17 @@ class SpoolFile:
     def list_entries(self, include_dead: bool = False) -> list[SpoolRow]:
         """The queued entries in delivery order, then (if asked) the dead letters, oldest first."""
         rows = [
-            SpoolRow(_entry(row[:-1]), row[-1])
+            SpoolRow(row_entry(row[:-1]), row[-1])
             for row in self._conn.execute(
-                "SELECT id, run_id, kind, first_seq, last_seq, attempts, event_time_ms, "
-                "payload, queued_ms FROM entries ORDER BY slot"
+                f"SELECT {ENTRY_COLUMNS}, queued_ms FROM entries ORDER BY slot"  # noqa: S608
             )
         ]
         if include_dead:
             rows += [
-                SpoolRow(_entry(row[:-3]), row[-3], row[-2], row[-1])
+                SpoolRow(row_entry(row[:-3]), row[-3], row[-2], row[-1])
                 for row in self._conn.execute(
-                    "SELECT id, run_id, kind, first_seq, last_seq, attempts, event_time_ms, "
-                    "payload, queued_ms, reason, dead_ms FROM dead_letters ORDER BY n"
+                    f"SELECT {DEAD_LETTER_COLUMNS}, queued_ms, reason, dead_ms "  # noqa: S608
+                    "FROM dead_letters ORDER BY n"
                 )
             ]
         return rows
@@ -352,22 +351,6 @@ class SpoolFile:
                     token = name[len(prefix) : -len(".lock")]
                     if len(token) == 32 and all(c in "0123456789abcdef" for c in token):
                         yield token
-
-
-def _entry(row: Sequence[Any]) -> Entry:
-    """The entry of a row of ``id, run_id, kind, first_seq, last_seq, attempts, event_time_ms,
-    payload``."""
-    entry_id, run_id, kind, first_seq, last_seq, attempts, event_time_ms, payload = row
-    return Entry(
-        entry_id,
-        run_id,
-        "completion" if kind == "completion" else "time",
-        event_time_ms,
-        payload,
-        first_seq,
-        last_seq,
-        attempts=attempts,
-    )
 
 
 def _int_or_none(value: object) -> int | None:

@@ -24,6 +24,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
+from timeback_tracker._rules import DAY_SECONDS, number_argument
+from timeback_tracker.config import MAX_EVENT_AGE_RANGE
+
 if TYPE_CHECKING:
     from timeback_tracker._outbox import Entry
     from timeback_tracker._spool_admin import OpenRun, SpoolFile
@@ -170,14 +173,14 @@ def add_spool_command(subparsers: _Subparsers) -> None:
     )
     send.add_argument(
         "--timeout",
-        type=_seconds(1, 86400),
+        type=number_argument(1, DAY_SECONDS),
         default=30.0,
         metavar="SECONDS",
         help="give up on a destination after this long without progress (default 30)",
     )
     send.add_argument(
         "--max-event-age",
-        type=_seconds(60, 3650 * 86400),
+        type=number_argument(*MAX_EVENT_AGE_RANGE),
         default=None,
         metavar="SECONDS",
         help="older events become dead letters, as in the app (default 30 days)",
@@ -211,19 +214,6 @@ def add_spool_command(subparsers: _Subparsers) -> None:
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation (--queued)")
     purge.set_defaults(action="purge")
     parser.set_defaults(run=_run_spool)
-
-
-def _seconds(low: float, high: float) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g} seconds")
-        return value
-
-    return parse
 
 
 def _run_spool(args: argparse.Namespace) -> int:

@@ -43,6 +43,7 @@ __all__ = [
     "create_private",
     "destination",
     "open_lock_file",
+    "open_private",
     "prepare_directory",
     "refuse_symlink",
     "remove_lock_file",
@@ -118,37 +119,52 @@ def refuse_symlink(path: Path) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISLNK(mode):
-        raise IsADirectoryError(f"refusing a symlink where a spool file goes: {path}")
+        raise IsADirectoryError(f"refusing a symlink where a private file goes: {path}")
     if not stat.S_ISREG(mode):
         raise IsADirectoryError(f"not a regular file: {path}")
 
 
-def create_private(path: Path) -> None:
-    """Create ``path`` as an empty owner-only (0600) file, or tighten the existing one.
+def open_private(path: Path, flags: int = os.O_RDWR) -> int:
+    """Open ``path`` with ``flags``, created owner-only (0600) or the existing file tightened.
 
-    Never follows a symlink.
+    The one rule for every file that holds students' data or a lock (the
+    spool, its lock files, the collector's store). Never follows a symlink.
+
+    Returns:
+        An open descriptor (not inherited by child processes).
 
     Raises:
         IsADirectoryError: ``path`` is a symlink or not a regular file.
     """
     refuse_symlink(path)
+    flags |= _CLOEXEC | _NOFOLLOW
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _CLOEXEC | _NOFOLLOW, 0o600)
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        refuse_symlink(path)
+        refuse_symlink(path)  # planted between the two looks
         tighten(path, 0o600)
-        return
-    try:
-        if os.name == "posix":
+        return os.open(path, flags)
+    if os.name == "posix":
+        try:
             os.fchmod(fd, 0o600)  # the umask may have taken bits the owner needs
-    finally:
-        os.close(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+    return fd
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` as an empty owner-only (0600) file, or tighten the existing one.
+
+    Raises:
+        IsADirectoryError: ``path`` is a symlink or not a regular file.
+    """
+    os.close(open_private(path))
 
 
 def open_lock_file(path: Path) -> int:
     """An open descriptor of the owner-only lock file ``path`` (created if missing)."""
-    create_private(path)
-    return os.open(path, os.O_RDWR | _CLOEXEC | _NOFOLLOW)
+    return open_private(path)
 
 
 if sys.platform == "win32":

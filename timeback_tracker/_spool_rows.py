@@ -30,6 +30,7 @@ from timeback_tracker._spool_schema import transaction
 log = logging.getLogger("timeback_tracker.spool")
 
 __all__ = [
+    "DEAD_LETTER_COLUMNS",
     "ENTRY_COLUMNS",
     "Damage",
     "SpoolRows",
@@ -37,6 +38,7 @@ __all__ = [
     "has_table",
     "now_ms",
     "payload_damage",
+    "row_entry",
 ]
 
 ENTRY_COLUMNS = (
@@ -45,12 +47,64 @@ ENTRY_COLUMNS = (
 )
 """The columns of ``entries`` that make an :class:`Entry`, in its order."""
 
+DEAD_LETTER_COLUMNS = (
+    "n, id, run_id, NULL, kind, first_seq, last_seq, 0, 0, 0, 0, attempts, event_time_ms, -1, "
+    "payload"
+)
+"""The columns of ``dead_letters`` in the order of :data:`ENTRY_COLUMNS` (what a dead
+letter does not keep is a default): :func:`row_entry` reads both."""
+
 WAL_TRUNCATE_BYTES = 1 << 20
 """A WAL larger than this is truncated once the queue is empty (SQLite's own
 checkpoints keep it near this size otherwise)."""
 
 Damage = Callable[[str, str], None]
 """Told about a damaged row set aside: (event id or segment, reason)."""
+
+
+def row_entry(
+    row: Sequence[Any], template: Callable[[str | None], RunTemplate | None] | None = None
+) -> Entry:
+    """The entry of a row of :data:`ENTRY_COLUMNS` or :data:`DEAD_LETTER_COLUMNS`.
+
+    Args:
+        row: The row (its payload is not checked here).
+        template: Finds a segment's template, which makes the entry mergeable;
+            None for an entry that is only read (the spool's admin commands).
+    """
+    (
+        _,
+        entry_id,
+        run_id,
+        segment,
+        kind,
+        first_seq,
+        last_seq,
+        start_ms,
+        end_ms,
+        active_ms,
+        inactive_ms,
+        attempts,
+        event_time_ms,
+        born_ms,
+        payload,
+    ) = row
+    return Entry(
+        entry_id,
+        run_id,
+        "completion" if kind == "completion" else "time",
+        event_time_ms,
+        payload,
+        first_seq,
+        last_seq,
+        start_ms,
+        end_ms,
+        active_ms,
+        inactive_ms,
+        attempts,
+        None if template is None else template(segment),
+        born_ms,
+    )
 
 
 def now_ms() -> int:
@@ -205,40 +259,8 @@ class SpoolRows:
         )
 
     def _row_entry(self, row: Sequence[Any]) -> Entry:
-        """The entry of a row of :data:`ENTRY_COLUMNS` (payload unchecked)."""
-        (
-            _,
-            entry_id,
-            run_id,
-            segment,
-            kind,
-            first_seq,
-            last_seq,
-            start_ms,
-            end_ms,
-            active_ms,
-            inactive_ms,
-            attempts,
-            event_time_ms,
-            born_ms,
-            payload,
-        ) = row
-        return Entry(
-            entry_id,
-            run_id,
-            "completion" if kind == "completion" else "time",
-            event_time_ms,
-            payload,
-            first_seq,
-            last_seq,
-            start_ms,
-            end_ms,
-            active_ms,
-            inactive_ms,
-            attempts,
-            self._template(segment),
-            born_ms,
-        )
+        """The entry of a row of :data:`ENTRY_COLUMNS` (payload unchecked), mergeable."""
+        return row_entry(row, self._template)
 
     def _template(self, segment: str | None) -> RunTemplate | None:
         if segment is None:

@@ -24,12 +24,12 @@ from typing import Any, TextIO
 
 import attrs
 
-from timeback_tracker._delivery import DeliveryFailure, TrackerStats
+from timeback_tracker._delivery import TrackerStats
 from timeback_tracker._spool_admin import Destination, OpenRun, SpoolFile, lock_held
 from timeback_tracker._spool_file import destination
 from timeback_tracker._urls import safe_url
 from timeback_tracker.config import TrackerConfig
-from timeback_tracker.exceptions import ConfigurationError
+from timeback_tracker.exceptions import ConfigurationError, DeliveryFailure
 from timeback_tracker.tracker import Tracker
 
 __all__ = ["run_send"]

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from timeback_tracker import _http
+from timeback_tracker._http import MAX_RETRY_AFTER, parse_retry_after
 from timeback_tracker._serialization import format_timestamp
 from timeback_tracker._urls import Url, parse_url
 from timeback_tracker._version import __version__
@@ -35,9 +36,6 @@ __all__ = [
     "encode_envelope",
     "parse_retry_after",
 ]
-
-MAX_RETRY_AFTER = 600.0
-"""A ``Retry-After`` longer than this (seconds) is capped: a kiosk must not go quiet for days."""
 
 Verdict = Literal["ok", "retry", "reject", "too_large", "misconfigured"]
 
@@ -83,29 +81,6 @@ def classify(status: int) -> Verdict:
     if status in _REJECTED_STATUSES:
         return "reject"
     return "misconfigured"
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped.
-
-    Parsed by urllib3, as requests itself would (RFC 9110: whole seconds, or a date).
-
-    Args:
-        value: The header value.
-
-    Returns:
-        Seconds (0 to :data:`MAX_RETRY_AFTER`), or None when absent or not valid.
-    """
-    if not value:
-        return None
-    from urllib3.exceptions import InvalidHeader
-    from urllib3.util.retry import Retry
-
-    try:
-        seconds = Retry(0).parse_retry_after(value)
-    except (InvalidHeader, OverflowError, ValueError):
-        return None
-    return min(max(float(seconds), 0.0), MAX_RETRY_AFTER)
 
 
 def encode_envelope(sensor: str, events: list[str]) -> bytes:

@@ -26,7 +26,7 @@ import attrs
 
 from timeback_tracker._serialization import child_path, load, unknown_keys
 from timeback_tracker.exceptions import FieldError, ValidationError
-from timeback_tracker.models import ActivityCompletedEvent, Envelope, Event, TimeSpentEvent
+from timeback_tracker.models import EVENT_TYPES, Envelope, Event
 
 __all__ = ["add_validate_command", "run_validate"]
 
@@ -37,11 +37,6 @@ EXIT_OK: Final = 0
 EXIT_INVALID: Final = 1
 EXIT_UNREADABLE: Final = 2
 
-# Wire `type` of an event -> the model that loads it (and the name the summary uses).
-_EVENT_TYPES: Final[dict[str, type[TimeSpentEvent] | type[ActivityCompletedEvent]]] = {
-    "TimeSpentEvent": TimeSpentEvent,
-    "ActivityEvent": ActivityCompletedEvent,
-}
 _NULL_RULE: Final = "must not be null (the API rejects null: omit the field)"
 
 
@@ -260,9 +255,9 @@ def _load_event(item: Any, path: str) -> tuple[Event | None, list[FieldError]]:
         return None, [FieldError(path, "must be a JSON object (an event)")]
     if "type" not in item:
         return None, [FieldError(f"{path}.type", "is required")]
-    model = _EVENT_TYPES.get(item["type"]) if isinstance(item["type"], str) else None
+    model = EVENT_TYPES.get(item["type"]) if isinstance(item["type"], str) else None
     if model is None:
-        allowed = " or ".join(repr(name) for name in _EVENT_TYPES)
+        allowed = " or ".join(repr(name) for name in EVENT_TYPES)
         return None, [FieldError(f"{path}.type", f"must be {allowed}")]
     try:
         return load(item, model), []
@@ -275,7 +270,7 @@ def _describe(events: list[Event]) -> str:
     counts = Counter(type(event).__name__ for event in events)
     kinds = ", ".join(
         f"{counts[model.__name__]} {model.__name__}"
-        for model in _EVENT_TYPES.values()
+        for model in EVENT_TYPES.values()
         if counts[model.__name__]
     )
     noun = "event" if len(events) == 1 else "events"

@@ -151,7 +151,7 @@ class ClientCredentials:
     def _fetch(self, http: requests.Session, timeout: tuple[float, float]) -> tuple[str, float]:
         import requests
 
-        from timeback_tracker import _http, _transport
+        from timeback_tracker import _http
 
         url = parse_url("token_url", self.token_url)
         form = {"grant_type": "client_credentials"}
@@ -182,7 +182,7 @@ class ClientCredentials:
             }.get(status, "")
             if 300 <= status < 400:
                 hint = ": redirects are never followed; set the token URL to the final URL"
-            retry_after = _transport.parse_retry_after(response.headers.get("Retry-After"))
+            retry_after = _http.parse_retry_after(response.headers.get("Retry-After"))
             raise TokenError(f"{where} answered HTTP {status}{hint}", status, retry_after)
         decoded = _http.decode_body(body, response.headers.get("Content-Encoding"))
         try:

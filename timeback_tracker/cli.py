@@ -18,9 +18,11 @@ from collections.abc import Callable
 from typing import TypeAlias
 
 from timeback_tracker._collector_cli import add_collector_command
+from timeback_tracker._rules import number_argument
 from timeback_tracker._spool_cli import add_spool_command
 from timeback_tracker._validate_cli import add_validate_command
 from timeback_tracker._version import __version__
+from timeback_tracker.config import HEARTBEAT_INTERVAL_RANGE
 
 __all__ = ["main"]
 
@@ -78,10 +80,13 @@ def _add_demo(subparsers: _Subparsers) -> None:
         ),
     )
     parser.add_argument(
-        "--duration", type=_positive(5, 3600), default=30.0, help="seconds (default 30)"
+        "--duration", type=number_argument(5, 3600), default=30.0, help="seconds (default 30)"
     )
     parser.add_argument(
-        "--interval", type=_positive(0.05, 3600), default=1.0, help="heartbeat seconds (default 1)"
+        "--interval",
+        type=number_argument(*HEARTBEAT_INTERVAL_RANGE),
+        default=1.0,
+        help="heartbeat seconds (default 1)",
     )
     parser.add_argument(
         "--endpoint",
@@ -113,19 +118,6 @@ def _run_demo(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         print(f"timeback-tracker demo: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
-
-
-def _positive(low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}")
-        return value
-
-    return parse
 
 
 # --------------------------------------------------------------------------

@@ -11,13 +11,18 @@ import attrs
 from timeback_tracker._locations import DEFAULT_SPOOL, SpoolLocation
 from timeback_tracker._rules import DAY_SECONDS, iri_problem, number_problem
 from timeback_tracker._urls import check_url, safe_url
-from timeback_tracker.exceptions import ConfigurationError
+from timeback_tracker.exceptions import ConfigurationError, DeliveryFailure
 
 if TYPE_CHECKING:
-    from timeback_tracker._delivery import DeliveryFailure
     from timeback_tracker.auth import Auth
 
-__all__ = ["ENVIRONMENTS", "TrackerConfig"]
+__all__ = [
+    "ENVIRONMENTS",
+    "HEARTBEAT_INTERVAL_RANGE",
+    "IDLE_TIMEOUT_RANGE",
+    "MAX_EVENT_AGE_RANGE",
+    "TrackerConfig",
+]
 
 ENVIRONMENTS: dict[str, dict[str, str]] = {
     "production": {
@@ -117,6 +122,10 @@ def _check_spool(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 PRESENCE_MODES = ("app", "os")
 IDLE_TIMEOUT_RANGE = (1, DAY_SECONDS)
 """Seconds an idle timeout may be (the integrations' ``idle_timeout`` follows the same rule)."""
+HEARTBEAT_INTERVAL_RANGE = (0.05, 3600)
+"""Seconds a heartbeat window may last (the demo's ``--interval`` follows the same rule)."""
+MAX_EVENT_AGE_RANGE = (60, 3650 * DAY_SECONDS)
+"""Seconds ``max_event_age`` may be (``spool send --max-event-age`` follows the same rule)."""
 
 
 def _check_presence(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -170,7 +179,9 @@ class TrackerConfig:
     sensor: str = attrs.field(validator=_check_iri)
     endpoint: str = attrs.field(validator=_check_endpoint, repr=_url_repr)
     auth: Auth | None = attrs.field(default=None, validator=_check_auth)
-    heartbeat_interval: float = attrs.field(default=15.0, validator=_in_range(0.05, 3600))
+    heartbeat_interval: float = attrs.field(
+        default=15.0, validator=_in_range(*HEARTBEAT_INTERVAL_RANGE)
+    )
     idle_timeout: float | None = attrs.field(
         default=None, validator=_optional_in_range(*IDLE_TIMEOUT_RANGE)
     )
@@ -186,7 +197,7 @@ class TrackerConfig:
         default=(5.0, 15.0), converter=_to_timeout, validator=_check_timeout
     )
     max_event_age: float = attrs.field(
-        default=30 * DAY_SECONDS, validator=_in_range(60, 3650 * DAY_SECONDS)
+        default=30 * DAY_SECONDS, validator=_in_range(*MAX_EVENT_AGE_RANGE)
     )
     on_error: Callable[[DeliveryFailure], None] | None = attrs.field(
         default=None, validator=_check_callback, repr=False

@@ -1,8 +1,9 @@
-"""The errors timeback-tracker raises.
+"""The errors timeback-tracker raises, and the failures it reports instead of raising.
 
 Every error is a :class:`TimebackTrackerError`. Errors about bad input also
 derive from :class:`ValueError`, and state errors from :class:`RuntimeError`,
-so code that already catches those keeps working.
+so code that already catches those keeps working. Delivery never raises into
+the app: what goes wrong there reaches ``on_error`` as a :class:`DeliveryFailure`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import attrs
 __all__ = [
     "ConfigurationError",
     "DeliveryError",
+    "DeliveryFailure",
     "FieldError",
     "SessionStateError",
     "TimebackTrackerError",
@@ -76,6 +78,28 @@ class DeliveryError(TimebackTrackerError):
     keeps the events, and reports a :class:`~timeback_tracker.DeliveryFailure`
     to ``on_error``. It reaches code that calls an ``Auth`` object itself.
     """
+
+
+@attrs.frozen
+class DeliveryFailure:
+    """What ``on_error`` receives when delivery fails. Never carries payloads or secrets.
+
+    Attributes:
+        reason: What went wrong, e.g. ``"HTTP 503 Service Unavailable"``.
+        status: The HTTP status code, or None (network error, internal error, queue full).
+        event_ids: Ids of the events concerned.
+        will_retry: True when the events are kept and will be sent again.
+        configuration_error: True when the answer says the configuration is
+            wrong (a redirect, 404/405, credentials refused even after a fresh
+            token): the events are kept and retried, but only a fix of the
+            endpoint or the credentials will deliver them.
+    """
+
+    reason: str
+    status: int | None = None
+    event_ids: tuple[str, ...] = ()
+    will_retry: bool = False
+    configuration_error: bool = False
 
 
 class TokenError(DeliveryError):

@@ -6,9 +6,10 @@ Constructing one with a value that breaks a rule of the Timeback Caliper API
 raises :class:`~timeback_tracker.ValidationError` naming every bad field; the
 rules themselves live in ``_rules.py``.
 
-One module for the whole model, a little over 600 lines: the entities, the
-metrics and the two events are one vocabulary, read together against the
-wire reference, and most of the length is field declarations and docstrings.
+One module for the whole model, though longer than the ~600 lines other
+modules keep to: the entities, the metrics and the two events are one
+vocabulary, read together against the wire reference, and most of the length
+is field declarations and docstrings.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ __all__ = [
 ]
 
 CALIPER_CONTEXT: Final = "http://purl.imsglobal.org/ctx/caliper/v1p2"
+TIME_SPENT_TYPE: Final = "TimeSpentEvent"
+"""The wire ``type`` of a :class:`TimeSpentEvent`."""
+COMPLETED_TYPE: Final = "ActivityEvent"
+"""The wire ``type`` of an :class:`ActivityCompletedEvent` (its ``action`` is ``Completed``)."""
 MAX_SECONDS: Final = DAY_SECONDS
 
 _GENERATED_NAMESPACE: Final = uuid.UUID("6f1d8a52-3c4e-5b7a-9d2e-1a0b9c8d7e6f")
@@ -569,7 +574,7 @@ class TimeSpentEvent(_EventRules):
 
     context: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
     id: str
-    type: Literal["TimeSpentEvent"] = "TimeSpentEvent"
+    type: Literal["TimeSpentEvent"] = TIME_SPENT_TYPE
     action: Literal["SpentTime"] = "SpentTime"
     profile: Literal["TimebackProfile"] = "TimebackProfile"
     event_time: datetime = attrs.field(converter=_to_utc_ms)
@@ -645,7 +650,7 @@ class ActivityCompletedEvent(_EventRules):
 
     context: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
     id: str
-    type: Literal["ActivityEvent"] = "ActivityEvent"
+    type: Literal["ActivityEvent"] = COMPLETED_TYPE
     action: Literal["Completed"] = "Completed"
     profile: Literal["TimebackProfile"] = "TimebackProfile"
     event_time: datetime = attrs.field(converter=_to_utc_ms)
@@ -721,6 +726,11 @@ class ActivityCompletedEvent(_EventRules):
 
 Event = TimeSpentEvent | ActivityCompletedEvent
 """Either of the two Timeback events."""
+EVENT_TYPES: Final[dict[str, type[TimeSpentEvent] | type[ActivityCompletedEvent]]] = {
+    TIME_SPENT_TYPE: TimeSpentEvent,
+    COMPLETED_TYPE: ActivityCompletedEvent,
+}
+"""The model of each wire ``type``."""
 
 
 def _run_uuid(run_id: str | uuid.UUID) -> uuid.UUID:

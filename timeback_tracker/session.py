@@ -298,79 +298,6 @@ class Session:
         if not self._outcome:
             self.end()
 
-    # -- for the tracker, OS presence and the GUI integrations --------------------------
-
-    def _presence(self, input_at_ms: int | None, locked: bool | None) -> None:
-        """Apply what OS presence saw (heartbeat thread): the last input's
-        monotonic time and the lock state, each ``None`` when unknown."""
-        with self._lock:
-            if self._outcome:
-                return
-            now = self._monotonic_ns() // 1_000_000
-            if input_at_ms is not None:
-                self._accounting.input_at(input_at_ms, now)
-            if locked is not None:
-                self._accounting.set_locked(now, locked)
-
-    @property
-    def _paused_by_app(self) -> bool:
-        """True between pause() and resume(), a lock aside (integrations leave that pause alone)."""
-        with self._lock:
-            return self._accounting.paused_by_app
-
-    def _default_idle_timeout(self, seconds: float | None) -> None:
-        """Use an idle timeout of ``seconds`` from now on if the tracker's config sets none."""
-        if seconds is None:
-            return
-        with self._lock:
-            if self._outcome or self._accounting.idle_timeout_ms is not None:
-                return
-            self._accounting.set_idle_timeout(
-                self._monotonic_ns() // 1_000_000, round(seconds * 1000)
-            )
-
-    @contextmanager
-    def _closing(self) -> Iterator[bool]:
-        """Hold the emit lock for a tick; yields False when the session is finished."""
-        with self._emit_lock:
-            self._emitting = threading.get_ident()
-            try:
-                yield self._outcome is None
-            finally:
-                self._emitting = None
-
-    def _close_window(self, late_ms: int, durable: bool) -> tuple[list[Entry], Checkpoint | None]:
-        """Close the open window at a tick (heartbeat thread, inside :meth:`_closing`).
-
-        Args:
-            late_ms: How late the tick woke up (a sign that the machine slept).
-            durable: Whether a checkpoint of what stays open is wanted (a spool).
-
-        Returns:
-            The closed windows' entries and, with a spool, the checkpoint of
-            what stays open.
-        """
-        with self._lock:
-            # Read under the lock: the app's calls must never see time go back.
-            now = self._monotonic_ns() // 1_000_000
-            wall = self._clock.wall_ms()
-            windows = self._accounting.close_window(now, wall, scheduled_ms=now - late_ms)
-            state = self._accounting.snapshot() if durable else None
-        entries = self._entries(windows)
-        if state is None:
-            return entries, None
-        return entries, Checkpoint(self._template, state, now, wall)
-
-    def _checkpoint(self) -> Checkpoint | None:
-        """The state of the run now, for the spool's sign of life; None once finished."""
-        with self._lock:
-            if self._outcome:
-                return None
-            now = self._monotonic_ns() // 1_000_000
-            return Checkpoint(
-                self._template, self._accounting.snapshot(), now, self._clock.wall_ms()
-            )
-
     def _finished_checkpoint(self) -> dict[str, Checkpoint]:
         """The checkpoint change of a finished segment: nothing left to recover."""
         return {self._template.segment: Checkpoint(self._template, None, 0, 0)}
@@ -397,14 +324,6 @@ class Session:
             )
             for window in windows
         ]
-
-    def _detach(self, outcome: str) -> None:
-        """Make the session unusable here (in a forked child), without emitting anything."""
-        self._lock = threading.Lock()
-        self._emit_lock = threading.Lock()
-        self._emitting = None
-        self._outcome = outcome
-        self._accounting.end(self._monotonic_ns() // 1_000_000, self._clock.wall_ms())
 
     @contextmanager
     def _emitting_lock(self, call: str) -> Iterator[None]:
@@ -442,6 +361,99 @@ class Session:
         return SessionStateError(
             f"session {self._run_id} is {self._outcome}: {call}() is not allowed any more"
         )
+
+
+# -- for the tracker, OS presence and the GUI integrations ---------------------------------
+# Module functions, not methods: the app sees only its own calls on a Session,
+# and no other module reaches into a session's private state.
+
+
+def apply_presence(session: Session, input_at_ms: int | None, locked: bool | None) -> None:
+    """Apply what OS presence saw (heartbeat thread): the last input's monotonic
+    time and the lock state, each ``None`` when unknown."""
+    with session._lock:
+        if session._outcome:
+            return
+        now = session._monotonic_ns() // 1_000_000
+        if input_at_ms is not None:
+            session._accounting.input_at(input_at_ms, now)
+        if locked is not None:
+            session._accounting.set_locked(now, locked)
+
+
+def paused_by_app(session: Session) -> bool:
+    """True between pause() and resume(), a lock aside (integrations leave that pause alone)."""
+    with session._lock:
+        return session._accounting.paused_by_app
+
+
+def default_idle_timeout(session: Session, seconds: float | None) -> None:
+    """Use an idle timeout of ``seconds`` from now on if the tracker's config sets none."""
+    if seconds is None:
+        return
+    with session._lock:
+        if session._outcome or session._accounting.idle_timeout_ms is not None:
+            return
+        session._accounting.set_idle_timeout(
+            session._monotonic_ns() // 1_000_000, round(seconds * 1000)
+        )
+
+
+@contextmanager
+def closing_for_tick(session: Session) -> Iterator[bool]:
+    """Hold the session's emit lock for a tick; yields False when the session is finished."""
+    with session._emit_lock:
+        session._emitting = threading.get_ident()
+        try:
+            yield session._outcome is None
+        finally:
+            session._emitting = None
+
+
+def close_tick_window(
+    session: Session, late_ms: int, durable: bool
+) -> tuple[list[Entry], Checkpoint | None]:
+    """Close the open window at a tick (heartbeat thread, inside :func:`closing_for_tick`).
+
+    Args:
+        session: The session.
+        late_ms: How late the tick woke up (a sign that the machine slept).
+        durable: Whether a checkpoint of what stays open is wanted (a spool).
+
+    Returns:
+        The closed windows' entries and, with a spool, the checkpoint of
+        what stays open.
+    """
+    with session._lock:
+        # Read under the lock: the app's calls must never see time go back.
+        now = session._monotonic_ns() // 1_000_000
+        wall = session._clock.wall_ms()
+        windows = session._accounting.close_window(now, wall, scheduled_ms=now - late_ms)
+        state = session._accounting.snapshot() if durable else None
+    entries = session._entries(windows)
+    if state is None:
+        return entries, None
+    return entries, Checkpoint(session._template, state, now, wall)
+
+
+def alive_checkpoint(session: Session) -> Checkpoint | None:
+    """The state of the run now, for the spool's sign of life; None once finished."""
+    with session._lock:
+        if session._outcome:
+            return None
+        now = session._monotonic_ns() // 1_000_000
+        return Checkpoint(
+            session._template, session._accounting.snapshot(), now, session._clock.wall_ms()
+        )
+
+
+def detach(session: Session, outcome: str) -> None:
+    """Make the session unusable here (in a forked child), without emitting anything."""
+    session._lock = threading.Lock()
+    session._emit_lock = threading.Lock()
+    session._emitting = None
+    session._outcome = outcome
+    session._accounting.end(session._monotonic_ns() // 1_000_000, session._clock.wall_ms())
 
 
 def _is_number(value: object) -> bool:

@@ -44,6 +44,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
 
+import attrs
+
 from timeback_tracker._collector_events import (
     RequestRecord,
     canonical,
@@ -65,6 +67,7 @@ from timeback_tracker._collector_server import (
     json_answer,
 )
 from timeback_tracker._fake_clock import FakeClock
+from timeback_tracker.models import COMPLETED_TYPE, TIME_SPENT_TYPE
 
 __all__ = ["EventOutcome", "FakeClock", "LocalCollector", "RequestRecord"]
 
@@ -253,7 +256,11 @@ class LocalCollector(FaultScripting):
         self.stop()
 
     def _listen(self) -> None:
-        server = CollectorServer((self._host, self._port), self._family, _Routes(self))
+        server = CollectorServer(
+            (self._host, self._port),
+            self._family,
+            _Routes(self._max_body, self._next_connection, self._handle),
+        )
         self._port = server.server_address[1]
         server.start()
         self._server = server
@@ -354,7 +361,7 @@ class LocalCollector(FaultScripting):
         Returns:
             The events in order of first arrival.
         """
-        return self._select("TimeSpentEvent", run_id)
+        return self._select(TIME_SPENT_TYPE, run_id)
 
     def completions(self, run_id: str | None = None) -> list[JSONObject]:
         """The recorded ActivityCompletedEvents (``ActivityEvent``), optionally of one run.
@@ -365,7 +372,7 @@ class LocalCollector(FaultScripting):
         Returns:
             The events in order of first arrival.
         """
-        return self._select("ActivityEvent", run_id)
+        return self._select(COMPLETED_TYPE, run_id)
 
     def _select(self, kind: str, run_id: str | None) -> list[JSONObject]:
         with self._lock:
@@ -604,21 +611,14 @@ class LocalCollector(FaultScripting):
             )
 
 
+@attrs.frozen
 class _Routes:
-    """What the HTTP server serves: the collector's answers, kept off its public API."""
+    """What the HTTP server serves (a :class:`RequestHandler`): the collector's answers,
+    handed over explicitly so that they stay off its public API."""
 
-    def __init__(self, collector: LocalCollector) -> None:
-        self._collector = collector
-
-    @property
-    def max_body(self) -> int:
-        """Bodies above this many bytes are drained unread and answered 413."""
-        return self._collector._max_body
-
-    def next_connection(self) -> int:
-        """The sequence number of a new TCP connection (for :attr:`RequestRecord.connection`)."""
-        return self._collector._next_connection()
-
-    def handle(self, request: IncomingRequest) -> Answer | Hangup:
-        """Answer one request."""
-        return self._collector._handle(request)
+    max_body: int
+    """Bodies above this many bytes are drained unread and answered 413."""
+    next_connection: Callable[[], int]
+    """The sequence number of a new TCP connection (for :attr:`RequestRecord.connection`)."""
+    handle: Callable[[IncomingRequest], Answer | Hangup]
+    """Answer one request."""

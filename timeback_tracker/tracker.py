@@ -1,4 +1,13 @@
-"""``Tracker``: wires sessions, the heartbeat, the outbox and delivery together."""
+"""``Tracker``: wires sessions, the heartbeat, the outbox and delivery together.
+
+Fork: the ``os.register_at_fork`` hook at the end of this module stays, where
+``auth`` and OS presence use a pid check at the next use. At fork time the
+heartbeat or delivery thread may hold the tracker's lock or a session's,
+which no thread of the child ever releases, and a session's own calls
+(``touch()`` at ~0.3 µs) cannot pay a pid check each. So the child replaces
+those locks and detaches the parent's sessions before the app can call
+anything, then starts its own threads and outbox.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +24,7 @@ from types import TracebackType
 
 from timeback_tracker._accounting import RunAccounting
 from timeback_tracker._clock import Clock, SystemClock, WallClockWatch
-from timeback_tracker._delivery import Counters, Delivery, DeliveryFailure, TrackerStats
+from timeback_tracker._delivery import Counters, Delivery, DeliverySettings, TrackerStats
 from timeback_tracker._events import RunTemplate, new_segment
 from timeback_tracker._heartbeat import Heartbeat
 from timeback_tracker._outbox import Admission, Checkpoint, Entry, MemoryOutbox, Outbox
@@ -23,9 +32,15 @@ from timeback_tracker._presence import Presence, PresenceStatus
 from timeback_tracker._rules import text_problem
 from timeback_tracker._urls import safe_url
 from timeback_tracker.config import TrackerConfig
-from timeback_tracker.exceptions import SessionStateError, ValidationError
+from timeback_tracker.exceptions import DeliveryFailure, SessionStateError, ValidationError
 from timeback_tracker.models import TimebackActivityContext, TimebackUser
-from timeback_tracker.session import Session
+from timeback_tracker.session import (
+    Session,
+    alive_checkpoint,
+    close_tick_window,
+    closing_for_tick,
+    detach,
+)
 
 log = logging.getLogger("timeback_tracker")
 
@@ -82,7 +97,13 @@ class Tracker:
         self._counters = Counters()
         self._outbox = _open_outbox(config, self._damaged)
         self._durable = not isinstance(self._outbox, MemoryOutbox)
-        self._delivery = Delivery(self._outbox, config, self._counters, self._report, self._clock)
+        self._delivery = Delivery(
+            self._outbox,
+            DeliverySettings.from_config(config),
+            self._counters,
+            self._report,
+            self._clock,
+        )
         # OS presence is read on the heartbeat thread, once a second while sessions are open.
         self._presence = Presence(self._clock) if config.presence == "os" else None
         self._heartbeat = Heartbeat(
@@ -306,9 +327,9 @@ class Tracker:
         with contextlib.ExitStack() as held:
             for session in sessions:
                 try:
-                    if not held.enter_context(session._closing()):
+                    if not held.enter_context(closing_for_tick(session)):
                         continue  # completed or ended meanwhile
-                    closed, checkpoint = session._close_window(late_ms, self._durable)
+                    closed, checkpoint = close_tick_window(session, late_ms, self._durable)
                 except Exception as exc:  # noqa: BLE001 - one bad session must not stop the others
                     self._crashed(exc)
                     continue
@@ -342,7 +363,7 @@ class Tracker:
         checkpoints = []
         for session in sessions:
             try:
-                checkpoint = session._checkpoint()
+                checkpoint = alive_checkpoint(session)
             except Exception as exc:  # noqa: BLE001 - one bad session must not stop the others
                 self._crashed(exc)
                 continue
@@ -381,7 +402,7 @@ class Tracker:
         # Events queued before the fork stay the parent's to send, and the
         # parent's sessions stay the parent's: using one here raises.
         for session in self._sessions.values():
-            session._detach("owned by the parent process")
+            detach(session, "owned by the parent process")
         self._start_machinery()
 
     def _at_exit(self) -> None:

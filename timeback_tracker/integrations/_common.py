@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from timeback_tracker._rules import number_problem
 from timeback_tracker.config import IDLE_TIMEOUT_RANGE
 from timeback_tracker.exceptions import SessionStateError
-from timeback_tracker.session import Session
+from timeback_tracker.session import Session, default_idle_timeout, paused_by_app
 
 if TYPE_CHECKING:
     from timeback_tracker.tracker import Tracker
@@ -142,7 +142,7 @@ class SessionDriver:
         self._hidden = False
         self.paused_here = False
         self._last_touch = -math.inf
-        session._default_idle_timeout(idle_timeout)
+        default_idle_timeout(session, idle_timeout)
 
     def __repr__(self) -> str:
         return (
@@ -185,7 +185,7 @@ class SessionDriver:
         away = self._hidden or (self._pause_on_focus_loss and not self._focused)
         if away and not self.paused_here:
             # A pause of the app's own stays its own: only a pause made here is undone here.
-            if not self.session._paused_by_app and self._call(self.session.pause):
+            if not paused_by_app(self.session) and self._call(self.session.pause):
                 self.paused_here = True
         elif not away and self.paused_here:
             self.paused_here = False
