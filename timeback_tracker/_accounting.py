@@ -474,7 +474,8 @@ class RunAccounting:
             ``(active_ms, inactive_ms)``; time past a cutoff or asleep is not
             included, as it is never reported.
         """
-        probe = self._probe(now_ms)
+        # Dormant or ended, nothing accrues: no probe to copy (complete() asks, once ended).
+        probe = self if self._dormant else self._probe(now_ms)
         return (
             probe._closed_active + probe._win_active,
             probe._closed_inactive + probe._win_inactive,
