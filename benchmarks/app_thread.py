@@ -122,6 +122,35 @@ def hot_calls(url: str, spool: Path | None, calls: int) -> list[Row]:
     ]
 
 
+def paced_pairs(url: str, calls: int) -> list[Row]:
+    """pause() and resume() with time passing between them, as an app makes them.
+
+    Back to back (``hot_calls``) the two calls mostly fall in the same
+    millisecond and count nothing; here a fake clock moves 1 s before each, so
+    each call counts the stretch before it. Timed: the two calls, not the
+    clock's moves between them.
+    """
+    clock = FakeClock(wall_ms=_bench.now_ms())
+    tracker = tt.Tracker(_bench.config(url, heartbeat_interval=3600, spool_path=None), clock=clock)
+    tracker._heartbeat.stop()  # never started: a fake clock would make it spin
+    session = tracker.start_session(_bench.USER, _bench.ACTIVITY)
+    perf = time.perf_counter_ns
+    pause, resume, advance = session.pause, session.resume, clock.advance
+    pairs = []
+    for _ in range(calls):
+        advance(1)
+        started = perf()
+        pause()
+        paused = perf()
+        advance(1)
+        resumed = perf()
+        resume()
+        pairs.append(paused - started + perf() - resumed)
+    session.end()
+    tracker.close()
+    return [("pause() + resume(), 1 s apart (fake clock)", "memory", pairs, None)]
+
+
 def session_calls(
     collector: _bench.RemoteCollector, spool: Path | None, sessions: int
 ) -> list[Row]:
@@ -183,6 +212,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name, _bench.remote_collector() as collector:
         for spool in (None, Path(name) / "hot.sqlite3"):
             rows += hot_calls(collector.url, spool, args.calls)
+        rows += paced_pairs(collector.url, args.calls)
         for spool in (None, Path(name) / "sessions.sqlite3"):
             rows += session_calls(collector, spool, args.calls)
     print_rows(rows)

@@ -5,6 +5,12 @@ Run: ``.venv/bin/python benchmarks/footprint.py`` (``--help`` for the sizes).
 * Import time: ``python -X importtime -c "import timeback_tracker"`` in 7
   fresh interpreters; the cumulative microseconds of the top-level
   ``timeback_tracker`` line, median (and the heaviest modules under it).
+  The import loads no public name's module (they load on first use), so
+  the same interpreters also time, wall clock, the import plus a first
+  ``TrackerConfig``, ``Tracker`` and ``start_session()`` (memory outbox):
+  what an app's start-up pays in all. Both with the bytecode cached, as an
+  installed wheel has it (``PYTHONDONTWRITEBYTECODE`` is dropped for them: set,
+  it makes every run compile the package's sources again, ~25 ms more).
 * RSS after import: ``VmRSS`` of a fresh interpreter before and after
   ``import timeback_tracker`` (median of 3).
 * Outage: in a fresh interpreter per outbox (memory, then spool), a tracker
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import re
 import statistics
 import subprocess
@@ -54,17 +61,54 @@ print(before, after, ",".join(heavy) or "-")
 """
 
 
+FIRST_SESSION = """
+import time
+started = time.perf_counter()
+import timeback_tracker as tt
+config = tt.TrackerConfig(
+    sensor="https://kiosk.example.com/sensors/1", endpoint="http://127.0.0.1:9/caliper",
+    spool_path=None,
+)
+tracker = tt.Tracker(config)
+tracker.start_session(
+    user=tt.TimebackUser(id="https://kiosk.example.com/users/1", email="s@example.com"),
+    activity=tt.TimebackActivityContext(
+        id="https://kiosk.example.com/activities/1", subject=tt.Subject.MATH, app=tt.App(name="A")
+    ),
+)
+print((time.perf_counter() - started) * 1000)
+import os
+os._exit(0)  # no exit hook: the figure is the start-up
+"""
+
+# Children run with the bytecode cache, as an installed package has it.
+CACHED = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+
+
 def import_times(runs: int) -> None:
     """Median cumulative import time of timeback_tracker over ``runs`` fresh interpreters."""
     cumulative = []
+    first_session = []
     heaviest: dict[str, list[int]] = {}
+    subprocess.run(
+        [sys.executable, "-c", FIRST_SESSION], env=CACHED, capture_output=True, check=True
+    )
     for _ in range(runs):
         result = subprocess.run(
             [sys.executable, "-X", "importtime", "-c", "import timeback_tracker"],
             capture_output=True,
             text=True,
             check=True,
+            env=CACHED,
         )
+        first = subprocess.run(
+            [sys.executable, "-c", FIRST_SESSION],
+            env=CACHED,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        first_session.append(float(first.stdout))
         # Nested imports are printed before the module that imported them, indented.
         lines = [
             (int(match[0]), int(match[1]), len(match[2]), match[3])
@@ -86,6 +130,11 @@ def import_times(runs: int) -> None:
         f"(median of {runs}; min {min(cumulative) / 1000:.1f}, max {max(cumulative) / 1000:.1f})"
     )
     print(f"  for scale: a bare interpreter starts in {statistics.median(baseline) * 1000:.0f} ms")
+    print(
+        f"import + TrackerConfig + Tracker + start_session(): "
+        f"{statistics.median(first_session):.1f} ms wall (median of {runs}; "
+        f"min {min(first_session):.1f}, max {max(first_session):.1f})"
+    )
     top = sorted(heaviest.items(), key=lambda item: -statistics.median(item[1]))[:6]
     listed = ", ".join(f"{name} {statistics.median(own) / 1000:.1f}" for name, own in top)
     print(f"  heaviest modules imported by it (own ms): {listed}")
@@ -150,6 +199,7 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=24.0, help="simulated outage (24)")
     parser.add_argument("--sessions", type=int, default=2, help="running sessions (2)")
     parser.add_argument("--runs", type=int, default=7, help="interpreters for import time (7)")
+    parser.add_argument("--import-only", action="store_true", help="skip the outage")
     parser.add_argument("--outage", choices=["memory", "spool"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.outage:
@@ -158,6 +208,8 @@ def main() -> None:
     print(_bench.machine())
     import_times(args.runs)
     import_rss(3)
+    if args.import_only:
+        return
     print(
         f"\noutage of {args.hours:g} simulated hours, {args.sessions} sessions, 15 s windows, "
         "max_queue 10,000, endpoint refusing connections"

@@ -1079,3 +1079,48 @@ def test_a_snapshot_restores_to_the_same_accounting_and_tells_its_seq() -> None:
     assert RunAccounting.snapshot_seq(["garbage"]) == -1
     with pytest.raises(ValueError, match="snapshot"):
         RunAccounting.restore([*snapshot[:-1], "x"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    idle=IDLE,
+    cutoff=CUTOFF,
+    calls=steps(sleeps=True),
+    ahead=st.lists(st.integers(0, 1_500), min_size=1, max_size=4),
+    scale=st.sampled_from([1, 1_000_000]),
+)
+def test_the_fast_path_of_accrue_counts_as_the_general_loop(
+    idle: int | None,
+    cutoff: int | None,
+    calls: list[tuple[str, int]],
+    ahead: list[int],
+    scale: int,
+) -> None:
+    """_accrue()'s shortcut for one plain stretch leaves exactly the state the loop leaves."""
+    driver = Driver(scale, idle, cutoff)
+    for name, value in calls:
+        driver.apply(name, value)
+        run = driver.run
+        # Around the edges too: the idle timeout, the cutoff, a day's worth in a value.
+        edges = [run._idle_at, run._inactive_since + (cutoff or 0) * scale]
+        edges += [
+            run._accrued_to + MAX_VALUE_MS - value for value in (run._win_active, run._win_inactive)
+        ]
+        for to in sorted(
+            {driver.now() + step * scale for step in ahead}
+            | {
+                edge + d
+                for edge in edges
+                for d in (-1, 0, 1)
+                # (no idle timeout puts _idle_at out of reach: not an edge)
+                if driver.now() <= edge + d <= driver.now() + 2 * MAX_VALUE_MS
+            }
+        ):
+            fast, general = copy.deepcopy(run), copy.deepcopy(run)
+            step = to - driver.now()
+            fast._accrue(to)
+            general._accrue_stretches(to)
+            assert fast.snapshot() == general.snapshot()
+            assert fast.close_window(to, driver.clock.wall_ms() + step) == general.close_window(
+                to, driver.clock.wall_ms() + step
+            )

@@ -15,6 +15,7 @@ from tests.support import ACTIVITY, USER
 from timeback_tracker._accounting import MAX_VALUE_MS
 from timeback_tracker._events import (
     RunTemplate,
+    _metrics_json,
     completion_event_id,
     format_ms,
     seconds_text,
@@ -167,6 +168,39 @@ def test_a_completion_with_a_bad_metric_is_refused_by_the_models_rules() -> None
         template.completion(0, xp_earned=1, total_questions=2, correct_questions=3)
     with pytest.raises(tt.ValidationError, match="finite"):
         template.completion(0, xp_earned=float("inf"))
+
+
+class Half(float):
+    """A float subclass, as numpy's float64 is."""
+
+
+METRIC = (
+    st.none()
+    | st.integers(-5, 10**20)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.floats(0, 150).map(Half)
+    | st.booleans()
+    | st.just("7")
+)
+
+
+@settings(max_examples=500)
+@given(xp=METRIC, total=METRIC, correct=METRIC, mastered=METRIC, pct=METRIC)
+def test_the_completion_fast_path_renders_what_the_models_render_or_defers_to_them(
+    xp: object, total: object, correct: object, mastered: object, pct: object
+) -> None:
+    """Metrics the shortcut renders, the models render alike; the rest the models refuse."""
+    metrics = (xp, total, correct, mastered, pct)
+    fast = _metrics_json("urn:uuid:" + str(uuid.UUID(int=1)), *metrics)  # type: ignore[arg-type]
+    try:
+        validated = RunTemplate._validated_metrics_json(
+            "urn:uuid:" + str(uuid.UUID(int=1)),
+            *metrics,  # type: ignore[arg-type]
+        )
+    except tt.ValidationError:
+        assert fast is None
+    else:
+        assert fast == validated
 
 
 def test_a_template_survives_storage() -> None:

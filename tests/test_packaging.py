@@ -104,3 +104,39 @@ def test_import_pulls_in_only_the_standard_library_attrs_and_cattrs() -> None:
         "exceptiongroup",
     }
     assert not loaded & {"requests", "tenacity", "urllib3"}
+
+
+def test_import_loads_no_machinery_until_a_name_is_used() -> None:
+    """`import timeback_tracker` loads none of attrs, the models, the threads, sqlite3 or cattrs."""
+    code = (
+        "import sys, json; before = set(sys.modules); import timeback_tracker; "
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    loaded = set(json.loads(done.stdout))
+    assert loaded <= {"__future__", "timeback_tracker", "timeback_tracker._version"}, loaded
+    assert not loaded & {"attr", "attrs", "typing", "sqlite3", "cattrs", "requests", "tenacity"}
+
+
+@pytest.mark.parametrize("name", tt.__all__)
+def test_every_public_name_imports_lazily_in_a_fresh_interpreter(name: str) -> None:
+    """`from timeback_tracker import X` works for every name of __all__, first thing."""
+    code = (
+        f"from timeback_tracker import {name} as value\n"
+        "import timeback_tracker as tt\n"
+        f"assert getattr(tt, {name!r}) is value and {name!r} in dir(tt)\n"
+        f"assert {name!r} in vars(tt)  # cached after the first lookup\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_public_names_are_the_objects_of_their_modules() -> None:
+    """The lazily exported names are the very objects their modules define."""
+    from timeback_tracker import config, models, tracker
+
+    assert tt.Tracker is tracker.Tracker
+    assert tt.TrackerConfig is config.TrackerConfig
+    assert tt.TimeSpentEvent is models.TimeSpentEvent
+    assert set(dir(tt)) >= set(tt.__all__)
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        _ = tt.Nope  # type: ignore[attr-defined]

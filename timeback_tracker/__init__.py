@@ -6,58 +6,121 @@ and deliver them, with the ActivityCompletedEvent, through a bounded,
 durable outbox.
 """
 
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
-from timeback_tracker._delivery import TrackerStats
-from timeback_tracker._locations import DEFAULT_SPOOL
-from timeback_tracker._presence import PresenceStatus
 from timeback_tracker._version import __version__
-from timeback_tracker.auth import BearerToken, ClientCredentials
-from timeback_tracker.config import TrackerConfig
-from timeback_tracker.exceptions import (
-    ConfigurationError,
-    DeliveryError,
-    DeliveryFailure,
-    FieldError,
-    SessionStateError,
-    TimebackTrackerError,
-    TokenError,
-    ValidationError,
-)
-from timeback_tracker.models import (
-    Activity,
-    ActivityCompletedEvent,
-    ActivityMetric,
-    ActivityMetricsCollection,
-    ActivityMetricType,
-    App,
-    Course,
-    Envelope,
-    Event,
-    Role,
-    Subject,
-    TimebackActivityContext,
-    TimebackUser,
-    TimeMetric,
-    TimeMetricType,
-    TimeSpentEvent,
-    TimeSpentMetricsCollection,
-)
-from timeback_tracker.session import Session
-from timeback_tracker.tracker import Tracker
 
+# Not `from typing import TYPE_CHECKING`: importing typing alone would cost more
+# than the rest of this module (mypy honours a TYPE_CHECKING constant by name).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
+    from timeback_tracker._delivery import TrackerStats
+    from timeback_tracker._locations import DEFAULT_SPOOL
+    from timeback_tracker._presence import PresenceStatus
     from timeback_tracker._serialization import dump, load
+    from timeback_tracker.auth import BearerToken, ClientCredentials
+    from timeback_tracker.config import TrackerConfig
+    from timeback_tracker.exceptions import (
+        ConfigurationError,
+        DeliveryError,
+        DeliveryFailure,
+        FieldError,
+        SessionStateError,
+        TimebackTrackerError,
+        TokenError,
+        ValidationError,
+    )
+    from timeback_tracker.models import (
+        Activity,
+        ActivityCompletedEvent,
+        ActivityMetric,
+        ActivityMetricsCollection,
+        ActivityMetricType,
+        App,
+        Course,
+        Envelope,
+        Event,
+        Role,
+        Subject,
+        TimebackActivityContext,
+        TimebackUser,
+        TimeMetric,
+        TimeMetricType,
+        TimeSpentEvent,
+        TimeSpentMetricsCollection,
+    )
+    from timeback_tracker.session import Session
+    from timeback_tracker.tracker import Tracker
+
+# Where each public name lives. `import timeback_tracker` loads none of these
+# modules: an app that imports the package at start-up pays for attrs, the
+# models, the threads' machinery (and later requests, sqlite3, cattrs) only
+# when it first uses a name, through the module __getattr__ below.
+_EXPORTS: dict[str, str] = {
+    "TrackerStats": "_delivery",
+    "DEFAULT_SPOOL": "_locations",
+    "PresenceStatus": "_presence",
+    "dump": "_serialization",
+    "load": "_serialization",
+    "BearerToken": "auth",
+    "ClientCredentials": "auth",
+    "TrackerConfig": "config",
+    "Session": "session",
+    "Tracker": "tracker",
+    **dict.fromkeys(
+        (
+            "ConfigurationError",
+            "DeliveryError",
+            "DeliveryFailure",
+            "FieldError",
+            "SessionStateError",
+            "TimebackTrackerError",
+            "TokenError",
+            "ValidationError",
+        ),
+        "exceptions",
+    ),
+    **dict.fromkeys(
+        (
+            "Activity",
+            "ActivityCompletedEvent",
+            "ActivityMetric",
+            "ActivityMetricType",
+            "ActivityMetricsCollection",
+            "App",
+            "Course",
+            "Envelope",
+            "Event",
+            "Role",
+            "Subject",
+            "TimeMetric",
+            "TimeMetricType",
+            "TimeSpentEvent",
+            "TimeSpentMetricsCollection",
+            "TimebackActivityContext",
+            "TimebackUser",
+        ),
+        "models",
+    ),
+}
 
 
 def __getattr__(name: str) -> Any:
-    # dump() and load() need cattrs, the costliest import of all: it is paid
-    # when they are first used (or the first session starts), not at import.
-    if name in ("dump", "load"):
-        from timeback_tracker import _serialization
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'timeback_tracker' has no attribute {name!r}")
+    import importlib
 
-        return getattr(_serialization, name)
-    raise AttributeError(f"module 'timeback_tracker' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"timeback_tracker.{module}"), name)
+    # Cached in the module's namespace: the next lookup is a plain attribute.
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
 
 
 __all__ = [

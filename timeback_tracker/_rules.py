@@ -39,6 +39,7 @@ __all__ = [
     "unicode_problem",
     "urn_uuid_problem",
     "wire_name",
+    "wire_number",
 ]
 
 DAY_SECONDS: Final = 86_400
@@ -60,6 +61,15 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _SPACE = re.compile(r"\s")
 # Deeper extensions would overflow the recursion of dump() (and of most JSON readers).
 _MAX_NESTING: Final = 64
+
+
+def wire_number(value: float) -> float:
+    """A float-typed value as the wire carries it: 80.0 goes as 80, like the reference examples.
+
+    Args:
+        value: A finite number.
+    """
+    return int(value) if float(value).is_integer() and abs(value) < 2**53 else value
 
 
 def wire_name(attribute: str) -> str:

@@ -21,7 +21,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from timeback_tracker._rules import wire_name
+from timeback_tracker._rules import wire_name, wire_number
 from timeback_tracker.exceptions import FieldError, ValidationError
 from timeback_tracker.models import EVENT_TYPES, Event
 
@@ -96,11 +96,6 @@ def parse_timestamp(text: str) -> datetime:
     except OverflowError:
         raise ValueError("must be a date between years 1 and 9999 in UTC") from None
     return result
-
-
-def _number(value: float) -> float:
-    # 80.0 goes on the wire as 80, like the reference examples.
-    return int(value) if float(value).is_integer() and abs(value) < 2**53 else value
 
 
 def _strip_none(value: Any) -> Any:
@@ -240,7 +235,7 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook_factory(_is_array, structure_array)
     converter.register_unstructure_hook(datetime, format_timestamp)
     converter.register_structure_hook(datetime, _structure_datetime)
-    converter.register_unstructure_hook(float, _number)
+    converter.register_unstructure_hook(float, wire_number)
     converter.register_structure_hook(float, _structure_number)
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(bool, _structure_bool)
