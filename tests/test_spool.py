@@ -910,6 +910,36 @@ def test_a_closed_connection_does_not_break_the_caller(spool: Path) -> None:
     outbox.close()
 
 
+def test_a_full_spool_finds_mergeable_windows_through_an_index_kept_only_while_needed(
+    spool: Path,
+) -> None:
+    """Full of attempted windows (nothing can merge): the search for a pair reads an index of
+    never-attempted windows, not every row; the index goes once the queue is empty, since
+    keeping it costs every window two page writes."""
+    run = uuid.uuid4()
+    outbox = SqliteOutbox(spool, 4)
+    try:
+        outbox.put_many([window(run, n, gap=100 * n) for n in range(4)])
+        taken = outbox.take(4)  # attempted: none can merge any more
+        assert rows(spool, "SELECT name FROM sqlite_master WHERE name = 'entries_mergeable'") == []
+        outbox.put(window(uuid.uuid4(), 0))  # full: one window dropped to make room
+        assert rows(spool, "SELECT name FROM sqlite_master WHERE name = 'entries_mergeable'")
+        plan = rows(
+            spool,
+            "EXPLAIN QUERY PLAN SELECT a.slot FROM entries a JOIN entries b "
+            "ON b.segment = a.segment AND b.first_seq = a.last_seq + 1 "
+            "WHERE a.kind = 'time' AND b.kind = 'time' AND a.attempts = 0 AND b.attempts = 0 "
+            "AND b.start_ms = a.end_ms ORDER BY a.slot",
+        )
+        assert any("entries_mergeable" in str(step) for step in plan), plan
+        outbox.ack(taken)
+        outbox.ack(outbox.take(10))
+        assert len(outbox) == 0
+        assert rows(spool, "SELECT name FROM sqlite_master WHERE name = 'entries_mergeable'") == []
+    finally:
+        outbox.close()
+
+
 def test_dead_letters_are_capped_at_max_queue(spool: Path) -> None:
     """Only the newest max_queue dead letters are kept."""
     run = uuid.uuid4()

@@ -193,6 +193,7 @@ class SqliteOutbox(SpoolRecovery):
         self._recovery_at: float | None = None  # when a recovery that failed is tried again
         self._owed_runs: frozenset[str] | None = frozenset()  # runs it owes windows (None: all)
         self._take_failing = False
+        self._mergeable_indexed = False  # entries_mergeable created by this instance
         self._closed = False
         self._woken = threading.Event()
 
@@ -542,6 +543,8 @@ class SqliteOutbox(SpoolRecovery):
             try:
                 with transaction(self._conn, durable=False, wait=False):
                     deleted = self._forget_delivered()
+                    if not self._mine:
+                        self._index_mergeable(wanted=False)
                 self._delivered -= deleted
                 self._count = max(0, self._count - len(deleted))
                 if not self._mine:

@@ -108,8 +108,10 @@ class SpoolHealing(SpoolRows):
 
     def _forget_rolled_back(self) -> None:
         """After a failed transaction: the segment rows it wrote were rolled back, so the
-        sign of life must carry their templates again until a write succeeds."""
+        sign of life must carry their templates again until a write succeeds (and an index
+        it created is gone)."""
         self._known_segments.clear()
+        self._mergeable_indexed = False
 
     def _check_identity_quietly(self) -> None:
         try:
