@@ -13,6 +13,7 @@ import math
 import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -603,13 +604,15 @@ def test_length_limits(field: str, over: int) -> None:
 
 def test_token_error_is_a_tracker_error_exported_with_the_others() -> None:
     """TokenError sits under TimebackTrackerError (via DeliveryError), and is the one
-    class under tt, timeback_tracker.exceptions and timeback_tracker.auth."""
+    class under tt and timeback_tracker.auth, as the README's "Errors" says."""
     assert issubclass(tt.TokenError, tt.DeliveryError)
     assert issubclass(tt.TokenError, tt.TimebackTrackerError)
     assert tt.TokenError is timeback_tracker.exceptions.TokenError
     assert tt.TokenError is timeback_tracker.auth.TokenError
     assert {"TokenError", "DeliveryError", "TimebackTrackerError"} <= set(tt.__all__)
     assert "TokenError" in timeback_tracker.auth.__all__
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "`TokenError` (also `timeback_tracker.auth.TokenError`)" in readme
 
 
 def test_a_failed_token_fetch_is_caught_as_a_tracker_error() -> None:
