@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -20,7 +19,7 @@ import requests
 
 import timeback_tracker as tt
 from tests.support import envelope as support_envelope
-from tests.support import wire_completion, wire_window
+from tests.support import new_run, wire_completion, wire_window
 from timeback_tracker._collector_runs import RunBook
 from timeback_tracker._serialization import parse_timestamp
 from timeback_tracker.testing import LocalCollector
@@ -78,11 +77,6 @@ def completion(run_id: str, at: float, xp: float = 2) -> dict[str, Any]:
 def envelope(*events: dict[str, Any]) -> dict[str, Any]:
     """A Caliper envelope holding ``events``."""
     return support_envelope(*events, sensor=SENSOR)
-
-
-def new_run() -> str:
-    """A fresh run id."""
-    return str(uuid.uuid4())
 
 
 def fed(*events: tuple[dict[str, Any], float], show_pii: bool = False) -> RunBook:

@@ -31,6 +31,7 @@ from tests.support import (
     USER,
     assert_conserved,
     assert_contiguous,
+    eventually,
     item,
     windows,
 )
@@ -443,11 +444,11 @@ def test_after_a_stall_the_tick_comes_before_the_poll() -> None:
     )
     heartbeat.start()
     try:
-        assert wait_for(lambda: "tick" in calls)
+        assert eventually(lambda: "tick" in calls)
         index = calls.index("tick")
         assert calls[index - 3 : index] == ["poll"] * 3  # polls between ticks, one just before
         stall.set()
-        assert wait_for(lambda: "stalled poll" in calls[index:] and calls[-1] == "poll")
+        assert eventually(lambda: "stalled poll" in calls[index:] and calls[-1] == "poll")
         after = calls[calls.index("stalled poll") + 1 :]
         assert after[:2] == ["tick", "poll"], calls  # woken late: the tick comes first
     finally:
@@ -455,16 +456,6 @@ def test_after_a_stall_the_tick_comes_before_the_poll() -> None:
 
 
 # -- the real sources on this machine: X11 under Xvfb, D-Bus on a private bus ---------------
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll ``condition`` every 20 ms until it holds; False on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def xdotool(*args: str) -> None:
@@ -509,15 +500,15 @@ def test_x11_idle_time_follows_synthetic_input(
     tracker._presence.poll = spy  # type: ignore[union-attr, method-assign]
     xdotool("mousemove", "5", "5")
     session = tracker.start_session(USER, ACTIVITY)
-    assert wait_for(lambda: session.state == "idle")
+    assert eventually(lambda: session.state == "idle")
     # Input 0.1 s after a poll: counted from the next poll it would be ~0.9 s late.
     seen = len(polls)
-    assert wait_for(lambda: len(polls) > seen)
+    assert eventually(lambda: len(polls) > seen)
     time.sleep(0.1)
     inactive_before = session.inactive_seconds
     input_at = time.monotonic()
     xdotool("mousemove", "200", "150")
-    assert wait_for(lambda: session.state == "running", timeout=3)
+    assert eventually(lambda: session.state == "running", timeout=3)
     lag = time.monotonic() - input_at
     idle_counted = session.inactive_seconds - inactive_before
     assert lag > 0.5  # the poll came late ...

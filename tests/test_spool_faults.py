@@ -12,14 +12,14 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 import timeback_tracker as tt
-from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, windows
+from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, eventually, rows, windows
 from timeback_tracker._outbox import MemoryOutbox
 from timeback_tracker._spool import SqliteOutbox, open_outbox
 from timeback_tracker._spool_file import close_quietly
@@ -52,25 +52,6 @@ def config(endpoint: str, spool_path: Path | None, **overrides: Any) -> tt.Track
     }
     settings.update(overrides)
     return tt.TrackerConfig(**settings)
-
-
-def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    """Query a spool through a connection of its own."""
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``condition`` until it holds (True) or ``timeout`` seconds pass (False)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # Holds a spool's write lock for a while, as another process's long transaction would.
@@ -293,7 +274,7 @@ def test_a_spool_busy_at_start_is_used_once_it_is_free(
         session = tracker.start_session(USER, ACTIVITY)
         assert "busy" in caplog.text or "a write failed" in caplog.text
         finish(locker)
-        assert wait_until(lambda: rows(spool, "SELECT count(*) FROM entries")[0][0] >= 3, 10)
+        assert eventually(lambda: rows(spool, "SELECT count(*) FROM entries")[0][0] >= 3, 10)
         session.complete(1)
         collector.come_back()
         assert tracker.flush(10)
@@ -389,7 +370,7 @@ def test_a_damaged_checkpoint_does_not_stop_the_start(
     """A crashed run's checkpoint that cannot be read is set aside; Tracker() starts."""
     tracker = tt.Tracker(config(collector.url, spool, heartbeat_interval=0.1))
     session = tracker.start_session(USER, ACTIVITY)
-    assert wait_until(lambda: rows(spool, "SELECT count(*) FROM segments")[0][0] == 1)
+    assert eventually(lambda: rows(spool, "SELECT count(*) FROM segments")[0][0] == 1)
     owner = tracker._outbox.owner  # type: ignore[attr-defined]
     # As if it had died: no more ticks, its owner lock gone.
     tracker._heartbeat.stop()
@@ -907,7 +888,7 @@ def test_a_kill_after_a_rolled_back_first_write_still_recovers_the_window(
     )
     conn.commit()
     kiosk, run_id = start_kiosk(collector.url, spool, 0.5)
-    assert wait_until(lambda: ask_active(kiosk) > 1.5)  # ticks failed after their segment row
+    assert eventually(lambda: ask_active(kiosk) > 1.5)  # ticks failed after their segment row
     counted = ask_active(kiosk)
     os.kill(kiosk.pid, signal.SIGKILL)
     finish(kiosk)
