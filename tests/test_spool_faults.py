@@ -488,6 +488,44 @@ def test_a_spool_file_deleted_underneath_is_recreated_with_what_was_held(
     assert len(collector.completions(session.run_id)) == 1
 
 
+def test_a_spool_file_replaced_underneath_is_recreated_with_what_was_held(
+    collector: LocalCollector, spool: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Someone puts another file where the spool is while the app runs (an old backup
+    restored over it): the new inode is noticed, and the new file gets every event the
+    replaced one held; nothing is lost or sent twice."""
+    count = "SELECT count(*) FROM entries"
+    collector.go_down()
+    tracker = tt.Tracker(config(collector.url, spool, heartbeat_interval=0.1))
+    session = tracker.start_session(USER, ACTIVITY)
+    assert eventually(lambda: rows(spool, count)[0][0] >= 2)
+    backup = spool.with_name("backup.sqlite3")
+    source, copy = sqlite3.connect(spool), sqlite3.connect(backup)
+    source.backup(copy)
+    source.close()
+    copy.close()
+    in_backup = rows(backup, count)[0][0]
+    assert eventually(lambda: rows(spool, count)[0][0] > in_backup)  # the spool moved on
+    with caplog.at_level(logging.WARNING, "timeback_tracker.spool"):
+        os.replace(backup, spool)  # a new inode at the same path, as restore tools do
+        for suffix in ("-wal", "-shm"):  # the old file's, which the new one must not read
+            Path(f"{spool}{suffix}").unlink(missing_ok=True)
+        assert eventually(lambda: "deleted or replaced" in caplog.text)
+        session.complete(1)
+        tracker.close()
+    assert "lost" not in caplog.text
+    collector.come_back()
+    with tt.Tracker(config(collector.url, spool)) as again:
+        assert again.flush(10)
+    events = windows(collector, session.run_id)
+    assert len(events) > in_backup
+    assert_conserved(events)
+    assert abs(collector.totals(session.run_id)[0] - session.active_seconds) < 0.002
+    assert len(collector.completions(session.run_id)) == 1
+    assert collector.duplicates == 0
+    assert collector.duplicate_conflicts == []
+
+
 def test_a_corrupt_spool_gives_up_only_what_cannot_be_read(spool: Path) -> None:
     """A spool with trashed pages is moved aside; the rows that still read are queued again."""
     with LocalCollector() as collector:
@@ -760,6 +798,46 @@ def test_a_clock_set_forward_does_not_age_what_is_queued(collector: LocalCollect
         tracker.close()
     assert len(collector.completions(session.run_id)) == 1
     assert collector.totals(session.run_id)[0] == 11
+
+
+def test_a_clock_set_forward_does_not_age_what_is_spooled(
+    collector: LocalCollector, spool: Path
+) -> None:
+    """NTP moving the clock 40 days ahead with windows in the spool file of two trackers:
+    the rows' age base moves by the step once (not once per tracker), nothing is
+    dead-lettered and every duration arrives exact."""
+    clock = FakeClock()
+    collector.go_down()
+    settings = {"heartbeat_interval": 3600}
+    one = tt.Tracker(config(collector.url, spool, **settings), clock=clock)
+    two = tt.Tracker(config(collector.url, spool, sensor=SENSOR + "-two", **settings), clock=clock)
+    try:
+        sessions = [one.start_session(USER, ACTIVITY), two.start_session(USER, ACTIVITY)]
+        for _ in range(3):
+            clock.advance(5)
+            one._tick(clock.monotonic_ms())
+            two._tick(clock.monotonic_ms())
+        born = rows(spool, "SELECT id, born_ms FROM entries")
+        assert len(born) == 6  # three windows of each, in the file
+        clock.set_wall(40 * 86400)
+        clock.advance(1)
+        one._tick(clock.monotonic_ms())
+        two._tick(clock.monotonic_ms())  # sees the same step: already applied
+        moved = dict(rows(spool, "SELECT id, born_ms FROM entries"))
+        assert {moved[id_] - born_ms for id_, born_ms in born} == {40 * 86400 * 1000}
+        for session in sessions:
+            session.complete(1)
+        collector.come_back()
+        assert one.flush(10)
+        assert two.flush(10)
+        assert one.stats().dead_lettered == two.stats().dead_lettered == 0
+    finally:
+        one.close()
+        two.close()
+    for session in sessions:
+        assert len(collector.completions(session.run_id)) == 1
+        assert collector.totals(session.run_id) == (16, 0)
+        assert_conserved(windows(collector, session.run_id))
 
 
 # -- found by the soak: failures of the spool meeting kills, order and counts -----------------
