@@ -19,7 +19,16 @@ from typing import Any, cast
 import pytest
 
 import timeback_tracker as tt
-from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, eventually, rows, windows
+from tests.support import (
+    ACTIVITY,
+    SENSOR,
+    USER,
+    assert_conserved,
+    eventually,
+    rows,
+    window,
+    windows,
+)
 from timeback_tracker._outbox import MemoryOutbox
 from timeback_tracker._spool import SqliteOutbox, open_outbox
 from timeback_tracker._spool_file import close_quietly
@@ -240,7 +249,7 @@ def test_a_kill_while_the_spool_is_locked_never_sends_an_id_twice(
 
 
 def test_exit_is_bounded_while_another_process_holds_the_lock(
-    collector: LocalCollector, spool: Path
+    collector: LocalCollector, spool: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """close() returns within exit_timeout though the spool is locked for 10 s, and says
     exactly what could not be kept."""
@@ -250,14 +259,58 @@ def test_exit_is_bounded_while_another_process_holds_the_lock(
     collector.go_down()
     locker = hold_lock(spool, 10.0)
     try:
-        started = time.monotonic()
-        tracker.close()
-        took = time.monotonic() - started
+        with caplog.at_level(logging.WARNING):
+            started = time.monotonic()
+            tracker.close()
+            took = time.monotonic() - started
     finally:
         locker.kill()
         finish(locker)
     assert took < 1.0 + 0.8, took
     assert session.state == "ended"
+    assert "left in" in caplog.text  # kept for the next start, and said so
+    assert "lost" not in caplog.text
+
+
+@needs_kill
+def test_the_exit_hook_is_bounded_while_another_process_holds_the_lock(
+    collector: LocalCollector, spool: Path
+) -> None:
+    """An app that exits without close() while another process holds the spool for 10 s:
+    the exit hook returns within exit_timeout, says what it kept, and the next start
+    sends the run's last window."""
+    collector.go_down()
+    kiosk, run_id = start_kiosk(collector.url, spool, 0.2, exit_timeout=1.0)
+    assert eventually(lambda: rows(spool, "SELECT count(*) FROM entries")[0][0] >= 2)
+    counted = ask_active(kiosk)
+    locker = hold_lock(spool, 10.0)
+    try:
+        assert kiosk.stdin is not None
+        assert kiosk.stdout is not None
+        kiosk.stdin.write("exit\n")
+        kiosk.stdin.flush()
+        assert kiosk.stdout.readline().strip() == "exiting"
+        started = time.monotonic()
+        kiosk.wait(30)
+        took = time.monotonic() - started
+    finally:
+        locker.kill()
+        finish(locker)
+    assert kiosk.stderr is not None
+    said = kiosk.stderr.read()
+    finish(kiosk)
+    # exit_timeout, plus the interpreter's own exit on a loaded machine; not the lock's 10 s
+    assert took < 1.0 + 2.0, took
+    assert kiosk.returncode == 0, said
+    assert "left in" in said
+    assert "lost" not in said
+    collector.come_back()
+    with tt.Tracker(config(collector.url, spool)) as again:
+        assert again.flush(10)
+    events = windows(collector, run_id)
+    assert_conserved(events)
+    assert collector.totals(run_id)[0] >= counted
+    assert collector.duplicate_conflicts == []
 
 
 def test_a_spool_busy_at_start_is_used_once_it_is_free(
@@ -461,6 +514,24 @@ def test_a_full_disk_keeps_events_in_memory_and_recovers_when_freed(
     assert_conserved(events)
     assert len(collector.completions()) == 1
     assert collector.duplicate_conflicts == []
+
+
+def test_a_large_wal_is_given_back_once_the_queue_is_empty(spool: Path) -> None:
+    """A WAL grown past 1 MiB by one large transaction (a backlog delivered at once) is
+    truncated to nothing once the queue is empty, not kept at its largest on the disk."""
+    outbox = SqliteOutbox(spool, 100_000, drain_wait=0)
+    wal = Path(f"{spool}-wal")
+    try:
+        run = uuid.uuid4()
+        outbox.put_many([window(run, seq) for seq in range(3_000)])
+        batch = outbox.take(3_000)
+        assert len(batch) == 3_000
+        outbox.ack(batch)  # one transaction deleting every row: a WAL of megabytes
+        assert len(outbox) == 0
+        assert wal.stat().st_size == 0
+    finally:
+        outbox.close()
+    assert rows(spool, "SELECT count(*) FROM entries") == [(0,)]
 
 
 def test_a_spool_file_deleted_underneath_is_recreated_with_what_was_held(
