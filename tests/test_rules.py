@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -597,6 +598,63 @@ def test_length_limits(field: str, over: int) -> None:
     assert len(value) == limit + over
     expected = f"must be at most {limit} characters" if over else None
     assert refusals(build, value) == outcome(field, expected)
+
+
+# -- the timeout argument of flush() and close() ---------------------------------------------
+
+NOT_SECONDS = (TypeError, "timeout: must be a number of seconds")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0, None),
+        (2.5, None),
+        (-5, None),  # waits 0
+        (math.inf, None),  # waits as long as the platform's locks can
+        (10**400, None),
+        (math.nan, (ValueError, "timeout: must be a number of seconds, not NaN")),
+        ("1", NOT_SECONDS),
+        (True, NOT_SECONDS),
+        ([1], NOT_SECONDS),
+    ],
+)
+def test_timeout_argument_rule(value: Any, expected: tuple[type[Exception], str] | None) -> None:
+    """flush() and close() take any number of seconds (negatives wait 0, infinity waits
+    for ever); NaN and non-numbers are refused, naming the argument."""
+    with tt.Tracker(config(spool_path=None), clock=FakeClock()) as tracker:
+        for call in (tracker.flush, tracker.close):
+            if expected is None:
+                call(value)  # nothing is queued: returns at once, however long it may wait
+            else:
+                kind, message = expected
+                with pytest.raises(kind) as refused:
+                    call(value)
+                assert str(refused.value) == message
+
+
+def test_a_negative_timeout_waits_for_nothing() -> None:
+    """With an event held and the endpoint unreachable, flush(-1) and flush(0) report
+    False at once, and close(-1) returns at once."""
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    clock = FakeClock()
+    endpoint = f"http://127.0.0.1:{port}/caliper/event"
+    tracker = tt.Tracker(config(endpoint=endpoint, spool_path=None), clock=clock)
+    try:
+        session = tracker.start_session(USER, ACTIVITY)
+        clock.advance(5)
+        session.complete(1)
+        for timeout in (-1, 0):
+            started = time.monotonic()
+            assert tracker.flush(timeout) is False
+            assert time.monotonic() - started < 1.0
+        started = time.monotonic()
+        tracker.close(-1)
+        assert time.monotonic() - started < 1.0
+    finally:
+        tracker.close(0)
 
 
 # -- the error root ------------------------------------------------------------------------
