@@ -561,6 +561,16 @@ LIMITED: dict[str, tuple[Callable[[Any], object], Callable[[int], str], int]] = 
         lambda n: HOST + "s" * (n - 20),
         MAX_IRI_LENGTH,
     ),
+    "TrackerConfig.endpoint": (
+        lambda v: config(endpoint=v),
+        lambda n: "https://caliper.example.com/" + "e" * (n - 28),
+        MAX_IRI_LENGTH,
+    ),
+    "ClientCredentials.token_url": (
+        lambda v: tt.ClientCredentials(client_id="kiosk", client_secret="s3cret", token_url=v),
+        lambda n: "https://auth.example.com/" + "t" * (n - 25),
+        MAX_IRI_LENGTH,
+    ),
     "Course.name": (lambda v: tt.Course(name=v), lambda n: "c" * n, MAX_TEXT_LENGTH),
     "Activity.name": (lambda v: tt.Activity(name=v), lambda n: "a" * n, MAX_TEXT_LENGTH),
     "App.name": (lambda v: tt.App(name=v), lambda n: "p" * n, MAX_TEXT_LENGTH),
