@@ -674,17 +674,19 @@ def test_an_interrupted_complete_records_nothing_and_can_be_retried(
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
+@pytest.mark.parametrize("durable", [False, True], ids=["memory", "spool"])
 def test_a_signal_handler_ending_the_session_inside_complete_fails_fast(
-    collector: LocalCollector, monkeypatch: pytest.MonkeyPatch
+    collector: LocalCollector, spool: Path, monkeypatch: pytest.MonkeyPatch, durable: bool
 ) -> None:
     """A handler calling end() while the main thread is inside complete() gets a clear
     SessionStateError at once; complete() finishes; nothing deadlocks."""
-    tracker = tt.Tracker(config(collector.url, None))
+    tracker = tt.Tracker(config(collector.url, spool if durable else None))
     session = tracker.start_session(USER, ACTIVITY)
     seen: list[BaseException] = []
-    original = MemoryOutbox.put_many
+    outbox_class: Any = SqliteOutbox if durable else MemoryOutbox
+    original = outbox_class.put_many
 
-    def slow(self: MemoryOutbox, *args: Any, **kwargs: Any) -> Any:
+    def slow(self: Any, *args: Any, **kwargs: Any) -> Any:
         time.sleep(0.3)  # the signal arrives here, inside complete()
         return original(self, *args, **kwargs)
 
@@ -694,7 +696,7 @@ def test_a_signal_handler_ending_the_session_inside_complete_fails_fast(
         except tt.SessionStateError as exc:
             seen.append(exc)
 
-    monkeypatch.setattr(MemoryOutbox, "put_many", slow)
+    monkeypatch.setattr(outbox_class, "put_many", slow)
     previous = signal.signal(signal.SIGALRM, handler)
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.1)
