@@ -16,13 +16,12 @@ import timeback_tracker as tt
 from timeback_tracker._accounting import RunAccounting
 from timeback_tracker._events import RunTemplate, completion_event_id, time_spent_event_id
 from timeback_tracker._outbox import Checkpoint, Entry
-from timeback_tracker.testing import FakeClock
+from timeback_tracker._serialization import parse_timestamp
+from timeback_tracker.testing import FakeClock, LocalCollector
 
 __all__ = [  # completion_event_id is re-exported for the tests
     "completion_event_id",
 ]
-from timeback_tracker._serialization import parse_timestamp
-from timeback_tracker.testing import LocalCollector
 
 SENSOR = "https://kiosk.example.com/sensors/lab-3"
 USER = tt.TimebackUser(id="https://sis.example.com/users/student-123", email="kid@example.com")
