@@ -23,6 +23,7 @@ import requests
 
 import timeback_tracker as tt
 import timeback_tracker.auth
+import timeback_tracker.cli as cli
 import timeback_tracker.exceptions
 from tests.support import ACTIVITY, SENSOR, USER
 from timeback_tracker import _rules
@@ -608,6 +609,53 @@ def test_length_limits(field: str, over: int) -> None:
     assert len(value) == limit + over
     expected = f"must be at most {limit} characters" if over else None
     assert refusals(build, value) == outcome(field, expected)
+
+
+# -- the command line judges its numbers as the configuration does -------------------------
+
+MIRRORED: dict[str, tuple[list[str], str]] = {
+    # option: (the command line before the value, the TrackerConfig field it feeds)
+    "spool send --max-event-age": (["spool", "send", "--max-event-age"], "max_event_age"),
+    "demo --interval": (["demo", "--interval"], "heartbeat_interval"),
+}
+
+
+def cli_accepts(words: list[str]) -> bool:
+    """Whether the command line's parser takes ``words`` (it exits on a refused value)."""
+    try:
+        cli._build_parser().parse_args(words)
+    except SystemExit:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "accepted"),
+    [
+        ("spool send --max-event-age", "59", False),
+        ("spool send --max-event-age", "60", True),
+        ("spool send --max-event-age", str(3650 * DAY_SECONDS), True),
+        ("spool send --max-event-age", str(3650 * DAY_SECONDS + 1), False),
+        ("spool send --max-event-age", "nan", False),
+        ("spool send --max-event-age", "inf", False),
+        ("demo --interval", "0.049", False),
+        ("demo --interval", "0.05", True),
+        ("demo --interval", "3600", True),
+        ("demo --interval", "3600.5", False),
+        ("demo --interval", "nan", False),
+    ],
+)
+def test_command_line_ranges_are_the_configs(
+    option: str, value: str, accepted: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An option that feeds a TrackerConfig field takes exactly the values the field
+    takes, so a value the command line lets through is never refused later."""
+    words, field = MIRRORED[option]
+    assert cli_accepts([*words, value]) is accepted
+    refused = refusals(lambda v: config(**{field: float(v)}), value)
+    assert (refused == []) is accepted
+    if not accepted:
+        assert "must be between" in capsys.readouterr().err
 
 
 # -- the timeout argument of flush() and close() ---------------------------------------------
