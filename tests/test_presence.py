@@ -38,6 +38,7 @@ from tests.support import (
 from timeback_tracker import _presence
 from timeback_tracker._clock import SystemClock
 from timeback_tracker._heartbeat import Heartbeat
+from timeback_tracker._outbox import MemoryOutbox
 from timeback_tracker._presence_native import MacIdle, MacLock, WindowsIdle, WindowsLock
 from timeback_tracker.testing import FakeClock, LocalCollector
 
@@ -735,3 +736,44 @@ def test_the_real_macos_calls_answer() -> None:  # pragma: no cover - macOS only
     except OSError as exc:  # a CI runner may have no console session
         locked = "window server" in str(exc)
     assert locked in (True, False)
+
+
+@pytest.mark.parametrize("finish", ["complete", "end"])
+def test_a_poll_while_the_last_window_is_sent_changes_nothing_and_raises_nothing(
+    collector: LocalCollector, monkeypatch: pytest.MonkeyPatch, finish: str
+) -> None:
+    """The heartbeat's presence poll can reach a session while complete() or end() sends
+    its last window (its time has stopped, its outcome is not set yet): the poll is
+    ignored, instead of an error in the heartbeat thread (seen in the Qt demo test)."""
+    clock = FakeClock()
+    config = tt.TrackerConfig(
+        sensor=SENSOR, endpoint=collector.url, heartbeat_interval=3600, spool_path=None
+    )
+    tracker = tt.Tracker(config, clock=clock)
+    session = tracker.start_session(USER, ACTIVITY)
+    clock.advance(10)
+    sending, release = threading.Event(), threading.Event()
+    original = MemoryOutbox.put_many
+
+    def held(self: MemoryOutbox, *args: Any, **kwargs: Any) -> Any:
+        sending.set()
+        assert release.wait(10)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MemoryOutbox, "put_many", held)
+    call = (lambda: session.complete(1)) if finish == "complete" else session.end
+    finisher = threading.Thread(target=call)
+    finisher.start()
+    try:
+        assert sending.wait(10)
+        clock.advance(5)
+        session._presence(clock.monotonic_ms(), True)  # input now, and the screen locked
+    finally:
+        release.set()
+        finisher.join(10)
+    assert session.state == ("completed" if finish == "complete" else "ended")
+    assert (session.active_seconds, session.inactive_seconds) == (10, 0)
+    assert tracker.flush(10)
+    tracker.close()
+    assert tracker.stats().internal_errors == 0
+    assert collector.totals(session.run_id) == (10, 0)

@@ -307,10 +307,15 @@ class Session:
             if self._outcome:
                 return
             now = self._monotonic_ns() // 1_000_000
-            if input_at_ms is not None:
-                self._accounting.input_at(input_at_ms, now)
-            if locked is not None:
-                self._accounting.set_locked(now, locked)
+            try:
+                if input_at_ms is not None:
+                    self._accounting.input_at(input_at_ms, now)
+                if locked is not None:
+                    self._accounting.set_locked(now, locked)
+            except SessionStateError:
+                # complete() or end() is sending the last window: the run's time has
+                # stopped, its outcome is not set yet. Nothing more counts.
+                return
 
     @property
     def _paused_by_app(self) -> bool:
