@@ -216,7 +216,7 @@ def main() -> None:
         for spool in (None, Path(name) / "sessions.sqlite3"):
             rows += session_calls(collector, spool, args.calls)
     print_rows(rows)
-    print("\nbudget (DESIGN.md): touch() <= 0.3 µs, pause()+resume() <= 2 µs (median)")
+    print("\nbudget (benchmarks/README.md): touch() <= 0.3 µs, pause()+resume() <= 2 µs (median)")
 
 
 if __name__ == "__main__":

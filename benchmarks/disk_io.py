@@ -277,7 +277,7 @@ def main() -> None:
                 label = "real time" if mode == "real" else "life only"
                 report(label, sessions, json.loads(output.strip().splitlines()[-1]))
         by_file(args, url, directory)
-    print("\ntarget (issue 12, DESIGN.md): <= 5 MB written per running session-hour")
+    print("\ntarget (issue 12, benchmarks/README.md): <= 5 MB written per running session-hour")
 
 
 if __name__ == "__main__":

@@ -128,7 +128,10 @@ def main() -> None:
                     f" {args.events / middle['total']:>10,.0f} {middle['requests']:>8.0f}"
                     f" {middle['open']:>16.3f}"
                 )
-    print("\nbudget (DESIGN.md): 10,000 spooled events drain to a loopback endpoint in <= 2 s")
+    print(
+        "\nbudget (benchmarks/README.md): "
+        "10,000 spooled events drain to a loopback endpoint in <= 2 s"
+    )
 
 
 if __name__ == "__main__":

@@ -97,7 +97,10 @@ def main() -> None:
                     f" {statistics.median(times):>12.3f} s {max(times):>5.2f} s"
                     f" {queued:>13.0f} {left:>10.0f}{fate}"
                 )
-    print("\ncontract (DESIGN.md): close() returns within its timeout; the spool keeps the rest")
+    print(
+        "\ncontract (README, 'Offline, crashes and exit'): "
+        "close() returns within its timeout; the spool keeps the rest"
+    )
 
 
 if __name__ == "__main__":

@@ -233,7 +233,8 @@ def main() -> None:
             check=True,
         )
     print(
-        "budget (DESIGN.md, issue 12): import <= 70 ms; memory stays flat however long the outage"
+        "budget (issue 12, benchmarks/README.md): import <= 70 ms; "
+        "memory stays flat however long the outage"
     )
 
 

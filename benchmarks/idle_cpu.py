@@ -188,7 +188,8 @@ def main() -> None:
             f" {result['process'] / elapsed:>14.4%}"
         )
     print(
-        "\ntargets (issue 12, DESIGN.md), 15 s interval with the spool: <= 0.02 % of a core, "
+        "\ntargets (issue 12, benchmarks/README.md), 15 s interval with the spool: "
+        "<= 0.02 % of a core, "
         "<= 70 wake-ups a minute"
     )
 

@@ -1,24 +1,27 @@
-"""Shared values, outbox entries and assertions for the tests."""
+"""Shared values, outbox entries, assertions and waiting helpers for the tests."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import sqlite3
+import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import timeback_tracker as tt
 from timeback_tracker._accounting import RunAccounting
 from timeback_tracker._events import RunTemplate, completion_event_id, time_spent_event_id
 from timeback_tracker._outbox import Checkpoint, Entry
-from timeback_tracker.testing import FakeClock
+from timeback_tracker._serialization import parse_timestamp
+from timeback_tracker.testing import FakeClock, LocalCollector
 
 __all__ = [  # completion_event_id is re-exported for the tests
     "completion_event_id",
 ]
-from timeback_tracker._serialization import parse_timestamp
-from timeback_tracker.testing import LocalCollector
 
 SENSOR = "https://kiosk.example.com/sensors/lab-3"
 USER = tt.TimebackUser(id="https://sis.example.com/users/student-123", email="kid@example.com")
@@ -27,6 +30,34 @@ ACTIVITY = tt.TimebackActivityContext(
     subject=tt.Subject.MATH,
     app=tt.App(name="My App"),
 )
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` seconds pass (False).
+
+    Tests wait on what they expect to happen, not for a fixed time: fast when
+    the machine is idle, and patient when it is loaded.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def new_run() -> str:
+    """A fresh run id (a UUID string, as on the wire)."""
+    return str(uuid.uuid4())
+
+
+def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Query a spool file through a connection of its own."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
 
 
 def windows(collector: LocalCollector, run_id: str) -> list[dict[str, Any]]:

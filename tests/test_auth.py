@@ -15,7 +15,15 @@ import pytest
 import requests
 
 import timeback_tracker as tt
-from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, assert_contiguous, windows
+from tests.support import (
+    ACTIVITY,
+    SENSOR,
+    USER,
+    assert_conserved,
+    assert_contiguous,
+    eventually,
+    windows,
+)
 from timeback_tracker.auth import TokenError
 from timeback_tracker.testing import LocalCollector
 
@@ -77,16 +85,6 @@ def complete_run(tracker: tt.Tracker) -> tt.Session:
     time.sleep(0.01)  # a zero-length final window would not be sent
     session.complete(0)
     return session
-
-
-def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll ``check`` until it holds or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def event_statuses(collector: LocalCollector) -> list[int | None]:

@@ -33,7 +33,7 @@ import requests
 
 import timeback_tracker as tt
 from tests.support import envelope as support_envelope
-from tests.support import wire_completion, wire_window
+from tests.support import new_run, wire_completion, wire_window
 from timeback_tracker._collector_cli import (
     ScriptStep,
     describe_event,
@@ -87,11 +87,6 @@ def post(url: str, body: dict[str, Any], token: str | None = None) -> requests.R
     """POST ``body`` as JSON on a fresh connection, with a bearer token if given."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return requests.post(url, json=body, headers=headers, timeout=TIMEOUT)
-
-
-def new_run() -> str:
-    """A fresh run id."""
-    return str(uuid.uuid4())
 
 
 @functools.cache

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +25,7 @@ import requests
 
 import timeback_tracker as tt
 from tests.support import envelope as support_envelope
-from tests.support import wire_completion, wire_window
+from tests.support import new_run, wire_completion, wire_window
 from timeback_tracker._collector_runs import RunBook
 from timeback_tracker._serialization import parse_timestamp
 from timeback_tracker.testing import LocalCollector
@@ -84,11 +83,6 @@ def completion(run_id: str, at: float, xp: float = 2) -> dict[str, Any]:
 def envelope(*events: dict[str, Any]) -> dict[str, Any]:
     """A Caliper envelope holding ``events``."""
     return support_envelope(*events, sensor=SENSOR)
-
-
-def new_run() -> str:
-    """A fresh run id."""
-    return str(uuid.uuid4())
 
 
 def fed(*events: tuple[dict[str, Any], float], show_pii: bool = False) -> RunBook:

@@ -18,7 +18,7 @@ import pytest
 
 import timeback_tracker as tt
 from tests.hostile import HostileServer, answer, redirect, trickle_body
-from tests.support import ACTIVITY, SENSOR, USER
+from tests.support import ACTIVITY, SENSOR, USER, eventually
 from timeback_tracker.testing import LocalCollector
 
 MakeTracker = Callable[..., tt.Tracker]
@@ -73,16 +73,6 @@ def complete_runs(tracker: tt.Tracker, count: int = 1) -> None:
     time.sleep(0.02)
     for session in sessions:
         session.complete(1)
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``check`` until it holds or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def timed_flush(tracker: tt.Tracker, timeout: float) -> tuple[bool, float]:

@@ -7,9 +7,10 @@ collector. Only the library's errors, ``ValueError`` or ``TypeError`` may come
 out of a public call; the background threads must survive; and everything the
 collector accepted must be valid, conserved, in order and complete.
 
-Not derandomized: each run explores new inputs. A failure prints the
-falsifying example (for the state machine, the steps) and a
-``@reproduce_failure`` blob; ``pytest --hypothesis-seed=N`` replays a run.
+Derandomized by default (``conftest.py``'s ``ci`` profile): ``make test`` draws the same
+examples every run, so a failure there is the code's. ``HYPOTHESIS_PROFILE=explore``
+draws new ones, ten times as many, to hunt for bugs. A failure prints the falsifying
+example (for the state machine, the steps) and a ``@reproduce_failure`` blob.
 """
 
 from __future__ import annotations

@@ -31,12 +31,14 @@ from tests.support import (
     USER,
     assert_conserved,
     assert_contiguous,
+    eventually,
     item,
     windows,
 )
 from timeback_tracker import _presence
 from timeback_tracker._clock import SystemClock
 from timeback_tracker._heartbeat import Heartbeat
+from timeback_tracker._outbox import MemoryOutbox
 from timeback_tracker._presence_native import MacIdle, MacLock, WindowsIdle, WindowsLock
 from timeback_tracker.session import paused_by_app
 from timeback_tracker.testing import FakeClock, LocalCollector
@@ -450,11 +452,11 @@ def test_after_a_stall_the_tick_comes_before_the_poll() -> None:
     )
     heartbeat.start()
     try:
-        assert wait_for(lambda: "tick" in calls)
+        assert eventually(lambda: "tick" in calls)
         index = calls.index("tick")
         assert calls[index - 3 : index] == ["poll"] * 3  # polls between ticks, one just before
         stall.set()
-        assert wait_for(lambda: "stalled poll" in calls[index:] and calls[-1] == "poll")
+        assert eventually(lambda: "stalled poll" in calls[index:] and calls[-1] == "poll")
         after = calls[calls.index("stalled poll") + 1 :]
         assert after[:2] == ["tick", "poll"], calls  # woken late: the tick comes first
     finally:
@@ -462,16 +464,6 @@ def test_after_a_stall_the_tick_comes_before_the_poll() -> None:
 
 
 # -- the real sources on this machine: X11 under Xvfb, D-Bus on a private bus ---------------
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll ``condition`` every 20 ms until it holds; False on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def xdotool(*args: str) -> None:
@@ -516,15 +508,15 @@ def test_x11_idle_time_follows_synthetic_input(
     tracker._presence.poll = spy  # type: ignore[union-attr, method-assign]
     xdotool("mousemove", "5", "5")
     session = tracker.start_session(USER, ACTIVITY)
-    assert wait_for(lambda: session.state == "idle")
+    assert eventually(lambda: session.state == "idle")
     # Input 0.1 s after a poll: counted from the next poll it would be ~0.9 s late.
     seen = len(polls)
-    assert wait_for(lambda: len(polls) > seen)
+    assert eventually(lambda: len(polls) > seen)
     time.sleep(0.1)
     inactive_before = session.inactive_seconds
     input_at = time.monotonic()
     xdotool("mousemove", "200", "150")
-    assert wait_for(lambda: session.state == "running", timeout=3)
+    assert eventually(lambda: session.state == "running", timeout=3)
     lag = time.monotonic() - input_at
     idle_counted = session.inactive_seconds - inactive_before
     assert lag > 0.5  # the poll came late ...
@@ -751,3 +743,44 @@ def test_the_real_macos_calls_answer() -> None:  # pragma: no cover - macOS only
     except OSError as exc:  # a CI runner may have no console session
         locked = "window server" in str(exc)
     assert locked in (True, False)
+
+
+@pytest.mark.parametrize("finish", ["complete", "end"])
+def test_a_poll_while_the_last_window_is_sent_changes_nothing_and_raises_nothing(
+    collector: LocalCollector, monkeypatch: pytest.MonkeyPatch, finish: str
+) -> None:
+    """The heartbeat's presence poll can reach a session while complete() or end() sends
+    its last window (its time has stopped, its outcome is not set yet): the poll is
+    ignored, instead of an error in the heartbeat thread (seen in the Qt demo test)."""
+    clock = FakeClock()
+    config = tt.TrackerConfig(
+        sensor=SENSOR, endpoint=collector.url, heartbeat_interval=3600, spool_path=None
+    )
+    tracker = tt.Tracker(config, clock=clock)
+    session = tracker.start_session(USER, ACTIVITY)
+    clock.advance(10)
+    sending, release = threading.Event(), threading.Event()
+    original = MemoryOutbox.put_many
+
+    def held(self: MemoryOutbox, *args: Any, **kwargs: Any) -> Any:
+        sending.set()
+        assert release.wait(10)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MemoryOutbox, "put_many", held)
+    call = (lambda: session.complete(1)) if finish == "complete" else session.end
+    finisher = threading.Thread(target=call)
+    finisher.start()
+    try:
+        assert sending.wait(10)
+        clock.advance(5)
+        session._presence(clock.monotonic_ms(), True)  # input now, and the screen locked
+    finally:
+        release.set()
+        finisher.join(10)
+    assert session.state == ("completed" if finish == "complete" else "ended")
+    assert (session.active_seconds, session.inactive_seconds) == (10, 0)
+    assert tracker.flush(10)
+    tracker.close()
+    assert tracker.stats().internal_errors == 0
+    assert collector.totals(session.run_id) == (10, 0)

@@ -30,6 +30,7 @@ from tests.support import (
     checkpoint,
     completion,
     ended,
+    rows,
     seconds,
     template,
     window,
@@ -125,15 +126,6 @@ def kill(process: subprocess.Popen[str]) -> None:
 def ids(entries: list[Entry]) -> list[str]:
     """The ids of entries, in order."""
     return [entry.id for entry in entries]
-
-
-def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
-    """Query a spool through a connection of its own."""
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.fixture

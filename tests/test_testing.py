@@ -11,7 +11,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -20,7 +19,7 @@ import requests
 
 import timeback_tracker as tt
 from tests.support import envelope as support_envelope
-from tests.support import wire_completion, wire_window
+from tests.support import new_run, wire_completion, wire_window
 from timeback_tracker.testing import LocalCollector, RequestRecord
 
 USER = tt.TimebackUser(id="https://example.com/users/student-1", email="student@example.com")
@@ -31,11 +30,6 @@ SENSOR = "https://example.com/sensors/test"
 window = functools.partial(wire_window, user=USER, activity=ACTIVITY)
 completion = functools.partial(wire_completion, user=USER, activity=ACTIVITY)
 envelope = functools.partial(support_envelope, sensor=SENSOR)
-
-
-def new_run() -> str:
-    """A fresh run id."""
-    return str(uuid.uuid4())
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import ipaddress
 import re
 from typing import Any, NamedTuple
 
+from timeback_tracker._rules import MAX_IRI_LENGTH
 from timeback_tracker.exceptions import ConfigurationError
 
 __all__ = ["Url", "check_url", "is_loopback", "parse_url", "safe_url"]
@@ -174,6 +175,8 @@ def check_url(name: str, value: Any) -> None:
     Raises:
         ConfigurationError: The URL is refused; the message names the field and the rule.
     """
+    if isinstance(value, str) and len(value) > MAX_IRI_LENGTH:  # the limit of every URL given
+        raise _refuse(name, f"must be at most {MAX_IRI_LENGTH} characters")
     url = parse_url(name, value)
     if url.scheme == "http" and not is_loopback(url.host):
         raise _refuse(name, "plain http:// is allowed for loopback hosts only; use https://")

@@ -66,8 +66,9 @@ def _optional_in_range(low: float, high: float) -> Callable[[Any, attrs.Attribut
 
 def _check_iri(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     # The rule of the envelope's sensor: a weaker one would let every envelope be refused.
-    if iri_problem(value) is not None:
-        raise _field_error(attribute.name, "must be an absolute IRI such as https://example.com/x")
+    problem = iri_problem(value)
+    if problem is not None:  # the rule's own words: they name the limit when that is the cause
+        raise _field_error(attribute.name, problem)
 
 
 def _check_endpoint(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:

@@ -755,7 +755,9 @@ def _run_extensions(run: uuid.UUID, course_id: str | None) -> dict[str, Any]:
 
 def _generated_id(event_id: str) -> str:
     # Derived from the event id so that a rebuilt event is identical, and unique per event.
-    return f"urn:uuid:{uuid.uuid5(_GENERATED_NAMESPACE, event_id + '#generated')}"
+    # Formatted, not added to: an id that is not a string is reported by the event's own
+    # rule ("id: must be 'urn:uuid:'..."), not as a TypeError from here.
+    return f"urn:uuid:{uuid.uuid5(_GENERATED_NAMESPACE, f'{event_id}#generated')}"
 
 
 @attrs.frozen(kw_only=True)

@@ -377,10 +377,15 @@ def apply_presence(session: Session, input_at_ms: int | None, locked: bool | Non
         if session._outcome:
             return
         now = session._monotonic_ns() // 1_000_000
-        if input_at_ms is not None:
-            session._accounting.input_at(input_at_ms, now)
-        if locked is not None:
-            session._accounting.set_locked(now, locked)
+        try:
+            if input_at_ms is not None:
+                session._accounting.input_at(input_at_ms, now)
+            if locked is not None:
+                session._accounting.set_locked(now, locked)
+        except SessionStateError:
+            # complete() or end() is sending the last window: the run's time has
+            # stopped, its outcome is not set yet. Nothing more counts.
+            return
 
 
 def paused_by_app(session: Session) -> bool:
