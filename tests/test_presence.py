@@ -40,7 +40,7 @@ from timeback_tracker._clock import SystemClock
 from timeback_tracker._heartbeat import Heartbeat
 from timeback_tracker._outbox import MemoryOutbox
 from timeback_tracker._presence_native import MacIdle, MacLock, WindowsIdle, WindowsLock
-from timeback_tracker.session import paused_by_app
+from timeback_tracker.session import apply_presence, paused_by_app
 from timeback_tracker.testing import FakeClock, LocalCollector
 
 
@@ -774,7 +774,7 @@ def test_a_poll_while_the_last_window_is_sent_changes_nothing_and_raises_nothing
     try:
         assert sending.wait(10)
         clock.advance(5)
-        session._presence(clock.monotonic_ms(), True)  # input now, and the screen locked
+        apply_presence(session, clock.monotonic_ms(), True)  # input now, and the screen locked
     finally:
         release.set()
         finisher.join(10)

@@ -319,7 +319,7 @@ def test_count_rule(value: Any, expected: str | None) -> None:
         (
             "TrackerConfig.max_event_age",
             3650 * DAY_SECONDS + 1,
-            f"must be between 60 and {3650 * DAY_SECONDS:g}",
+            f"must be between 60 and {3650 * DAY_SECONDS}",
         ),
     ],
 )
@@ -655,7 +655,8 @@ def test_command_line_ranges_are_the_configs(
     refused = refusals(lambda v: config(**{field: float(v)}), value)
     assert (refused == []) is accepted
     if not accepted:
-        assert "must be between" in capsys.readouterr().err
+        said = capsys.readouterr().err
+        assert "must be between" in said or "must be finite" in said, said
 
 
 # -- the timeout argument of flush() and close() ---------------------------------------------
