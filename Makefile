@@ -3,6 +3,10 @@
 #   make test   - ruff, mypy --strict and pytest
 PYTHON ?= python3
 VENV := .venv
+# pytest workers for `make test`: most tests wait on real time rather than the CPU,
+# so 4 workers finish sooner than 2 even on a 2-core machine. PYTEST_WORKERS=0 runs
+# in one process.
+PYTEST_WORKERS ?= 4
 BIN := $(VENV)/bin
 
 .PHONY: demo test lint release-check clean
@@ -24,7 +28,7 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy --strict timeback_tracker
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=15
 
 # Build the wheel and sdist, install each in a fresh virtualenv, smoke-test it.
 release-check: $(BIN)/.installed

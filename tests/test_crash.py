@@ -87,6 +87,7 @@ def kill_at_random(kiosk: subprocess.Popen[str], rng: random.Random) -> float:
     return last
 
 
+@pytest.mark.slow(35)
 def test_random_kills_lose_at_most_a_second_and_nothing_else(
     collector: LocalCollector, tmp_path: Path
 ) -> None:

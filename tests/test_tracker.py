@@ -292,6 +292,7 @@ def test_stats_count_sent_and_queue(collector: LocalCollector, make_tracker: Mak
     assert "kid@example.com" not in repr(tracker) + repr(session) + repr(stats)
 
 
+@pytest.mark.slow(60)
 def test_real_minute_session_matches_measured_time(
     collector: LocalCollector, make_tracker: MakeTracker
 ) -> None:
