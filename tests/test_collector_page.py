@@ -402,7 +402,6 @@ def epoch(text: str) -> float:
     return parse_timestamp(text).timestamp()
 
 
-@pytest.mark.slow(8)
 def test_timeline_shows_a_real_runs_windows_to_scale_with_the_completion(
     browser: Any, collector: LocalCollector
 ) -> None:
