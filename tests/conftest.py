@@ -33,11 +33,11 @@ START = datetime(2026, 1, 27, 10, 0, 0, tzinfo=timezone.utc)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the tests marked ``slow(seconds)`` first, longest first; the rest in collection order.
 
-    Under pytest-xdist (``make test`` runs ``-n 4``) the first tests are dealt
-    to the workers in turn, so the long ones start at once, spread over the
-    workers, and the many short ones fill in around them: no worker is left
-    with a minute-long test when the others are done. The seconds are a
-    scheduling hint (rough, from ``--durations``), never asserted.
+    Under pytest-xdist (``make test`` runs ``-n 4 --maxschedchunk 1``) each
+    idle worker takes the next test, so the long ones start at once, spread
+    over the workers, and the many short ones fill in around them: no worker
+    is left with a minute-long test when the others are done. The seconds are
+    a scheduling hint (rough, from ``--durations``), never asserted.
     """
 
     def expected_seconds(item: pytest.Item) -> float:
