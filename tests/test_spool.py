@@ -70,11 +70,14 @@ elif mode == "fork-checkpoint":
     point = checkpoint(run, 7)
     outbox.put_many([], {point.template.segment: point})
     child = os.fork()
+    # Both processes write to one pipe: one write(2) per line, so that the lines
+    # cannot interleave (print() writes the text and the newline apart when
+    # stdout is unbuffered, e.g. under PYTHONUNBUFFERED=1).
     if child == 0:
-        print("child", flush=True)  # after the at-fork hooks ran
+        os.write(1, b"child\n")  # after the at-fork hooks ran
         time.sleep(60)
         os._exit(0)
-    print("ready", child, flush=True)
+    os.write(1, f"ready {child}\n".encode())
     sys.stdin.read()
 elif mode == "churn":
     count, out = int(sys.argv[3]), sys.argv[4]
