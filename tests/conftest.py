@@ -30,6 +30,23 @@ RUN_ID = "f47ac10b-58cc-4372-a567-0e02b2c3d479"
 START = datetime(2026, 1, 27, 10, 0, 0, tzinfo=timezone.utc)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests marked ``slow(seconds)`` first, longest first; the rest in collection order.
+
+    Under pytest-xdist (``make test`` runs ``-n 4 --maxschedchunk 1``) each
+    idle worker takes the next test, so the long ones start at once, spread
+    over the workers, and the many short ones fill in around them: no worker
+    is left with a minute-long test when the others are done. The seconds are
+    a scheduling hint (rough, from ``--durations``), never asserted.
+    """
+
+    def expected_seconds(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("slow")
+        return float(marker.args[0]) if marker is not None and marker.args else 0.0
+
+    items.sort(key=expected_seconds, reverse=True)
+
+
 @pytest.fixture(autouse=True)
 def private_data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test (and the processes it starts) gets its own default spool directory.

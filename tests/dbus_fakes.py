@@ -57,7 +57,9 @@ class Service:
     def __init__(self, address: str, name: str, handler: Handler) -> None:
         self.calls = 0
         self._handler = handler
-        self._connection = _dbus.Connection(address, timeout=0.2)
+        # A generous timeout for joining the bus (a loaded machine, e.g. `make test`'s
+        # parallel workers, can keep the daemon from answering within 0.2 s) ...
+        self._connection = _dbus.Connection(address, timeout=10.0)
         (reply,) = self._connection.call(
             "org.freedesktop.DBus",
             "/org/freedesktop/DBus",
@@ -67,6 +69,8 @@ class Service:
             (name, 4),  # DBUS_NAME_FLAG_DO_NOT_QUEUE
         )
         assert reply == 1, f"could not own {name}: {reply}"
+        # ... then short reads, so that the serving loop sees the stop flag promptly.
+        self._connection._sock.settimeout(0.2)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._serve, name=f"fake {name}", daemon=True)
         self._thread.start()

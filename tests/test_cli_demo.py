@@ -125,6 +125,7 @@ def run_on_terminal(*args: str) -> tuple[int, bytes]:
 # ---------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow(6)
 def test_demo_against_the_built_in_collector_prints_its_checks_in_80_columns() -> None:
     """On a pipe: a header, one plain line per happening, the report and six passed checks."""
     result = run_demo(*SHORT)
@@ -143,6 +144,7 @@ def test_demo_against_the_built_in_collector_prints_its_checks_in_80_columns() -
     assert result.stderr == ""
 
 
+@pytest.mark.slow(6)
 def test_demo_on_a_terminal_redraws_one_status_area_above_a_short_log() -> None:
     """On a terminal: headers and one status row redrawn in place, the log below, <= 80 wide."""
     code, output = run_on_terminal(*SHORT)
@@ -163,6 +165,7 @@ def test_demo_on_a_terminal_redraws_one_status_area_above_a_short_log() -> None:
         assert f"  [ok] {check}" in screen
 
 
+@pytest.mark.slow(8)
 def test_a_dead_endpoint_ends_the_demo_in_time_and_names_the_cause(
     private_data_home: Path,
 ) -> None:
@@ -186,6 +189,7 @@ def test_a_dead_endpoint_ends_the_demo_in_time_and_names_the_cause(
     assert spooled_files(private_data_home) == []
 
 
+@pytest.mark.slow(6)
 def test_endpoint_mode_sends_as_the_given_sensor() -> None:
     """--endpoint and --sensor: every envelope carries that sensor; all events delivered."""
     sensor = "https://kiosk.example.com/sensors/demo-check"

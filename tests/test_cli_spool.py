@@ -397,6 +397,7 @@ KIOSK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow(6)
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_a_killed_kiosk_is_an_interrupted_run_that_send_delivers(
     collector: LocalCollector, tmp_path: Path, env: dict[str, str]

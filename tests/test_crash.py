@@ -50,6 +50,10 @@ KIOSK = textwrap.dedent(
 KILLS = 20
 AT_ONCE = 5
 LOST_PER_KILL = 1.0  # seconds of counted time a kill may lose: the checkpoint period
+# Like the Hypothesis tests (conftest.py): `make test` draws the same intervals and
+# kill moments on every run, so a failure there is the code's, not the draw's;
+# HYPOTHESIS_PROFILE=explore draws new ones (the seed is in every failure message).
+SEED = random.randrange(1 << 30) if os.environ.get("HYPOTHESIS_PROFILE") == "explore" else 20260127
 
 
 @pytest.fixture
@@ -87,14 +91,14 @@ def kill_at_random(kiosk: subprocess.Popen[str], rng: random.Random) -> float:
     return last
 
 
+@pytest.mark.slow(35)
 def test_random_kills_lose_at_most_a_second_and_nothing_else(
     collector: LocalCollector, tmp_path: Path
 ) -> None:
     """20 kiosks killed at random moments; a restart on each spool delivers every window,
     the recovered partial one included, each id once with one content."""
-    rng = random.Random()
-    seed = rng.randrange(1 << 30)
-    rng.seed(seed)
+    seed = SEED
+    rng = random.Random(seed)
     results: list[tuple[str, float, Path]] = []
     for batch in range(KILLS // AT_ONCE):
         kiosks = []

@@ -150,6 +150,7 @@ def test_read_timeout_resends_the_same_ids(
     assert collector.duplicate_conflicts == []
 
 
+@pytest.mark.slow(15)
 def test_poison_event_is_isolated_and_dead_lettered(
     collector: LocalCollector, make_tracker: Callable[..., tt.Tracker], failures: list[Any]
 ) -> None:
@@ -177,6 +178,7 @@ def test_poison_event_is_isolated_and_dead_lettered(
     assert dead[0].event_ids == (completion_event_id(uuid.UUID(sessions[2].run_id)),)
 
 
+@pytest.mark.slow(10)
 def test_oversize_batches_are_halved(
     collector: LocalCollector, make_tracker: Callable[..., tt.Tracker]
 ) -> None:

@@ -71,6 +71,7 @@ def assert_run_delivered(collector: LocalCollector, session: tt.Session) -> list
     return events
 
 
+@pytest.mark.slow(30)
 def test_live_session_survives_scripted_faults(collector: LocalCollector) -> None:
     """503s, a 429, resets, a revoked token, a 10 s outage and a poison event: nothing lost."""
     failures: list[tt.DeliveryFailure] = []

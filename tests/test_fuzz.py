@@ -651,6 +651,7 @@ def wire_documents(draw: st.DrawFn) -> tuple[Any, type[Any], tuple[str, ...]]:
     return doc, cls, emails
 
 
+@pytest.mark.slow(15)
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(document=wire_documents())
 def test_load_raises_only_validation_errors_without_emails(
@@ -1304,6 +1305,7 @@ def history() -> dict[str, int]:
     return {}
 
 
+@pytest.mark.slow(15)
 def test_random_call_sequences_keep_every_invariant(
     collector: LocalCollector,
     module_boxes: list[Box],

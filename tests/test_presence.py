@@ -400,6 +400,7 @@ def test_a_session_that_fails_does_not_stop_the_others(
     assert tracker.stats().internal_errors == 1
 
 
+@pytest.mark.slow(5)
 @pytest.mark.usefixtures("fake_os")
 def test_the_heartbeat_polls_once_a_second_while_sessions_are_open(
     make_tracker: Callable[..., tt.Tracker], idle: FakeSource

@@ -78,6 +78,7 @@ def assert_private(text: str, secrets: list[str], where: str) -> None:
     assert "Basic " not in text, f"a basic credential leaked into {where}"
 
 
+@pytest.mark.slow(10)
 def test_full_session_leaks_no_secret_token_or_email(captured: Capture) -> None:
     """Auth, a revocation, a 503 and a dead letter: no secret, token or email anywhere."""
     failures: list[tt.DeliveryFailure] = []

@@ -371,6 +371,7 @@ def test_pygame_is_not_imported_by_the_package() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30, env=env)
 
 
+@pytest.mark.slow(8)
 def test_the_demo_delivers_valid_events(collector: LocalCollector) -> None:
     """The pygame quiz plays itself (dummy driver): conserved windows, paused while unfocused."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("TIMEBACK_", "CALIPER_"))}

@@ -500,6 +500,7 @@ def run_demo(*args: str, platform: str = "offscreen", **env: str) -> dict[str, A
     return summary
 
 
+@pytest.mark.slow(8)
 def test_the_demo_delivers_valid_events(collector: LocalCollector) -> None:
     """The Qt quiz plays itself offscreen: windows conserved, one completion, minimised = paused."""
     summary = run_demo("--endpoint", collector.url)

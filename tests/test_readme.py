@@ -68,7 +68,16 @@ def test_python_block_runs(code: str, tmp_path: Path, request: pytest.FixtureReq
     assert left == [], "the example left a spool behind; use spool_path=None or say so"
 
 
-@pytest.mark.parametrize("line", SHELL, ids=[f"sh-{n}" for n in range(len(SHELL))])
+# `make demo` and `timeback-tracker demo` run a session in real time (30 s, 10 s).
+SHELL_PARAMS = [
+    pytest.param(line, id=f"sh-{n}", marks=[pytest.mark.slow(30 if n == 0 else 10)])
+    if line.split()[1] == "demo"
+    else pytest.param(line, id=f"sh-{n}")
+    for n, line in enumerate(SHELL)
+]
+
+
+@pytest.mark.parametrize("line", SHELL_PARAMS)
 def test_shell_line_runs(line: str) -> None:
     """Each command of the README's shell blocks succeeds from the repository root."""
     command = line.split("#", 1)[0].strip()

@@ -622,6 +622,7 @@ def test_two_processes_appending_and_draining_lose_nothing_and_share_nothing(
     assert runs == set()
 
 
+@pytest.mark.slow(10)
 def test_delivery_drains_a_spool_and_dead_letters_expired_events(spool: Path) -> None:
     """The delivery thread sends spooled events to a collector; too-old ones become dead letters."""
     clock = FakeClock()

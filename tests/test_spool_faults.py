@@ -390,6 +390,7 @@ def test_a_crashed_apps_windows_wait_for_their_own_endpoint(tmp_path: Path) -> N
 # -- 4. damaged rows -------------------------------------------------------------------------
 
 
+@pytest.mark.slow(13)
 def test_a_damaged_row_is_set_aside_and_everything_else_delivered(
     collector: LocalCollector, spool: Path
 ) -> None:
@@ -477,6 +478,7 @@ FULL_DISK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow(9)
 @pytest.mark.skipif(sys.platform == "win32", reason="needs RLIMIT_FSIZE")
 def test_a_full_disk_keeps_events_in_memory_and_recovers_when_freed(
     collector: LocalCollector, spool: Path
@@ -631,6 +633,7 @@ def test_a_corrupt_spool_gives_up_only_what_cannot_be_read(spool: Path) -> None:
 # -- 8. complete() is exception-safe ----------------------------------------------------------
 
 
+@pytest.mark.slow(5)
 @pytest.mark.parametrize("durable", [False, True], ids=["memory", "spool"])
 def test_an_interrupted_complete_records_nothing_and_can_be_retried(
     collector: LocalCollector, spool: Path, durable: bool, monkeypatch: pytest.MonkeyPatch

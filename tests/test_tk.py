@@ -448,6 +448,7 @@ def run_kiosk(*args: str) -> dict[str, Any]:
     return summary
 
 
+@pytest.mark.slow(8)
 def test_kiosk_demo_delivers_valid_events(display: str, collector: LocalCollector) -> None:
     """The kiosk plays itself: windows conserved and contiguous, one completion, last."""
     summary = run_kiosk("--endpoint", collector.url)
@@ -471,6 +472,7 @@ def test_kiosk_demo_delivers_valid_events(display: str, collector: LocalCollecto
     assert completions[0]["eventTime"] >= last["endDate"]
 
 
+@pytest.mark.slow(8)
 def test_kiosk_demo_with_its_own_collector(display: str) -> None:
     """Without --endpoint the kiosk reports what its built-in collector received."""
     summary = run_kiosk()

@@ -156,6 +156,7 @@ def connection_target(url: str) -> tuple[str, str, int]:
     return pool.scheme, _host(pool.host), pool.port or (443 if pool.scheme == "https" else 80)
 
 
+@pytest.mark.slow(7)
 @settings(max_examples=3000, deadline=None)
 @given(hostile_urls)
 @example("http://evil.example.com\\@127.0.0.1:9/caliper/event")
