@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import faulthandler
 import json
 import os
 import time
@@ -123,6 +124,10 @@ def test_child_starts_over_and_parent_keeps_its_events(collector: LocalCollector
             own.complete(1, total_questions=2, correct_questions=2)
             # The parent brings the collector back meanwhile (come_back_soon).
             checks["flushed"] = tracker.flush(20.0)
+            if not checks["flushed"]:
+                # Rare under load (2 runs in ~30): say where every thread of the child
+                # waits, so that the next failure names its cause.
+                faulthandler.dump_traceback(all_threads=True)
             stats = tracker.stats()
             checks["child_sent_all"] = stats.sent >= 3 and stats.queued == 0
             tracker.close(timeout=1.0)
