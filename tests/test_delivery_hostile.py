@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import socket
 import subprocess
 import sys
@@ -421,3 +422,17 @@ def test_flush_from_on_error_returns_at_once(
     assert answers[0][1] < 1.0
     assert any("called from the delivery thread" in m for m in records(caplog, logging.ERROR))
     assert len(collector.events) == 2
+
+
+def test_retries_leave_the_apps_random_generator_alone(
+    collector: LocalCollector, make_tracker: MakeTracker
+) -> None:
+    """The backoff's jitter has a generator of its own: retrying never draws from the
+    `random` module an app (or Hypothesis) seeds and replays."""
+    collector.go_down()
+    random.seed(7)
+    state = random.getstate()
+    tracker = make_tracker(collector.url)
+    complete_runs(tracker)
+    assert eventually(lambda: tracker.stats().failed >= 3)
+    assert random.getstate() == state

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -177,6 +178,8 @@ class Delivery:
         self._report = report
         self._transport: Transport | None = None
         self._wait: tenacity.wait.wait_base | None = None  # built at the first failure
+        # Its own generator: the jitter never draws from (or disturbs) the app's `random`.
+        self._jitter = random.Random()
         # A batch never takes more than half the outbox: the other half stays free
         # for a run's new windows to merge into while a request is in flight.
         self._batch_size = min(settings.batch_size, max(1, settings.max_queue // 2))
@@ -478,13 +481,11 @@ class Delivery:
         if self._wait is None:
             import tenacity
 
-            # "Equal jitter": half the exponential delay fixed, half random, so
-            # kiosks that lost the network together do not come back in lockstep.
-            half = MAX_BACKOFF / 2
-            self._wait = tenacity.wait_exponential(multiplier=0.25, max=half) + (
-                tenacity.wait_random_exponential(multiplier=0.25, max=half)
-            )
-        delay: float = self._wait(state)
+            self._wait = tenacity.wait_exponential(multiplier=0.25, max=MAX_BACKOFF / 2)
+        # "Equal jitter": half the exponential delay fixed, half random, so kiosks
+        # that lost the network together do not come back in lockstep.
+        half: float = self._wait(state)
+        delay = half + self._jitter.uniform(0, half)
         error = state.outcome.exception() if state.outcome else None
         retry_after = getattr(error, "retry_after", None)
         return max(delay, retry_after) if retry_after is not None else delay
