@@ -64,7 +64,7 @@ class SpoolRecovery(SpoolHealing):
             if self._closed:
                 return []
             if not self._usable(force=False) or self._conn is None:
-                self._postpone_recovery("the spool is busy")
+                self._postpone_recovery("the spool refuses writes for now")
                 return []
             held: list[tuple[Path, int | None]] = []
             try:
