@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
+from cattrs.errors import IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from timeback_tracker._rules import wire_name, wire_number
@@ -218,14 +219,18 @@ def _make_converter() -> cattrs.Converter:
             if not isinstance(value, (list, tuple)):
                 raise TypeError("must be a JSON array")
             items: list[Any] = []
-            failures: list[tuple[int, Exception]] = []
+            failures: list[Exception] = []
             for index, item in enumerate(value):
                 try:
                     items.append(converter.structure(item, item_type))
                 except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
-                    failures.append((index, exc))
+                    # cattrs' own per-index note, as its generated iterable hooks attach it.
+                    note = IterableValidationNote(f"@ index {index}", index, item_type)
+                    # setattr: __notes__ is not in the type stubs before Python 3.11.
+                    setattr(exc, "__notes__", [*getattr(exc, "__notes__", []), note])  # noqa: B010
+                    failures.append(exc)
             if failures:
-                raise _ItemErrors(failures)
+                raise IterableValidationError("invalid items", failures, type_)
             return tuple(items)
 
         return structure
@@ -287,14 +292,6 @@ def _rule_errors(
     return None
 
 
-class _ItemErrors(Exception):  # noqa: N818 - a carrier of item errors, not raised to users
-    """Items of a JSON array that failed to load, by index."""
-
-    def __init__(self, failures: list[tuple[int, Exception]]) -> None:
-        super().__init__(f"{len(failures)} invalid items")
-        self.failures = failures
-
-
 def _is_array(type_: Any) -> bool:
     args = typing.get_args(type_)
     return typing.get_origin(type_) is tuple and len(args) == 2 and args[1] is Ellipsis
@@ -350,9 +347,12 @@ def _field_errors(exc: BaseException, path: str) -> Iterator[FieldError]:
             yield from _field_errors(inner, f"{path}.{wire_name(note.name)}")
         for inner in unnoted:
             yield from _field_errors(inner, path)
-    elif isinstance(exc, _ItemErrors):
-        for index, inner in exc.failures:
-            yield from _field_errors(inner, f"{path}[{index}]")
+    elif isinstance(exc, IterableValidationError):
+        indexed, unindexed = exc.group_exceptions()
+        for inner, item in indexed:
+            yield from _field_errors(inner, f"{path}[{item.index}]")
+        for inner in unindexed:
+            yield from _field_errors(inner, path)
     elif isinstance(exc, ValidationError):
         for error in exc.errors:
             # "TimebackUser.email" raised while building $.actor -> $.actor.email
