@@ -217,11 +217,12 @@ def test_outage_during_live_session_loses_nothing(
     """The endpoint goes away for a while mid-session; every window arrives afterwards."""
     tracker = make_tracker(heartbeat_interval=0.1)
     session = tracker.start_session(USER, ACTIVITY)
-    time.sleep(0.3)
+    # Mid-session: windows were delivered before the outage.
+    assert eventually(lambda: len(collector.time_spent_events(session.run_id)) >= 2)
     collector.go_down()
-    time.sleep(1.5)
+    time.sleep(1.5)  # the outage, while windows keep closing
     collector.come_back()
-    time.sleep(0.3)
+    time.sleep(0.3)  # the session runs on after it
     session.complete(3)
     assert tracker.flush(15.0)
     events = windows(collector, session.run_id)
