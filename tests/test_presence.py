@@ -411,9 +411,9 @@ def test_the_heartbeat_polls_once_a_second_while_sessions_are_open(
     threads = {t.name for t in threading.enumerate()}
     assert "timeback-tracker-heartbeat" in threads
     session.end()
-    time.sleep(1.2)
+    time.sleep(1.2)  # a poll under way when the session ended may still finish
     stopped_at = idle.reads
-    time.sleep(1.5)
+    time.sleep(1.5)  # long enough for a once-a-second poll to show
     assert idle.reads == stopped_at  # no session: no polling
     reads_per_second = (stopped_at - 1) / (time.monotonic() - started - 1.5)
     assert reads_per_second <= 1.1
