@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import timeback_tracker as tt
+from tests.support import eventually
 
 # `make test` (and CI) run the same examples every time: a failure there is
 # the code's, not the draw's. HYPOTHESIS_PROFILE=explore draws new examples,
@@ -179,10 +180,7 @@ def display() -> Iterator[str]:
     try:
         number = _read_line(read_end, timeout=10.0)
         socket_path = Path(f"/tmp/.X11-unix/X{number}")
-        deadline = time.monotonic() + 10.0
-        while number and not socket_path.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not number or not socket_path.exists():
+        if not (number and eventually(socket_path.exists, timeout=10.0)):
             pytest.fail("Xvfb did not start")
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("DISPLAY", f":{number}")

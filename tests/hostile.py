@@ -19,6 +19,8 @@ from typing import Any
 
 import attrs
 
+from tests.support import eventually
+
 SAFETY_CAP = 256 * 1024 * 1024
 """Most bytes an "endless" reply writes, so a client that reads everything cannot fill memory."""
 
@@ -170,12 +172,7 @@ class HostileServer:
 
     def wait_for(self, count: int, path: str = "/caliper/event", timeout: float = 10.0) -> bool:
         """Wait until ``count`` requests to ``path`` arrived."""
-        deadline = time.monotonic() + timeout
-        while len(self.requests_to(path)) < count:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.01)
-        return True
+        return eventually(lambda: len(self.requests_to(path)) >= count, timeout)
 
     def close(self) -> None:
         """Stop serving and hang up on every client."""

@@ -252,7 +252,7 @@ def test_direct_refresh_gives_a_new_token(http: requests.Session) -> None:
         auth = tt.ClientCredentials(CLIENT_ID, SECRET, short.token_url)
         first = auth.authorization(http, TIMEOUT)
         assert auth.authorization(http, TIMEOUT) == first
-        time.sleep(1.1)
+        time.sleep(1.1)  # past the refresh point (half of 2 s): tokens age in real time
         second = auth.authorization(http, TIMEOUT)
         assert second != first
         assert short.token_requests == 2

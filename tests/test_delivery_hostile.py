@@ -266,10 +266,7 @@ def test_flush_cuts_the_trackers_own_backoff_short(
     collector.go_down()
     tracker = make_tracker(collector.url)
     complete_runs(tracker)
-    deadline = time.monotonic() + 15
-    while tracker.stats().failed < 4:
-        assert time.monotonic() < deadline, tracker.stats()
-        time.sleep(0.01)
+    assert eventually(lambda: tracker.stats().failed >= 4, timeout=15), tracker.stats()
     collector.come_back()
     delivered, elapsed = timed_flush(tracker, 10.0)
     assert delivered

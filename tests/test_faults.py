@@ -126,7 +126,7 @@ def test_live_session_survives_scripted_faults(collector: LocalCollector) -> Non
         assert tracker.stats().queued - queued_before >= OUTAGE_SECONDS
         collector.come_back()
 
-        time.sleep(0.4)
+        time.sleep(0.4)  # the main run goes on once the endpoint is back
         main.complete(5, total_questions=10, correct_questions=8, mastered_units=1)
         assert tracker.flush(15.0)
         stats = tracker.stats()

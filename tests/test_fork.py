@@ -141,7 +141,7 @@ def test_child_starts_over_and_parent_keeps_its_events(collector: LocalCollector
             }
 
         def come_back_soon() -> None:
-            time.sleep(0.3)
+            time.sleep(0.3)  # an outage the child's flush has to ride out
             collector.come_back()
 
         pid_before = os.getpid()

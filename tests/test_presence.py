@@ -335,10 +335,7 @@ def test_a_source_that_hangs_does_not_hang_close(
     monkeypatch.setattr(_presence, "candidates", lambda: ([lambda: hung], []))
     tracker = make_tracker(exit_timeout=0.2)
     tracker.start_session(USER, ACTIVITY)
-    deadline = time.monotonic() + 5
-    while reads < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert reads >= 2
+    assert eventually(lambda: reads >= 2, timeout=5)
     closer = threading.Thread(target=tracker.close)
     started = time.monotonic()
     closer.start()
@@ -414,17 +411,15 @@ def test_the_heartbeat_polls_once_a_second_while_sessions_are_open(
     threads = {t.name for t in threading.enumerate()}
     assert "timeback-tracker-heartbeat" in threads
     session.end()
-    time.sleep(1.2)
+    time.sleep(1.2)  # a poll under way when the session ended may still finish
     stopped_at = idle.reads
-    time.sleep(1.5)
+    time.sleep(1.5)  # long enough for a once-a-second poll to show
     assert idle.reads == stopped_at  # no session: no polling
     reads_per_second = (stopped_at - 1) / (time.monotonic() - started - 1.5)
     assert reads_per_second <= 1.1
     tracker.start_session(USER, ACTIVITY)
-    deadline = time.monotonic() + 3
-    while idle.reads == stopped_at and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert idle.reads > stopped_at  # a new session starts the polling again
+    # a new session starts the polling again
+    assert eventually(lambda: idle.reads > stopped_at, timeout=3)
 
 
 def test_after_a_stall_the_tick_comes_before_the_poll() -> None:

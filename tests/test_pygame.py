@@ -136,11 +136,11 @@ def test_input_is_throttled_and_stick_drift_is_not_input(session: tt.Session) ->
         binding, *[(pygame.MOUSEMOTION, {"pos": (n % 50, 5), "rel": (1, 0)}) for n in range(200)]
     )
     assert calls == ["touch"]
-    time.sleep(0.12)
+    time.sleep(0.12)  # past the 0.1 s touch gap (real time): next input not throttled
     deliver(binding, *[(pygame.JOYAXISMOTION, {"value": 0.1, "axis": 0})] * 5)
     assert calls == ["touch"]
     deliver(binding, (pygame.JOYAXISMOTION, {"value": -0.8, "axis": 0}))
-    time.sleep(0.12)
+    time.sleep(0.12)  # past the 0.1 s touch gap (real time): next input not throttled
     deliver(binding, (pygame.CONTROLLERBUTTONDOWN, {"button": 0}))
     assert calls == ["touch", "touch", "touch"]
 
@@ -287,7 +287,7 @@ def test_events_after_the_end_are_ignored(session: tt.Session) -> None:
     deliver(binding, (pygame.KEYDOWN, {"key": pygame.K_a}))
     assert binding.closed
     assert calls == ["touch"]  # the one that found the session over
-    time.sleep(0.12)
+    time.sleep(0.12)  # past the 0.1 s touch gap (real time): next input not throttled
     deliver(
         binding,
         (pygame.KEYDOWN, {"key": pygame.K_b}),
@@ -324,7 +324,7 @@ def test_quit_ends_the_run_and_closes_the_tracker(collector: LocalCollector) -> 
     session = tracker.start_session(USER, ACTIVITY)
     binding = bind_session(session)
     close = end_on_close(binding, tracker)
-    time.sleep(0.05)
+    time.sleep(0.05)  # a zero-length final window would not be sent
     deliver(binding, (pygame.QUIT, {}))
     assert session.state == "ended"
     assert len(collector.time_spent_events(session.run_id)) == 1
@@ -347,7 +347,7 @@ def test_quitting_with_the_endpoint_unreachable_waits_exit_timeout_once() -> Non
     session = tracker.start_session(USER, ACTIVITY)
     binding = bind_session(session)
     end_on_close(binding, tracker)
-    time.sleep(0.05)
+    time.sleep(0.05)  # a zero-length final window would not be sent
     started = time.monotonic()
     deliver(binding, (pygame.QUIT, {}))
     tracker.close()

@@ -36,6 +36,7 @@ from tests.support import (  # noqa: E402
     USER,
     assert_conserved,
     assert_contiguous,
+    eventually,
     item,
 )
 from tests.support import windows as run_windows  # noqa: E402
@@ -118,13 +119,12 @@ def pump(app: Any, seconds: float = 0.0) -> None:
 
 def pump_until(app: Any, condition: Callable[[], bool], timeout: float = 5.0) -> bool:
     """Run Qt's event loop until ``condition()`` holds; False on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def pumped() -> bool:
         pump(app)
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
+        return condition()
+
+    return eventually(pumped, timeout)
 
 
 def spy(session: tt.Session) -> list[str]:
@@ -173,7 +173,7 @@ def test_mouse_moves_are_throttled_and_clicks_touch(
     for n in range(200):
         QtTest.QTest.mouseMove(window, QtCore.QPoint(n % 50 + 5, n % 40 + 5))
     assert calls == ["touch"]
-    time.sleep(0.12)
+    time.sleep(0.12)  # past the 0.1 s touch gap (real time): next input not throttled
     QtTest.QTest.mouseClick(window.edit, QtCore.Qt.MouseButton.LeftButton)
     assert calls == ["touch", "touch"]
 
@@ -260,7 +260,7 @@ def test_events_after_the_end_are_ignored(qapp: Any, window: Any, session: tt.Se
     QtTest.QTest.keyClick(window.edit, "a")
     assert pump_until(qapp, lambda: binding.closed)  # it removed itself
     assert calls == ["touch"]  # the one that found the session over
-    time.sleep(0.12)
+    time.sleep(0.12)  # past the 0.1 s touch gap (real time): next input not throttled
     QtTest.QTest.keyClick(window.edit, "b")
     window.showMinimized()
     pump(qapp, 0.1)
@@ -409,7 +409,7 @@ def test_closing_ends_the_run_and_closes_the_tracker(
     session = tracker.start_session(USER, ACTIVITY)
     bind_session(window, session)
     close = end_on_close(window, session, tracker)
-    time.sleep(0.05)
+    time.sleep(0.05)  # a zero-length final window would not be sent
     window.close()
     assert pump_until(qapp, lambda: session.state == "ended")
     assert len(collector.time_spent_events(session.run_id)) == 1  # delivered already
@@ -433,7 +433,7 @@ def test_closing_with_the_endpoint_unreachable_waits_exit_timeout_once(
     session = tracker.start_session(USER, ACTIVITY)
     bind_session(window, session)
     end_on_close(window, session, tracker)
-    time.sleep(0.05)
+    time.sleep(0.05)  # a zero-length final window would not be sent
     started = time.monotonic()
     window.close()
     assert pump_until(qapp, lambda: session.state == "ended")

@@ -543,7 +543,7 @@ def test_a_spool_file_deleted_underneath_is_recreated_with_what_was_held(
     collector.go_down()
     tracker = tt.Tracker(config(collector.url, spool, heartbeat_interval=0.1))
     session = tracker.start_session(USER, ACTIVITY)
-    time.sleep(0.5)
+    assert eventually(lambda: tracker.stats().queued >= 3)  # windows on disk, to be deleted
     for suffix in ("", "-wal", "-shm"):
         Path(f"{spool}{suffix}").unlink(missing_ok=True)
     with caplog.at_level(logging.WARNING, "timeback_tracker.spool"):
@@ -953,7 +953,7 @@ def test_a_run_stays_in_order_while_the_spool_is_busy(
     tracker = tt.Tracker(config(collector.url, spool, heartbeat_interval=0.1))
     try:
         session = tracker.start_session(USER, ACTIVITY)
-        time.sleep(0.6)  # windows on disk, undelivered
+        assert eventually(lambda: tracker.stats().queued >= 3)  # windows on disk, undelivered
         locker = hold_lock(spool, 1.5)
         session.complete(1)  # into memory: the spool is locked
         collector.come_back()

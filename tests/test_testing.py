@@ -518,7 +518,7 @@ def test_revoked_and_expired_tokens_are_refused(
 
     token, status = post_with_new_token()
     assert status == 200
-    time.sleep(0.35)
+    time.sleep(0.35)  # past the fixture's token_ttl of 0.3 s (real time)
     auth = {"Authorization": f"Bearer {token}"}
     expired = http.post(oauth_collector.url, json=body, headers=auth)
     assert expired.status_code == 401
@@ -626,7 +626,7 @@ def test_wait_for_count_wakes_when_events_arrive(collector: LocalCollector) -> N
     run = new_run()
 
     def send_later() -> None:
-        time.sleep(0.05)
+        time.sleep(0.05)  # so that wait_for is already waiting when they arrive
         with requests.Session() as session:
             for index in range(3):
                 session.post(collector.url, json=envelope(window(run, index)), timeout=5)

@@ -35,6 +35,7 @@ from tests.support import (  # noqa: E402
     USER,
     assert_conserved,
     assert_contiguous,
+    eventually,
     item,
     windows,
 )
@@ -93,13 +94,12 @@ def session(collector: LocalCollector, clock: FakeClock) -> Iterator[tt.Session]
 
 def pump_until(root: Any, condition: Callable[[], bool], timeout: float = 5.0) -> bool:
     """Run Tk's event loop until ``condition()`` holds; False on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def updated() -> bool:
         root.update()
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
+        return condition()
+
+    return eventually(updated, timeout)
 
 
 def take_focus(root: Any, widget: Any) -> None:
@@ -168,7 +168,7 @@ def test_clicks_touch_and_mouse_moves_are_throttled(root: Any, session: tt.Sessi
     for n in range(200):
         label.event_generate("<Motion>", x=n % 20, y=n % 20)
     assert calls == ["touch"]
-    time.sleep(0.12)
+    time.sleep(0.12)  # past the 0.1 s touch gap (real time): next input not throttled
     label.event_generate("<Button-1>")
     assert calls == ["touch", "touch"]
 
@@ -185,7 +185,7 @@ def test_app_bindings_stay_and_close_removes_only_ours(root: Any, session: tt.Se
     commands = [command for *_, command in binding._bound]
     binding.close()
     binding.close()  # idempotent
-    time.sleep(0.12)
+    time.sleep(0.12)  # past the 0.1 s touch gap (real time): next input not throttled
     root.event_generate("<Button-1>")
     assert (seen, calls) == (["root", "all", "root", "all"], ["touch"])
     assert binding.closed
@@ -267,7 +267,7 @@ def test_events_after_the_end_are_ignored(root: Any, session: tt.Session) -> Non
     entry.event_generate("<KeyPress>", keysym="a")
     assert pump_until(root, lambda: binding.closed)  # it unbinds itself
     assert calls == ["touch"]  # the one that found the session over
-    time.sleep(0.12)
+    time.sleep(0.12)  # past the 0.1 s touch gap (real time): next input not throttled
     entry.event_generate("<KeyPress>", keysym="b")
     unmapped, mapped = watch(root, "<Unmap>"), watch(root, "<Map>")
     root.withdraw()
@@ -358,7 +358,7 @@ def test_closing_the_window_ends_flushes_and_destroys(root: Any, collector: Loca
         session = tracker.start_session(USER, ACTIVITY)
         binding = bind_session(root, session)
         close = end_on_close(root, session, tracker, flush_timeout=5.0)
-        time.sleep(0.05)
+        time.sleep(0.05)  # a zero-length final window would not be sent
         press_close_button(root)
         assert session.state == "ended"
         assert not window_exists(root)
@@ -381,7 +381,7 @@ def test_closing_with_the_endpoint_unreachable_waits_exit_timeout_once(root: Any
     session = tracker.start_session(USER, ACTIVITY)
     bind_session(root, session)
     end_on_close(root, session, tracker)
-    time.sleep(0.05)
+    time.sleep(0.05)  # a zero-length final window would not be sent
     started = time.monotonic()
     press_close_button(root)
     tracker.close()  # what the app (or the exit hook) does next
@@ -407,7 +407,7 @@ def test_closing_after_completion_sends_nothing_more(root: Any, collector: Local
         session = tracker.start_session(USER, ACTIVITY)
         bind_session(root, session)
         end_on_close(root, session, tracker)
-        time.sleep(0.05)
+        time.sleep(0.05)  # a zero-length final window would not be sent
         session.complete(0, total_questions=2, correct_questions=1)
         press_close_button(root)
         assert not window_exists(root)

@@ -185,9 +185,10 @@ def test_context_manager_ends_session_unless_completed(
     collector: LocalCollector, make_tracker: MakeTracker
 ) -> None:
     """Leaving the with block ends an open session; a completed one is left alone."""
-    tracker = make_tracker()
+    clock = FakeClock()
+    tracker = make_tracker(clock=clock)
     with tracker.start_session(USER, ACTIVITY) as ended:
-        time.sleep(0.05)
+        clock.advance(1)
     with tracker.start_session(USER, ACTIVITY) as completed:
         completed.complete(1)
     assert (ended.state, completed.state) == ("ended", "completed")
@@ -236,9 +237,10 @@ def test_close_ends_sessions_and_is_idempotent(
     collector: LocalCollector, make_tracker: MakeTracker
 ) -> None:
     """close() ends open sessions, delivers their final windows, and can be called twice."""
-    tracker = make_tracker()
+    clock = FakeClock()
+    tracker = make_tracker(clock=clock)
     session = tracker.start_session(USER, ACTIVITY)
-    time.sleep(0.1)
+    clock.advance(1)  # a zero-length final window would not be sent
     tracker.close()
     tracker.close()
     assert session.state == "ended"
@@ -281,10 +283,11 @@ def test_touch_from_many_threads_while_heartbeat_runs(
 
 def test_stats_count_sent_and_queue(collector: LocalCollector, make_tracker: MakeTracker) -> None:
     """stats() reports what was sent and what is queued."""
-    tracker = make_tracker(heartbeat_interval=3600)
+    clock = FakeClock()
+    tracker = make_tracker(clock=clock, heartbeat_interval=3600)
     assert tracker.stats() == tt.TrackerStats()
     session = tracker.start_session(USER, ACTIVITY)
-    time.sleep(0.02)  # a zero-length final window would not be sent
+    clock.advance(1)  # a zero-length final window would not be sent
     session.complete(1)
     assert tracker.flush(5.0)
     stats = tracker.stats()

@@ -298,7 +298,7 @@ def test_connect_timeout_never_reached(make_transport: Callable[..., Transport])
             filler.setblocking(False)
             filler.connect_ex(("127.0.0.1", port))
             fillers.append(filler)
-        time.sleep(0.1)
+        time.sleep(0.1)  # the kernel queues the fillers' handshakes: no state to wait on
         outcome = make_transport(f"http://127.0.0.1:{port}/caliper/event").send(wire_events())
     finally:
         for filler in fillers:
