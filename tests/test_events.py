@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import calendar
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -59,6 +60,10 @@ def run_parts(
     return user, activity, draw(st.uuids()), draw(st.none() | TEXT)
 
 
+# The namespace of the generated collection ids, as the wire contract fixes it.
+GENERATED_NAMESPACE = uuid.UUID("6f1d8a52-3c4e-5b7a-9d2e-1a0b9c8d7e6f")
+
+
 def model_json(event: tt.TimeSpentEvent | tt.ActivityCompletedEvent) -> str:
     """The compact wire JSON of a validated model, as ``tt.dump`` gives it."""
     return json.dumps(tt.dump(event), separators=(",", ":"), ensure_ascii=False)
@@ -80,6 +85,7 @@ def utc(epoch_ms: int) -> datetime:
     start=st.integers(0, 253_402_300_799_000 - 2 * MAX_VALUE_MS),
     active=st.integers(0, MAX_VALUE_MS),
     inactive=st.integers(0, MAX_VALUE_MS),
+    after=st.sampled_from(["nothing", "the window before", "an earlier window", "a later one"]),
 )
 def test_a_rendered_window_is_byte_for_byte_the_models_dump(
     parts: tuple[tt.TimebackUser, tt.TimebackActivityContext, uuid.UUID, str | None],
@@ -89,6 +95,7 @@ def test_a_rendered_window_is_byte_for_byte_the_models_dump(
     start: int,
     active: int,
     inactive: int,
+    after: str,
 ) -> None:
     """For any run and window, the template gives exactly the JSON of the validated model."""
     user, activity, run, course_id = parts
@@ -97,6 +104,13 @@ def test_a_rendered_window_is_byte_for_byte_the_models_dump(
     template = RunTemplate(
         user=user, activity=activity, run_id=run, course_id=course_id, segment=segment
     )
+    # The start's text is reused from the window that ended there, if it was the last one.
+    if after == "the window before" and start > 0:
+        template.window(first + 9, first + 9, start - 1, start, 1, 0)
+    elif after == "an earlier window" and start > 1:
+        template.window(first + 9, first + 9, start - 2, start - 1, 1, 0)
+    elif after == "a later one":
+        template.window(first + 9, first + 9, start + 1, start + 2, 1, 0)
     end = start + active + inactive
     event_id, rendered = template.window(first, first + extra, start, end, active, inactive)
     model = tt.TimeSpentEvent.for_window(
@@ -231,6 +245,76 @@ def test_format_ms_is_the_wire_timestamp(epoch_ms: int) -> None:
     from timeback_tracker._serialization import format_timestamp
 
     assert format_ms(epoch_ms) == format_timestamp(utc(epoch_ms))
+
+
+def stdlib_timestamp(epoch_ms: int) -> str:
+    """The wire timestamp of epoch milliseconds by :mod:`datetime` alone (no library code)."""
+    instant = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=epoch_ms)
+    return f"{instant.year:04d}-{instant:%m-%dT%H:%M:%S}.{instant.microsecond // 1000:03d}Z"
+
+
+def calendar_edges() -> list[int]:
+    """Instants around every day that trips a calendar: leap days, month and year ends."""
+    days = []
+    for year in (1970, 1971, 1972, 1999, 2000, 2001, 2023, 2024, 2038, 2100, 2400, 9999):
+        days += [date(year, 1, 1), date(year, 2, 28), date(year, 3, 1), date(year, 12, 31)]
+        if calendar.isleap(year):
+            days.append(date(year, 2, 29))
+    instants = []
+    for day in days:
+        midnight = (day - date(1970, 1, 1)).days * 86_400_000
+        instants += [midnight - 1, midnight, midnight + 1, midnight + 86_399_999]
+    return [ms for ms in instants if ms >= 0]
+
+
+def test_format_ms_is_datetimes_at_leap_days_and_year_ends() -> None:
+    """Around leap days, month ends and year ends, in order (the day cache warm), as datetime."""
+    edges = calendar_edges()
+    assert len(edges) > 200
+    for epoch_ms in edges:
+        assert format_ms(epoch_ms) == stdlib_timestamp(epoch_ms), epoch_ms
+    # Far apart: each call is the first of its day.
+    for epoch_ms in reversed(edges):
+        assert format_ms(epoch_ms) == stdlib_timestamp(epoch_ms), epoch_ms
+
+
+@settings(max_examples=300)
+@given(
+    start=st.integers(0, 253_402_300_799_999 - 10 * MAX_VALUE_MS),
+    steps=st.lists(st.integers(0, MAX_VALUE_MS), min_size=1, max_size=10),
+)
+def test_format_ms_of_consecutive_windows_is_datetimes(start: int, steps: list[int]) -> None:
+    """Window after window, as a session formats them (the caches warm), every field is right."""
+    epoch_ms = start
+    for step in steps:
+        epoch_ms += step
+        assert format_ms(epoch_ms) == stdlib_timestamp(epoch_ms)
+
+
+@settings(max_examples=300)
+@given(
+    run=st.uuids(),
+    segment=st.text(alphabet="0123456789abcdef", min_size=12, max_size=12),
+    first=st.integers(0, 10**9),
+    extra=st.integers(0, 5),
+)
+def test_window_ids_are_the_standard_uuid5(
+    run: uuid.UUID, segment: str, first: int, extra: int
+) -> None:
+    """A window's ids are uuid.uuid5's, from any path: so a recovery rebuilds the same ids."""
+    last = first + extra
+    span = str(first) if extra == 0 else f"{first}-{last}"
+    expected = f"urn:uuid:{uuid.uuid5(run, f'time-spent/{segment}/{span}')}"
+    template = RunTemplate(
+        user=USER, activity=ACTIVITY, run_id=run, course_id=None, segment=segment
+    )
+    rebuilt = RunTemplate.from_json(template.to_json())
+    for source in (template, rebuilt, template):  # the shared SHA-1 prefix is never consumed
+        event_id, payload = source.window(first, last, 0, 1_000, 1_000, 0)
+        assert event_id == expected
+        collection = json.loads(payload)["generated"]["id"]
+        assert collection == f"urn:uuid:{uuid.uuid5(GENERATED_NAMESPACE, expected + '#generated')}"
+    assert time_spent_event_id(run, segment, first, last) == expected
 
 
 @given(st.integers(0, MAX_VALUE_MS))
