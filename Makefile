@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --group gui \
-		|| echo "PySide6/pygame could not be installed: the Qt and pygame tests will be skipped"
+		|| echo "PySide6, PyQt6 or pygame could not be installed: the Qt and pygame tests will be skipped"
 	touch $@
 
 demo: $(BIN)/.installed
