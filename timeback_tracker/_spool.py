@@ -541,7 +541,9 @@ class SqliteOutbox(SpoolRecovery):
             self._delivered.update(from_disk)
             self._mine = max(0, self._mine - len(from_disk))
             try:
-                with transaction(self._conn, durable=False, wait=False):
+                # Waits for another process's lock (0.25 s at most): a delete that fails
+                # here is only retried with this process's next write.
+                with transaction(self._conn, durable=False):
                     deleted = self._forget_delivered()
                     if not self._mine:
                         self._index_mergeable(wanted=False)
