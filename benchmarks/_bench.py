@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,21 @@ def closed_port_url() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"http://127.0.0.1:{port}/caliper/event"
+
+
+def loop_ns(action: Callable[[], object], calls: int, repeat: int = 5) -> float:
+    """Nanoseconds per call of ``action``: the best of ``repeat`` loops of ``calls`` calls.
+
+    The best, as ``timeit`` reports: slower loops were disturbed by something else.
+    """
+    perf = time.perf_counter_ns
+    best = float("inf")
+    for _ in range(repeat):
+        started = perf()
+        for _ in range(calls):
+            action()
+        best = min(best, (perf() - started) / calls)
+    return best
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

@@ -32,7 +32,6 @@ import gc
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import _bench
@@ -43,21 +42,6 @@ from timeback_tracker.testing import FakeClock
 ROUND = 1000  # sessions per round, between two flushes
 
 Row = tuple[str, str, list[int], float | None]  # name, mode, per-call ns, loop ns per call
-
-
-def loop_ns(action: Callable[[], object], calls: int, repeat: int = 5) -> float:
-    """Nanoseconds per call of ``action``: the best of ``repeat`` loops of ``calls`` calls.
-
-    The best, as ``timeit`` reports: slower loops were disturbed by something else.
-    """
-    perf = time.perf_counter_ns
-    best = float("inf")
-    for _ in range(repeat):
-        started = perf()
-        for _ in range(calls):
-            action()
-        best = min(best, (perf() - started) / calls)
-    return best
 
 
 def floor(calls: int) -> list[Row]:
@@ -79,8 +63,8 @@ def floor(calls: int) -> list[Row]:
         locked.append(perf() - started)
     return [
         ("perf_counter_ns() pair (timer overhead)", "-", timer, None),
-        ("empty function with `with lock:`", "-", locked, loop_ns(empty_locked, calls * 2)),
-        ("time.monotonic_ns()", "-", [], loop_ns(time.monotonic_ns, calls * 2)),
+        ("empty function with `with lock:`", "-", locked, _bench.loop_ns(empty_locked, calls * 2)),
+        ("time.monotonic_ns()", "-", [], _bench.loop_ns(time.monotonic_ns, calls * 2)),
     ]
 
 
@@ -99,7 +83,7 @@ def hot_calls(url: str, spool: Path | None, calls: int) -> list[Row]:
         started = perf()
         touch()
         touches.append(perf() - started)
-    touch_loop = loop_ns(touch, calls * 2)
+    touch_loop = _bench.loop_ns(touch, calls * 2)
 
     pause, resume = session.pause, session.resume
     pairs = []
@@ -113,7 +97,7 @@ def hot_calls(url: str, spool: Path | None, calls: int) -> list[Row]:
         pause()
         resume()
 
-    pair_loop = loop_ns(pair, calls * 2)
+    pair_loop = _bench.loop_ns(pair, calls * 2)
     session.end()
     tracker.close()
     return [

@@ -53,18 +53,6 @@ INTERVAL = 15  # seconds between ticks: the default heartbeat interval
 ALIVE_PER_TICK = INTERVAL - 1  # signs of life between two ticks, one a second
 
 
-def loop_ns(action: Callable[[], object], calls: int, repeat: int = 5) -> float:
-    """Nanoseconds per call of ``action``: the best of ``repeat`` loops, as ``timeit`` reports."""
-    perf = time.perf_counter_ns
-    best = float("inf")
-    for _ in range(repeat):
-        started = perf()
-        for _ in range(calls):
-            action()
-        best = min(best, (perf() - started) / calls)
-    return best
-
-
 def each_ns(action: Callable[[int], object], calls: int) -> list[int]:
     """Nanoseconds of each of ``calls`` calls ``action(0..calls-1)``, each timed alone."""
     perf = time.perf_counter_ns
@@ -104,13 +92,13 @@ def parts(calls: int, sink_url: str) -> None:
     row(
         "render the wire JSON (RunTemplate.window)",
         each_ns(render, calls),
-        loop_ns(lambda: render(next(counter)), calls),
+        _bench.loop_ns(lambda: render(next(counter)), calls),
     )
     counter = iter(range(10**9))
     row(
         "build the entry (Entry.window: render + id)",
         each_ns(entry, calls),
-        loop_ns(lambda: entry(next(counter)), calls),
+        _bench.loop_ns(lambda: entry(next(counter)), calls),
     )
     outbox = MemoryOutbox(10**6)
     entries = [entry(n) for n in range(calls)]
