@@ -40,6 +40,7 @@ log = logging.getLogger("timeback_tracker.delivery")
 __all__ = [
     "BATCH_REGROWTH",
     "MAX_BACKOFF",
+    "MAX_HOLD",
     "OTHER_DRAINER_POLL",
     "Counters",
     "Delivery",
@@ -53,6 +54,10 @@ OTHER_DRAINER_POLL = 1.0
 MAX_BACKOFF = 60.0
 """Longest pause between two attempts while the endpoint fails (seconds), unless
 the server's ``Retry-After`` asks for more."""
+
+MAX_HOLD = 60.0
+"""Longest a running session's window waits to share an envelope with the next ones
+(seconds), when the spool keeps it safe meanwhile."""
 
 BATCH_REGROWTH = 8
 """Envelopes delivered at a batch size halved by a 413 after which it doubles
@@ -96,6 +101,11 @@ class DeliverySettings:
         batch_size: Most events per envelope.
         max_queue: Most events the outbox holds (a batch takes at most half).
         max_event_age: Seconds after which an undelivered event becomes a dead letter.
+        hold: Seconds a running session's windows may wait to be sent together
+            (0: each at once), while the spool keeps them safe: one POST and one
+            delete a minute instead of four of each. Windows held in memory only
+            (no spool, or a spool that refuses writes) are sent at once, as a
+            crash would lose them.
     """
 
     endpoint: str = attrs.field(repr=lambda url: repr(safe_url(url)))  # a query may hold a key
@@ -105,11 +115,14 @@ class DeliverySettings:
     batch_size: int
     max_queue: int
     max_event_age: float
+    hold: float = 0.0
 
     @classmethod
     def from_config(cls, config: TrackerConfig) -> DeliverySettings:
         """The delivery settings of ``config`` (already validated there)."""
         return cls(
+            # Long enough for four windows of a session to share an envelope.
+            hold=min(MAX_HOLD, 3.5 * config.heartbeat_interval),
             endpoint=config.endpoint,
             sensor=config.sensor,
             auth=config.auth,
@@ -186,6 +199,7 @@ class Delivery:
         self._batch_limit = self._batch_size
         self._condition = threading.Condition()
         self._pending = False  # new events were put since the last look
+        self._held_since: float | None = None  # monotonic seconds: the oldest held window
         self._interrupt = False  # cut the current backoff short
         self._stopping = False
         self._deadline: float | None = None  # monotonic seconds; set by stop()
@@ -208,13 +222,30 @@ class Delivery:
         with self._condition:
             if self._stopping or (self._thread is not None and self._thread.is_alive()):
                 return
+            # A backlog from earlier runs (or a dead process's windows) goes at once.
+            self._pending = self._pending or bool(len(self._outbox))
             self._thread = threading.Thread(
                 target=self._run, name="timeback-tracker-delivery", daemon=True
             )
             self._thread.start()
 
-    def notify(self) -> None:
-        """New events are in the outbox."""
+    def notify(self, *, now: bool = True) -> None:
+        """New events are in the outbox.
+
+        Args:
+            now: Send them at once; False for a running session's windows,
+                which may wait up to ``hold`` seconds (see :meth:`send_held`)
+                while the spool keeps them: then the thread is not even woken.
+        """
+        if not (
+            now
+            or self._settings.hold <= 0
+            or self._outbox.in_memory  # a crash would lose them: no waiting
+            or len(self._outbox) >= self._batch_limit  # the outbox keeps room to merge
+        ):
+            if self._held_since is None:
+                self._held_since = time.monotonic()
+            return
         # The common case, once per window: the thread was told already and has
         # not looked yet, so it will see these events too. Read without the lock:
         # the events were added before this read, and the thread resets the flag
@@ -224,6 +255,16 @@ class Delivery:
         with self._condition:
             self._pending = True
             self._condition.notify_all()
+
+    def send_held(self) -> None:
+        """Send the held windows once the oldest has waited ``hold`` seconds.
+
+        Called once a second by the heartbeat thread, which is awake then
+        anyway: holding windows back costs the delivery thread no wake-up.
+        """
+        since = self._held_since
+        if since is not None and time.monotonic() - since >= self._settings.hold:
+            self.notify()
 
     def report_later(self, failure: DeliveryFailure) -> None:
         """Hand ``failure`` to ``on_error`` from this thread, never from the caller's."""
@@ -250,6 +291,7 @@ class Delivery:
             # A caller waiting for delivery deserves an attempt now, not after the
             # tracker's backoff (the server's Retry-After still holds).
             self._interrupt = True
+            self._pending = True  # held windows too
             self._condition.notify_all()
             misconfigured = self._misconfigured
             while len(self._outbox):
@@ -290,9 +332,10 @@ class Delivery:
     def _run(self) -> None:
         while True:
             with self._condition:
-                while not (self._pending or self._stopping or self._reports or len(self._outbox)):
+                while not (self._pending or self._stopping or self._reports):
                     self._condition.wait()
                 self._pending = False
+                self._held_since = None  # whatever is held goes now
             self._flush_reports()
             with self._condition:
                 if self._stopping and not len(self._outbox):
@@ -303,6 +346,7 @@ class Delivery:
             except Exception as exc:  # noqa: BLE001 - the thread must outlive any bug
                 self._crashed(exc)
                 self._sleep(1.0)
+                self._pending = True  # try again
 
     def _flush_reports(self) -> None:
         while True:

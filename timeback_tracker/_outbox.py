@@ -257,6 +257,11 @@ class Outbox(Protocol):
         """Entries held, in flight included."""
         ...
 
+    @property
+    def in_memory(self) -> int:
+        """Entries held in memory only (a crash would lose them)."""
+        ...
+
 
 class Store(Protocol):
     """What :func:`admit` needs of an outbox's storage (called with its lock held)."""
@@ -433,6 +438,11 @@ class MemoryOutbox:
         )
 
     def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def in_memory(self) -> int:
+        """Every entry: this outbox is memory."""
         return len(self._entries)
 
     def __repr__(self) -> str:

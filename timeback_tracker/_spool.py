@@ -210,6 +210,12 @@ class SqliteOutbox(SpoolRecovery):
         """The spool file."""
         return self._path
 
+    @property
+    def in_memory(self) -> int:
+        """Events the spool could not take yet, waiting in memory."""
+        overflow = self._overflow
+        return len(overflow) if overflow is not None else 0
+
     def __len__(self) -> int:
         """Events of this tracker's destination held by the spool and in its memory overflow."""
         # Never wait long: the app thread asks (stats()), and a write may be

@@ -292,11 +292,14 @@ class Tracker:
         entries: Sequence[Entry],
         checkpoints: Mapping[str, Checkpoint],
         completes: str | None = None,
+        *,
+        finished: bool = True,
     ) -> None:
+        """Queue ``entries``; ``finished``: a run ended, so they are sent at once."""
         admission = self._outbox.put_many(entries, checkpoints, completes=completes)
-        self._admitted(admission, bool(entries))
+        self._admitted(admission, bool(entries), now=finished)
 
-    def _admitted(self, admission: Admission, added: bool) -> None:
+    def _admitted(self, admission: Admission, added: bool, *, now: bool) -> None:
         self._counters.add("coalesced", admission.coalesced)
         if admission.dropped:
             self._counters.add("dropped", len(admission.dropped))
@@ -304,7 +307,7 @@ class Tracker:
             log.warning("outbox full: dropped %d events: %s", len(ids), ", ".join(ids))
             self._delivery.report_later(DeliveryFailure("outbox full", None, ids))
         if added:  # a checkpoint alone is nothing to deliver
-            self._delivery.notify()
+            self._delivery.notify(now=now)
 
     def _forget(self, session: Session) -> None:
         with self._lock:
@@ -338,12 +341,14 @@ class Tracker:
                     checkpoints[checkpoint.template.segment] = checkpoint
             # Still under every session's emit lock: no completion can overtake these.
             if entries or checkpoints:
-                self._emit(entries, checkpoints)
+                self._emit(entries, checkpoints, finished=False)
 
     def _every_second(self) -> None:
-        """Between ticks: read the OS's presence, leave the spool a sign of life."""
+        """Between ticks: read the OS's presence, leave the spool a sign of life, send
+        the windows held back once due."""
         # OS input and a locked screen reach the sessions before the next tick.
         self._poll_presence()
+        self._delivery.send_held()
         if self._durable:
             with self._lock:
                 sessions = list(self._sessions.values())
