@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -44,6 +45,27 @@ def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def bounded(call: Callable[[], Any], limit: float = 15.0) -> Any:
+    """``call()`` in a daemon thread: its result (or its exception), or a failed test
+    if it has not returned within ``limit`` seconds (a hang fails instead of hanging)."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:
+            outcome.append((False, exc))
+
+    worker = threading.Thread(target=run, name="test-bounded-call", daemon=True)
+    worker.start()
+    worker.join(limit)
+    assert not worker.is_alive(), f"{call!r} did not return within {limit} s"
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 def new_run() -> str:
@@ -91,6 +113,47 @@ def assert_contiguous(events: list[dict[str, Any]]) -> None:
     for before, after in itertools.pairwise(events):
         assert item(after, "active")["startDate"] == item(before, "active")["endDate"]
 
+
+# -- public calls given hostile arguments ------------------------------------------------
+
+ALLOWED = (tt.TimebackTrackerError, ValueError, TypeError)
+"""What a public call may raise, whatever it is given."""
+
+
+def attempt(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call; return its result, or the allowed error it raised (anything else propagates)."""
+    try:
+        return call(*args, **kwargs)
+    except ALLOWED as exc:
+        return exc
+
+
+def canonical(data: Any) -> str:
+    """Comparable JSON text (keys sorted, NaN allowed so that nothing is hidden)."""
+    return json.dumps(json.loads(json.dumps(data)), sort_keys=True)
+
+
+def wire_bytes(data: Any) -> bytes:
+    """``data`` as a strict JSON UTF-8 body: what a real endpoint can parse (no NaN, no
+    lone surrogates; either raises)."""
+    return json.dumps(data, allow_nan=False, ensure_ascii=False).encode("utf-8")
+
+
+def assert_round_trips(obj: Any) -> None:
+    """What the library accepted goes on the wire as strict JSON and loads back the same."""
+    sent = tt.dump(obj)
+    again = tt.load(json.loads(wire_bytes(sent)), type(obj))
+    assert canonical(tt.dump(again)) == canonical(sent)
+
+
+def assert_no_email(error: BaseException, emails: tuple[str, ...]) -> None:
+    """An error message never quotes an email address it was given."""
+    text = str(error) + repr(getattr(error, "errors", ""))
+    for email in emails:
+        assert email not in text, f"the email {email!r} leaked into {type(error).__name__}"
+
+
+# -- outbox entries of one run ------------------------------------------------------------
 
 T0 = datetime(2026, 1, 27, 10, 0, tzinfo=timezone.utc)
 T0_MS = round(T0.timestamp() * 1000)
