@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 import sqlite3
 import threading
 import time
@@ -66,6 +67,50 @@ def bounded(call: Callable[[], Any], limit: float = 15.0) -> Any:
     if not ok:
         raise value
     return value
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released): connections are refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def closed_port_url(path: str = "/caliper/event") -> str:
+    """A loopback URL where nothing listens: every connection is refused at once."""
+    return f"http://127.0.0.1:{closed_port()}{path}"
+
+
+def wait_ok_after(collector: LocalCollector, index: int, timeout: float = 10.0) -> bool:
+    """Wait until an events request after the first ``index`` requests was answered 200."""
+    return collector.wait_for(
+        lambda c: any(r.status == 200 and r.path == "/caliper/event" for r in c.requests[index:]),
+        timeout,
+    )
+
+
+def spy(session: tt.Session) -> list[str]:
+    """Record the names of the session's touch/pause/resume calls, in order (still made)."""
+    calls: list[str] = []
+    for name in ("touch", "pause", "resume"):
+        method = getattr(session, name)
+
+        def recording(name: str = name, method: Callable[[], None] = method) -> None:
+            calls.append(name)
+            method()
+
+        setattr(session, name, recording)
+    return calls
+
+
+def complete_runs(tracker: tt.Tracker, count: int = 1, xp: float = 1) -> list[tt.Session]:
+    """Start and complete ``count`` short sessions (two events each) of :data:`USER`."""
+    sessions = [tracker.start_session(USER, ACTIVITY) for _ in range(count)]
+    time.sleep(0.02)  # deliberate: a zero-length final window would not be sent
+    for session in sessions:
+        session.complete(xp)
+    return sessions
 
 
 def new_run() -> str:

@@ -21,6 +21,7 @@ from tests.support import (
     USER,
     assert_conserved,
     assert_contiguous,
+    complete_runs,
     eventually,
     windows,
 )
@@ -39,12 +40,6 @@ def collector() -> Iterator[LocalCollector]:
     """A collector that requires tokens from its own token endpoint."""
     with LocalCollector(clients={CLIENT_ID: SECRET}) as running:
         yield running
-
-
-@pytest.fixture
-def failures() -> list[tt.DeliveryFailure]:
-    """What on_error received."""
-    return []
 
 
 @pytest.fixture
@@ -70,21 +65,6 @@ def make_tracker(
     yield make
     for tracker in made:
         tracker.close(timeout=0.5)
-
-
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    """An HTTP session for calling authorization() directly."""
-    with requests.Session() as session:
-        yield session
-
-
-def complete_run(tracker: tt.Tracker) -> tt.Session:
-    """Start and complete one short session (two events)."""
-    session = tracker.start_session(USER, ACTIVITY)
-    time.sleep(0.01)  # a zero-length final window would not be sent
-    session.complete(0)
-    return session
 
 
 def event_statuses(collector: LocalCollector) -> list[int | None]:
@@ -219,7 +199,7 @@ def test_token_is_fetched_once_and_reused_across_requests(
     """Many envelopes, one token request."""
     tracker = make_tracker()
     for _ in range(4):
-        complete_run(tracker)
+        complete_runs(tracker, xp=0)
         assert tracker.flush(5.0)
     assert event_statuses(collector) == [200] * 4
     assert len(collector.events) == 8
@@ -232,13 +212,13 @@ def test_token_is_refreshed_ahead_of_expiry(make_tracker: MakeTracker) -> None:
         tracker = make_tracker(
             endpoint=short.url, auth=tt.ClientCredentials(CLIENT_ID, SECRET, short.token_url)
         )
-        complete_run(tracker)
+        complete_runs(tracker, xp=0)
         assert tracker.flush(5.0)
-        complete_run(tracker)
+        complete_runs(tracker, xp=0)
         assert tracker.flush(5.0)
         assert short.token_requests == 1
         time.sleep(1.1)  # past the refresh point (half of 2 s), well before expiry
-        complete_run(tracker)
+        complete_runs(tracker, xp=0)
         assert tracker.flush(5.0)
         assert short.token_requests == 2
         # Refreshed proactively: the endpoint never had to refuse a token.
@@ -337,7 +317,7 @@ def test_bad_secret_keeps_events_queued(
     """A token endpoint 401: events stay queued, nothing is dead-lettered, on_error is told."""
     bad_secret = "wrong-" + SECRET
     tracker = make_tracker(auth=tt.ClientCredentials(CLIENT_ID, bad_secret, collector.token_url))
-    complete_run(tracker)
+    complete_runs(tracker, xp=0)
     assert eventually(lambda: len(failures) >= 2)
     stats = tracker.stats()
     assert stats.queued == 2
@@ -360,7 +340,7 @@ def test_token_endpoint_503_is_retried_then_succeeds(
     """A 503 from the token endpoint is retried; the events then go out."""
     collector.fail_token_next(503)
     tracker = make_tracker()
-    session = complete_run(tracker)
+    [session] = complete_runs(tracker, xp=0)
     assert tracker.flush(10.0)
     assert collector.token_requests == 2
     assert len(collector.completions(session.run_id)) == 1
@@ -461,7 +441,7 @@ def test_bearer_token_delivers(failures: list[tt.DeliveryFailure]) -> None:
             on_error=failures.append,
         )
         with tt.Tracker(config) as tracker:
-            session = complete_run(tracker)
+            [session] = complete_runs(tracker, xp=0)
             assert tracker.flush(5.0)
         assert len(guarded.completions(session.run_id)) == 1
         assert guarded.token_requests == 0
@@ -482,7 +462,7 @@ def test_wrong_bearer_token_keeps_events_and_tells_on_error(
         )
         tracker = tt.Tracker(config)
         try:
-            complete_run(tracker)
+            complete_runs(tracker, xp=0)
             assert eventually(lambda: len(failures) >= 2)
             requests_made, reported = len(guarded.requests), len(failures)
             stats = tracker.stats()

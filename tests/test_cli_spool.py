@@ -12,7 +12,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -217,13 +216,6 @@ def queued(path: Path) -> int:
     """Events queued in the spool, every destination's."""
     with SpoolFile(path) as admin:
         return admin.status().queued
-
-
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
 
 
 def on_terminal(

@@ -98,13 +98,6 @@ def states(book: RunBook, now: float) -> dict[str, str]:
     return {run["runId"]: run["state"] for run in book.overview(T0 + now)["runs"]}
 
 
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A started collector (emails hidden, the default)."""
-    with LocalCollector() as running:
-        yield running
-
-
 def api(collector: LocalCollector, path: str, **headers: str) -> requests.Response:
     """GET a page route of the collector."""
     return requests.get(collector.base_url + path, headers=headers, timeout=TIMEOUT)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,13 +53,6 @@ LOST_PER_KILL = 1.0  # seconds of counted time a kill may lose: the checkpoint p
 # kill moments on every run, so a failure there is the code's, not the draw's;
 # HYPOTHESIS_PROFILE=explore draws new ones (the seed is in every failure message).
 SEED = random.randrange(1 << 30) if os.environ.get("HYPOTHESIS_PROFILE") == "explore" else 20260127
-
-
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
 
 
 def start_kiosk(endpoint: str, spool: Path, interval: float) -> tuple[subprocess.Popen[str], str]:

@@ -17,6 +17,7 @@ from tests.support import (
     SENSOR,
     USER,
     assert_conserved,
+    complete_runs,
     completion_event_id,
     eventually,
     windows,
@@ -25,19 +26,6 @@ from timeback_tracker import tracker as tracker_module
 from timeback_tracker._delivery import Delivery
 from timeback_tracker._transport import classify, parse_retry_after
 from timeback_tracker.testing import LocalCollector
-
-
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
-
-
-@pytest.fixture
-def failures() -> list[tt.DeliveryFailure]:
-    """What on_error received."""
-    return []
 
 
 @pytest.fixture
@@ -62,15 +50,6 @@ def make_tracker(
     yield make
     for tracker in made:
         tracker.close(timeout=1.0)
-
-
-def complete_runs(tracker: tt.Tracker, count: int) -> list[tt.Session]:
-    """Start and complete ``count`` short sessions (two events each)."""
-    sessions = [tracker.start_session(USER, ACTIVITY) for _ in range(count)]
-    time.sleep(0.02)
-    for session in sessions:
-        session.complete(1)
-    return sessions
 
 
 def test_status_classification() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,17 +18,10 @@ import pytest
 
 import timeback_tracker as tt
 from tests.hostile import HostileServer, answer, redirect, trickle_body
-from tests.support import ACTIVITY, SENSOR, USER, eventually
+from tests.support import SENSOR, closed_port, complete_runs, eventually
 from timeback_tracker.testing import LocalCollector
 
 MakeTracker = Callable[..., tt.Tracker]
-
-
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
 
 
 @pytest.fixture
@@ -37,12 +29,6 @@ def server() -> Iterator[HostileServer]:
     """A hostile server on loopback."""
     with HostileServer() as running:
         yield running
-
-
-@pytest.fixture
-def failures() -> list[tt.DeliveryFailure]:
-    """What on_error received."""
-    return []
 
 
 @pytest.fixture
@@ -66,14 +52,6 @@ def make_tracker(failures: list[tt.DeliveryFailure]) -> Iterator[MakeTracker]:
     yield make
     for tracker in made:
         tracker.close(timeout=0.5)
-
-
-def complete_runs(tracker: tt.Tracker, count: int = 1) -> None:
-    """Start and complete ``count`` short sessions (two events each)."""
-    sessions = [tracker.start_session(USER, ACTIVITY) for _ in range(count)]
-    time.sleep(0.02)
-    for session in sessions:
-        session.complete(1)
 
 
 def timed_flush(tracker: tt.Tracker, timeout: float) -> tuple[bool, float]:
@@ -377,9 +355,7 @@ def test_network_failures_name_host_and_cause_once_per_change(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Connection refused, then 503, then recovery: one WARNING per cause, then an INFO."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
     tracker = make_tracker(f"http://127.0.0.1:{port}/caliper/event", auth=tt.BearerToken("tok-Zq9"))
     with caplog.at_level(logging.DEBUG, logger="timeback_tracker"):
         complete_runs(tracker)

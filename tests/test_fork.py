@@ -8,7 +8,7 @@ import json
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,6 @@ from timeback_tracker.testing import LocalCollector
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 CHILD_TIMEOUT = 30.0
-
-
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
 
 
 def run_in_child(

@@ -85,19 +85,6 @@ def fake_os(monkeypatch: pytest.MonkeyPatch, idle: FakeSource, lock: FakeSource)
 
 
 @pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """Time that moves only when told to."""
-    return FakeClock()
-
-
-@pytest.fixture
 def make_tracker(collector: LocalCollector) -> Iterator[Callable[..., tt.Tracker]]:
     """Trackers with presence="os" pointed at the collector, closed after the test."""
     made: list[tt.Tracker] = []

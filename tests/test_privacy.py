@@ -12,7 +12,7 @@ import pytest
 import requests
 
 import timeback_tracker as tt
-from tests.support import ACTIVITY, SENSOR
+from tests.support import ACTIVITY, SENSOR, wait_ok_after
 from timeback_tracker.testing import LocalCollector
 
 CLIENT_ID = "kiosk-lab-3"
@@ -60,14 +60,6 @@ def captured() -> Iterator[Capture]:
     logging.getLogger().removeHandler(handler)
     for logger, level in zip(loggers, saved, strict=True):
         logger.setLevel(level)
-
-
-def wait_ok_after(collector: LocalCollector, index: int, timeout: float = 10.0) -> bool:
-    """Wait until an events request after the first ``index`` requests was answered 200."""
-    return collector.wait_for(
-        lambda c: any(r.status == 200 and r.path == "/caliper/event" for r in c.requests[index:]),
-        timeout,
-    )
 
 
 def assert_private(text: str, secrets: list[str], where: str) -> None:

@@ -12,7 +12,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,13 +35,6 @@ from timeback_tracker.testing import FakeClock, LocalCollector
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_kill = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-
-
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
 
 
 @pytest.fixture

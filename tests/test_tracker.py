@@ -18,13 +18,6 @@ MakeTracker = Callable[..., tt.Tracker]
 
 
 @pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
-
-
-@pytest.fixture
 def make_tracker(collector: LocalCollector) -> Iterator[MakeTracker]:
     """Trackers pointed at the collector, closed after the test."""
     made: list[tt.Tracker] = []
