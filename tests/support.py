@@ -44,7 +44,7 @@ def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     while not condition():
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.01)
+        time.sleep(0.01)  # the polling interval
     return True
 
 

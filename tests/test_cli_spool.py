@@ -382,7 +382,7 @@ KIOSK = textwrap.dedent(
     )
     print("run", session.run_id, flush=True)
     while True:
-        time.sleep(0.02)
+        time.sleep(0.02)  # the kiosk's pace: input every 20 ms of real time
         session.touch()
         print("active", session.active_seconds, flush=True)
     """

@@ -410,11 +410,11 @@ def test_timeline_shows_a_real_runs_windows_to_scale_with_the_completion(
         session = tracker.start_session(USER, ACTIVITY, course_id="PAGE-1")
         selector = f'.run[data-run-id="{session.run_id}"]'
         wait_until(browser, "return document.querySelector(arguments[0] + ' .win')", selector)
-        time.sleep(0.45)
+        time.sleep(0.45)  # runs: the page draws windows of 0.1 s
         session.pause()
-        time.sleep(0.35)
+        time.sleep(0.35)  # paused for a while
         session.resume()
-        time.sleep(0.3)
+        time.sleep(0.3)  # runs again
         session.complete(1, total_questions=4, correct_questions=3)
         assert tracker.flush(5.0)
     windows = sorted(collector.time_spent_events(session.run_id), key=lambda e: e["eventTime"])

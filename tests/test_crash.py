@@ -40,7 +40,7 @@ KIOSK = textwrap.dedent(
     )
     print("run", session.run_id, flush=True)
     while True:
-        time.sleep(0.02)
+        time.sleep(0.02)  # the kiosk's pace: input every 20 ms of real time
         session.touch()
         print("active", session.active_seconds, flush=True)
     """
@@ -147,7 +147,7 @@ def test_spool_left_while_offline_is_drained_by_the_next_process(
                 id="https://app.example.com/a/1", subject="Math", app=tt.App(name="Kiosk")
             ),
         )
-        time.sleep(0.5)
+        time.sleep(0.5)  # the session runs half a second
         session.complete(1, total_questions=3, correct_questions=3)
         print(session.run_id, session.active_seconds)
         """

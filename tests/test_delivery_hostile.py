@@ -286,11 +286,11 @@ EXIT_APP = textwrap.dedent(
             id="https://app.example.com/a/1", subject="Math", app=tt.App(name="App")
         ),
     )
-    time.sleep(0.05)
+    time.sleep(0.05)  # a zero-length final window would not be sent
     session.complete(1)
     deadline = time.monotonic() + 10
     while tracker.stats().failed == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+        time.sleep(0.01)  # polls (the child script has no tests.support)
     print("exiting", flush=True)
     """
 )

@@ -29,7 +29,7 @@ APP = textwrap.dedent(
             id="https://app.example.com/a/1", subject="Math", app=tt.App(name="App")
         ),
     )
-    time.sleep(0.35)
+    time.sleep(0.35)  # the session runs: windows to deliver at exit
     if action == "complete":
         session.complete(2, total_questions=2, correct_questions=2)
     print(session.run_id, session.active_seconds, flush=True)

@@ -110,12 +110,13 @@ def test_live_session_survives_scripted_faults(collector: LocalCollector) -> Non
         collector.go_down()
         down_at = time.monotonic()
         queued_before = tracker.stats().queued
-        time.sleep(3.0)
+        time.sleep(3.0)  # the outage, while windows keep closing
         main.pause()
-        time.sleep(1.5)
+        time.sleep(1.5)  # paused during the outage
         main.resume()
         second.complete(2, total_questions=3, correct_questions=2)
-        time.sleep(max(0.0, down_at + OUTAGE_SECONDS - time.monotonic()))
+        # The rest of the outage: it lasts OUTAGE_SECONDS in all.
+        time.sleep(max(0.0, down_at + OUTAGE_SECONDS - time.monotonic()))  # real time
         # About two windows a second for the main run alone.
         assert tracker.stats().queued - queued_before >= OUTAGE_SECONDS
         collector.come_back()

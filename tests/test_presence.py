@@ -393,7 +393,7 @@ def test_the_heartbeat_polls_once_a_second_while_sessions_are_open(
     tracker = make_tracker(heartbeat_interval=3600)
     session = tracker.start_session(USER, ACTIVITY)
     started = time.monotonic()
-    time.sleep(2.5)
+    time.sleep(2.5)  # polls are counted over 2.5 s of real time
     assert 2 <= idle.reads - 1 <= 4  # one read at detection, then one a second
     threads = {t.name for t in threading.enumerate()}
     assert "timeback-tracker-heartbeat" in threads
@@ -495,7 +495,7 @@ def test_x11_idle_time_follows_synthetic_input(
     # Input 0.1 s after a poll: counted from the next poll it would be ~0.9 s late.
     seen = len(polls)
     assert eventually(lambda: len(polls) > seen)
-    time.sleep(0.1)
+    time.sleep(0.1)  # the input comes 0.1 s after a poll
     inactive_before = session.inactive_seconds
     input_at = time.monotonic()
     xdotool("mousemove", "200", "150")
@@ -526,7 +526,7 @@ def test_x11_connection_loss_does_not_end_the_process(tmp_path: Path) -> None:
         number = os.read(read_end, 16).decode().strip()
         source = XScreenSaverIdle(":" + number)
         assert source.read() >= 0
-        server.kill(); server.wait(); time.sleep(0.2)
+        server.kill(); server.wait(); time.sleep(0.2)  # a margin before reading the dead link
         for _ in range(3):
             try:
                 source.read()

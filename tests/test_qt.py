@@ -102,7 +102,7 @@ def pump(app: Any, seconds: float = 0.0) -> None:
         app.processEvents()
         if time.monotonic() >= deadline:
             return
-        time.sleep(0.01)
+        time.sleep(0.01)  # pump()'s pace: real time between event loop runs
 
 
 def pump_until(app: Any, condition: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -524,12 +524,12 @@ def test_focus_lost_to_another_application_pauses(display: str) -> None:
         def pump(seconds):
             end = time.monotonic() + seconds
             while time.monotonic() < end:
-                app.processEvents(); time.sleep(0.01)
+                app.processEvents(); time.sleep(0.01)  # pump's pace
 
         def pump_until(condition):
             end = time.monotonic() + 5
             while time.monotonic() < end and not condition():
-                app.processEvents(); time.sleep(0.01)
+                app.processEvents(); time.sleep(0.01)  # polls (no tests.support in the child)
             return condition()
 
         with LocalCollector() as collector:

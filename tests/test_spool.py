@@ -75,7 +75,7 @@ elif mode == "fork-checkpoint":
     # with PYTHONUNBUFFERED=1) print's pieces interleave.
     if child == 0:
         os.write(1, b"child\n")  # after the at-fork hooks ran
-        time.sleep(60)
+        time.sleep(60)  # the child stays alive until the parent is done
         os._exit(0)
     os.write(1, f"ready {child}\n".encode())
     sys.stdin.read()
@@ -98,7 +98,7 @@ elif mode == "churn":
                 time.sleep(0.01)  # "sending": a window for another process to take them too
             outbox.ack(batch)
             if not batch and seq >= count:
-                time.sleep(0.005)
+                time.sleep(0.005)  # idle: nothing to take yet
     outbox.close()
 """
 
