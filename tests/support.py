@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import socket
@@ -9,7 +10,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,30 @@ def spy(session: tt.Session) -> list[str]:
 
         setattr(session, name, recording)
     return calls
+
+
+MakeTracker = Callable[..., tt.Tracker]
+"""``make(clock=None, **config overrides) -> Tracker``: what a ``make_tracker`` fixture gives."""
+
+
+@contextlib.contextmanager
+def tracker_factory(close_timeout: float = 1.0, **defaults: Any) -> Iterator[MakeTracker]:
+    """Make trackers with :data:`SENSOR` and the config ``defaults`` (each call may override
+    them, and pass a ``clock``); close every one, ``close_timeout`` seconds at most each, on exit.
+    """
+    made: list[tt.Tracker] = []
+
+    def make(clock: Any = None, **overrides: Any) -> tt.Tracker:
+        config = tt.TrackerConfig(**{"sensor": SENSOR, **defaults, **overrides})
+        tracker = tt.Tracker(config, clock=clock)
+        made.append(tracker)
+        return tracker
+
+    try:
+        yield make
+    finally:
+        for tracker in made:
+            tracker.close(timeout=close_timeout)
 
 
 def complete_runs(tracker: tt.Tracker, count: int = 1, xp: float = 1) -> list[tt.Session]:

@@ -6,7 +6,7 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
@@ -19,10 +19,12 @@ from tests.support import (
     ACTIVITY,
     SENSOR,
     USER,
+    MakeTracker,
     assert_conserved,
     assert_contiguous,
     complete_runs,
     eventually,
+    tracker_factory,
     windows,
 )
 from timeback_tracker.auth import TokenError
@@ -31,8 +33,6 @@ from timeback_tracker.testing import LocalCollector
 CLIENT_ID = "kiosk"
 SECRET = "s3cret-Zq9-never-logged"
 TIMEOUT = (2.0, 2.0)
-
-MakeTracker = Callable[..., tt.Tracker]
 
 
 @pytest.fixture
@@ -47,24 +47,14 @@ def make_tracker(
     collector: LocalCollector, failures: list[tt.DeliveryFailure]
 ) -> Iterator[MakeTracker]:
     """Trackers pointed at the collector with ClientCredentials, closed after the test."""
-    made: list[tt.Tracker] = []
-
-    def make(**overrides: Any) -> tt.Tracker:
-        settings: dict[str, Any] = {
-            "sensor": SENSOR,
-            "endpoint": collector.url,
-            "auth": tt.ClientCredentials(CLIENT_ID, SECRET, collector.token_url),
-            "heartbeat_interval": 3600,
-            "on_error": failures.append,
-        }
-        settings.update(overrides)
-        tracker = tt.Tracker(tt.TrackerConfig(**settings))
-        made.append(tracker)
-        return tracker
-
-    yield make
-    for tracker in made:
-        tracker.close(timeout=0.5)
+    with tracker_factory(
+        close_timeout=0.5,
+        endpoint=collector.url,
+        auth=tt.ClientCredentials(CLIENT_ID, SECRET, collector.token_url),
+        heartbeat_interval=3600,
+        on_error=failures.append,
+    ) as make:
+        yield make
 
 
 def event_statuses(collector: LocalCollector) -> list[int | None]:

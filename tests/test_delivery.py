@@ -14,12 +14,13 @@ import pytest
 import timeback_tracker as tt
 from tests.support import (
     ACTIVITY,
-    SENSOR,
     USER,
+    MakeTracker,
     assert_conserved,
     complete_runs,
     completion_event_id,
     eventually,
+    tracker_factory,
     windows,
 )
 from timeback_tracker import tracker as tracker_module
@@ -31,25 +32,12 @@ from timeback_tracker.testing import LocalCollector
 @pytest.fixture
 def make_tracker(
     collector: LocalCollector, failures: list[tt.DeliveryFailure]
-) -> Iterator[Callable[..., tt.Tracker]]:
+) -> Iterator[MakeTracker]:
     """Trackers pointed at the collector, reporting into ``failures``."""
-    made: list[tt.Tracker] = []
-
-    def make(**overrides: Any) -> tt.Tracker:
-        settings: dict[str, Any] = {
-            "sensor": SENSOR,
-            "endpoint": collector.url,
-            "heartbeat_interval": 3600,
-            "on_error": failures.append,
-        }
-        settings.update(overrides)
-        tracker = tt.Tracker(tt.TrackerConfig(**settings))
-        made.append(tracker)
-        return tracker
-
-    yield make
-    for tracker in made:
-        tracker.close(timeout=1.0)
+    with tracker_factory(
+        endpoint=collector.url, heartbeat_interval=3600, on_error=failures.append
+    ) as make:
+        yield make
 
 
 def test_status_classification() -> None:

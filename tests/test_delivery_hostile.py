@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,15 @@ import pytest
 
 import timeback_tracker as tt
 from tests.hostile import HostileServer, answer, redirect, trickle_body
-from tests.support import SENSOR, closed_port, complete_runs, eventually
+from tests.support import (
+    SENSOR,
+    MakeTracker,
+    closed_port,
+    complete_runs,
+    eventually,
+    tracker_factory,
+)
 from timeback_tracker.testing import LocalCollector
-
-MakeTracker = Callable[..., tt.Tracker]
 
 
 @pytest.fixture
@@ -34,24 +39,10 @@ def server() -> Iterator[HostileServer]:
 @pytest.fixture
 def make_tracker(failures: list[tt.DeliveryFailure]) -> Iterator[MakeTracker]:
     """Memory-only trackers reporting into ``failures``, closed after the test."""
-    made: list[tt.Tracker] = []
-
-    def make(endpoint: str, **overrides: Any) -> tt.Tracker:
-        settings: dict[str, Any] = {
-            "sensor": SENSOR,
-            "endpoint": endpoint,
-            "heartbeat_interval": 3600,
-            "spool_path": None,
-            "on_error": failures.append,
-        }
-        settings.update(overrides)
-        tracker = tt.Tracker(tt.TrackerConfig(**settings))
-        made.append(tracker)
-        return tracker
-
-    yield make
-    for tracker in made:
-        tracker.close(timeout=0.5)
+    with tracker_factory(
+        close_timeout=0.5, heartbeat_interval=3600, spool_path=None, on_error=failures.append
+    ) as make:
+        yield lambda endpoint, **overrides: make(endpoint=endpoint, **overrides)
 
 
 def timed_flush(tracker: tt.Tracker, timeout: float) -> tuple[bool, float]:

@@ -29,10 +29,12 @@ from tests.support import (
     ACTIVITY,
     SENSOR,
     USER,
+    MakeTracker,
     assert_conserved,
     assert_contiguous,
     eventually,
     item,
+    tracker_factory,
     windows,
 )
 from timeback_tracker import _presence
@@ -85,26 +87,16 @@ def fake_os(monkeypatch: pytest.MonkeyPatch, idle: FakeSource, lock: FakeSource)
 
 
 @pytest.fixture
-def make_tracker(collector: LocalCollector) -> Iterator[Callable[..., tt.Tracker]]:
+def make_tracker(collector: LocalCollector) -> Iterator[MakeTracker]:
     """Trackers with presence="os" pointed at the collector, closed after the test."""
-    made: list[tt.Tracker] = []
-
-    def make(clock: Any = None, **overrides: Any) -> tt.Tracker:
-        settings: dict[str, Any] = {
-            "sensor": SENSOR,
-            "endpoint": collector.url,
-            "heartbeat_interval": 3600,
-            "presence": "os",
-            "spool_path": None,
-        }
-        settings.update(overrides)
-        tracker = tt.Tracker(tt.TrackerConfig(**settings), clock=clock)
-        made.append(tracker)
-        return tracker
-
-    yield make
-    for tracker in made:
-        tracker.close(timeout=2.0)
+    with tracker_factory(
+        close_timeout=2.0,
+        endpoint=collector.url,
+        heartbeat_interval=3600,
+        presence="os",
+        spool_path=None,
+    ) as make:
+        yield make
 
 
 def start_by_hand(tracker: tt.Tracker) -> tt.Session:

@@ -6,36 +6,28 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
 import timeback_tracker as tt
-from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, assert_contiguous, item, windows
+from tests.support import (
+    ACTIVITY,
+    USER,
+    MakeTracker,
+    assert_conserved,
+    assert_contiguous,
+    item,
+    tracker_factory,
+    windows,
+)
 from timeback_tracker.testing import FakeClock, LocalCollector
-
-MakeTracker = Callable[..., tt.Tracker]
 
 
 @pytest.fixture
 def make_tracker(collector: LocalCollector) -> Iterator[MakeTracker]:
     """Trackers pointed at the collector, closed after the test."""
-    made: list[tt.Tracker] = []
-
-    def make(clock: Any = None, **overrides: Any) -> tt.Tracker:
-        settings: dict[str, Any] = {
-            "sensor": SENSOR,
-            "endpoint": collector.url,
-            "heartbeat_interval": 0.2,
-        }
-        settings.update(overrides)
-        tracker = tt.Tracker(tt.TrackerConfig(**settings), clock=clock)
-        made.append(tracker)
-        return tracker
-
-    yield make
-    for tracker in made:
-        tracker.close(timeout=1.0)
+    with tracker_factory(endpoint=collector.url, heartbeat_interval=0.2) as make:
+        yield make
 
 
 def test_session_delivers_windows_and_one_completion_last(
