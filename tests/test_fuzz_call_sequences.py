@@ -77,7 +77,7 @@ pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExce
 
 HEARTBEAT = 0.05
 CALL_LIMIT = 15.0
-"""Seconds a flush() or close() may take here before it counts as hung."""
+"""Seconds a call may take here before it counts as hung (``bounded``'s default too)."""
 THREAD_NAMES = ("timeback-tracker-heartbeat", "timeback-tracker-delivery")
 RETRYABLE = (500, 502, 503, 429, 408)
 
@@ -148,11 +148,6 @@ def _metrics(questions: tuple[Any, Any], **others: Any) -> dict[str, Any]:
     return {"total_questions": questions[0], "correct_questions": questions[1], **others}
 
 
-def metric_arguments(at_least: int = 0) -> st.SearchStrategy[dict[str, Any]]:
-    """complete()'s keyword arguments, ``at_least`` of them hostile."""
-    return arguments(METRIC_FIELDS, at_least=at_least).map(lambda drawn: _metrics(**drawn))
-
-
 METRIC_FIELDS: Fields = {
     "xp_earned": (st.one_of(st.integers(0, 200), st.floats(-10, 500)), HOSTILE_NUMBERS),
     "questions": (
@@ -162,6 +157,13 @@ METRIC_FIELDS: Fields = {
     "mastered_units": (st.one_of(st.none(), COUNT), HOSTILE_NUMBERS),
     "pct_complete": (st.one_of(st.none(), st.floats(0, 100)), HOSTILE_NUMBERS),
 }
+
+
+def metric_arguments(at_least: int = 0) -> st.SearchStrategy[dict[str, Any]]:
+    """complete()'s keyword arguments, ``at_least`` of them hostile."""
+    return arguments(METRIC_FIELDS, at_least=at_least).map(lambda drawn: _metrics(**drawn))
+
+
 METRICS = st.deferred(metric_arguments)  # a short repr
 TIMEOUTS = st.one_of(
     st.sampled_from([0, 0.0, -1, 1e-9, 0.05, 0.2, 1e300, math.inf, -math.inf, math.nan, 10**400]),
@@ -180,6 +182,7 @@ _EXTRA_CONFIG = arguments(
     }
 )
 EXTRA_CONFIG = st.deferred(lambda: _EXTRA_CONFIG)  # a short repr
+"""TrackerConfig arguments of a short-lived tracker (sensor, endpoint and on_error fixed)."""
 
 
 class PublicSurface(RuleBasedStateMachine):

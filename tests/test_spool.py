@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import timeback_tracker as tt
+from tests.strategies import examples
 from tests.support import (
     SENSOR,
     T0,
@@ -340,7 +341,7 @@ def new_outbox(kind: str, directory: str, max_queue: int) -> Outbox:
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     max_queue=st.integers(1, 8),
     script=st.lists(
