@@ -1,4 +1,6 @@
-"""Shared fixtures: a valid student, activity context, run id and window times."""
+"""Shared fixtures: a loopback collector, a fake clock, a valid student, activity context,
+run id and window times. A test module that needs another kind (a collector that
+requires tokens, one per module) defines its own under the same name."""
 
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import requests
 from hypothesis import HealthCheck, settings
 
 import timeback_tracker as tt
 from tests.support import eventually
+from timeback_tracker.testing import FakeClock, LocalCollector
 
 # `make test` (and CI) run the same examples every time: a failure there is
 # the code's, not the draw's. HYPOTHESIS_PROFILE=explore draws new examples,
@@ -62,6 +66,32 @@ def private_data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_DATA_HOME", str(home))
     monkeypatch.setenv("LOCALAPPDATA", str(home))
     return home
+
+
+@pytest.fixture
+def collector() -> Iterator[LocalCollector]:
+    """A collector on loopback (no authentication, emails hidden: the defaults)."""
+    with LocalCollector() as running:
+        yield running
+
+
+@pytest.fixture
+def failures() -> list[tt.DeliveryFailure]:
+    """What on_error received (pass ``failures.append`` as ``on_error``)."""
+    return []
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    """A requests session (keep-alive), closed after the test."""
+    with requests.Session() as session:
+        yield session
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """Time that moves only when told to."""
+    return FakeClock()
 
 
 @pytest.fixture

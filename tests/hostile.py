@@ -105,7 +105,7 @@ def trickle_body(interval: float, length: int = 1000, status: int = 200) -> Repl
     def reply(sock: socket.socket, server: HostileServer) -> None:
         sock.sendall(_head(status, [("Content-Length", str(length))]))
         for _ in range(length):
-            time.sleep(interval)
+            time.sleep(interval)  # the trickle's pace: real time between bytes
             sock.sendall(b"z")
             server.body_bytes += 1
 
@@ -118,7 +118,7 @@ def trickle_head(interval: float) -> Reply:
     def reply(sock: socket.socket, server: HostileServer) -> None:
         head = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"s" * 60000
         for byte in head:
-            time.sleep(interval)
+            time.sleep(interval)  # the trickle's pace: real time between bytes
             sock.sendall(bytes([byte]))
 
     return reply

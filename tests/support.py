@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import socket
 import sqlite3
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -42,8 +45,97 @@ def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     while not condition():
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.01)
+        time.sleep(0.01)  # the polling interval
     return True
+
+
+def bounded(call: Callable[[], Any], limit: float = 15.0) -> Any:
+    """``call()`` in a daemon thread: its result (or its exception), or a failed test
+    if it has not returned within ``limit`` seconds (a hang fails instead of hanging)."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:
+            outcome.append((False, exc))
+
+    worker = threading.Thread(target=run, name="test-bounded-call", daemon=True)
+    worker.start()
+    worker.join(limit)
+    assert not worker.is_alive(), f"{call!r} did not return within {limit} s"
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released): connections are refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def closed_port_url(path: str = "/caliper/event") -> str:
+    """A loopback URL where nothing listens: every connection is refused at once."""
+    return f"http://127.0.0.1:{closed_port()}{path}"
+
+
+def wait_ok_after(collector: LocalCollector, index: int, timeout: float = 10.0) -> bool:
+    """Wait until an events request after the first ``index`` requests was answered 200."""
+    return collector.wait_for(
+        lambda c: any(r.status == 200 and r.path == "/caliper/event" for r in c.requests[index:]),
+        timeout,
+    )
+
+
+def spy(session: tt.Session) -> list[str]:
+    """Record the names of the session's touch/pause/resume calls, in order (still made)."""
+    calls: list[str] = []
+    for name in ("touch", "pause", "resume"):
+        method = getattr(session, name)
+
+        def recording(name: str = name, method: Callable[[], None] = method) -> None:
+            calls.append(name)
+            method()
+
+        setattr(session, name, recording)
+    return calls
+
+
+MakeTracker = Callable[..., tt.Tracker]
+"""``make(clock=None, **config overrides) -> Tracker``: what a ``make_tracker`` fixture gives."""
+
+
+@contextlib.contextmanager
+def tracker_factory(close_timeout: float = 1.0, **defaults: Any) -> Iterator[MakeTracker]:
+    """Make trackers with :data:`SENSOR` and the config ``defaults`` (each call may override
+    them, and pass a ``clock``); close every one, ``close_timeout`` seconds at most each, on exit.
+    """
+    made: list[tt.Tracker] = []
+
+    def make(clock: Any = None, **overrides: Any) -> tt.Tracker:
+        config = tt.TrackerConfig(**{"sensor": SENSOR, **defaults, **overrides})
+        tracker = tt.Tracker(config, clock=clock)
+        made.append(tracker)
+        return tracker
+
+    try:
+        yield make
+    finally:
+        for tracker in made:
+            tracker.close(timeout=close_timeout)
+
+
+def complete_runs(tracker: tt.Tracker, count: int = 1, xp: float = 1) -> list[tt.Session]:
+    """Start and complete ``count`` short sessions (two events each) of :data:`USER`."""
+    sessions = [tracker.start_session(USER, ACTIVITY) for _ in range(count)]
+    time.sleep(0.02)  # deliberate: a zero-length final window would not be sent
+    for session in sessions:
+        session.complete(xp)
+    return sessions
 
 
 def new_run() -> str:
@@ -91,6 +183,47 @@ def assert_contiguous(events: list[dict[str, Any]]) -> None:
     for before, after in itertools.pairwise(events):
         assert item(after, "active")["startDate"] == item(before, "active")["endDate"]
 
+
+# -- public calls given hostile arguments ------------------------------------------------
+
+ALLOWED = (tt.TimebackTrackerError, ValueError, TypeError)
+"""What a public call may raise, whatever it is given."""
+
+
+def attempt(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call; return its result, or the allowed error it raised (anything else propagates)."""
+    try:
+        return call(*args, **kwargs)
+    except ALLOWED as exc:
+        return exc
+
+
+def canonical(data: Any) -> str:
+    """Comparable JSON text (keys sorted, NaN allowed so that nothing is hidden)."""
+    return json.dumps(json.loads(json.dumps(data)), sort_keys=True)
+
+
+def wire_bytes(data: Any) -> bytes:
+    """``data`` as a strict JSON UTF-8 body: what a real endpoint can parse (no NaN, no
+    lone surrogates; either raises)."""
+    return json.dumps(data, allow_nan=False, ensure_ascii=False).encode("utf-8")
+
+
+def assert_round_trips(obj: Any) -> None:
+    """What the library accepted goes on the wire as strict JSON and loads back the same."""
+    sent = tt.dump(obj)
+    again = tt.load(json.loads(wire_bytes(sent)), type(obj))
+    assert canonical(tt.dump(again)) == canonical(sent)
+
+
+def assert_no_email(error: BaseException, emails: tuple[str, ...]) -> None:
+    """An error message never quotes an email address it was given."""
+    text = str(error) + repr(getattr(error, "errors", ""))
+    for email in emails:
+        assert email not in text, f"the email {email!r} leaked into {type(error).__name__}"
+
+
+# -- outbox entries of one run ------------------------------------------------------------
 
 T0 = datetime(2026, 1, 27, 10, 0, tzinfo=timezone.utc)
 T0_MS = round(T0.timestamp() * 1000)

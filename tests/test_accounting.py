@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.strategies import examples
 from timeback_tracker._accounting import MAX_VALUE_MS, RunAccounting, Window
 from timeback_tracker.exceptions import SessionStateError, TimebackTrackerError
 from timeback_tracker.testing import FakeClock
@@ -1015,7 +1016,7 @@ IDLE = st.none() | st.integers(0, 300)
 CUTOFF = st.none() | st.integers(0, 600)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(idle=IDLE, cutoff=CUTOFF, calls=steps(sleeps=False))
 def test_random_runs_match_the_model_window_by_window(
     idle: int | None, cutoff: int | None, calls: list[tuple[str, int]]
@@ -1029,7 +1030,7 @@ def test_random_runs_match_the_model_window_by_window(
     driver.check_windows_against_model()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(idle=IDLE, cutoff=CUTOFF, calls=steps(sleeps=True))
 def test_random_runs_with_sleeps_keep_the_invariants(
     idle: int | None, cutoff: int | None, calls: list[tuple[str, int]]
@@ -1042,7 +1043,7 @@ def test_random_runs_with_sleeps_keep_the_invariants(
     driver.end()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(idle=IDLE, cutoff=CUTOFF, calls=steps(sleeps=True))
 def test_random_runs_over_days_keep_the_invariants(
     idle: int | None, cutoff: int | None, calls: list[tuple[str, int]]
@@ -1081,7 +1082,7 @@ def test_a_snapshot_restores_to_the_same_accounting_and_tells_its_seq() -> None:
         RunAccounting.restore([*snapshot[:-1], "x"])
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     idle=IDLE,
     cutoff=CUTOFF,

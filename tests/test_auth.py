@@ -6,7 +6,7 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
@@ -19,9 +19,12 @@ from tests.support import (
     ACTIVITY,
     SENSOR,
     USER,
+    MakeTracker,
     assert_conserved,
     assert_contiguous,
+    complete_runs,
     eventually,
+    tracker_factory,
     windows,
 )
 from timeback_tracker.auth import TokenError
@@ -30,8 +33,6 @@ from timeback_tracker.testing import LocalCollector
 CLIENT_ID = "kiosk"
 SECRET = "s3cret-Zq9-never-logged"
 TIMEOUT = (2.0, 2.0)
-
-MakeTracker = Callable[..., tt.Tracker]
 
 
 @pytest.fixture
@@ -42,49 +43,18 @@ def collector() -> Iterator[LocalCollector]:
 
 
 @pytest.fixture
-def failures() -> list[tt.DeliveryFailure]:
-    """What on_error received."""
-    return []
-
-
-@pytest.fixture
 def make_tracker(
     collector: LocalCollector, failures: list[tt.DeliveryFailure]
 ) -> Iterator[MakeTracker]:
     """Trackers pointed at the collector with ClientCredentials, closed after the test."""
-    made: list[tt.Tracker] = []
-
-    def make(**overrides: Any) -> tt.Tracker:
-        settings: dict[str, Any] = {
-            "sensor": SENSOR,
-            "endpoint": collector.url,
-            "auth": tt.ClientCredentials(CLIENT_ID, SECRET, collector.token_url),
-            "heartbeat_interval": 3600,
-            "on_error": failures.append,
-        }
-        settings.update(overrides)
-        tracker = tt.Tracker(tt.TrackerConfig(**settings))
-        made.append(tracker)
-        return tracker
-
-    yield make
-    for tracker in made:
-        tracker.close(timeout=0.5)
-
-
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    """An HTTP session for calling authorization() directly."""
-    with requests.Session() as session:
-        yield session
-
-
-def complete_run(tracker: tt.Tracker) -> tt.Session:
-    """Start and complete one short session (two events)."""
-    session = tracker.start_session(USER, ACTIVITY)
-    time.sleep(0.01)  # a zero-length final window would not be sent
-    session.complete(0)
-    return session
+    with tracker_factory(
+        close_timeout=0.5,
+        endpoint=collector.url,
+        auth=tt.ClientCredentials(CLIENT_ID, SECRET, collector.token_url),
+        heartbeat_interval=3600,
+        on_error=failures.append,
+    ) as make:
+        yield make
 
 
 def event_statuses(collector: LocalCollector) -> list[int | None]:
@@ -219,7 +189,7 @@ def test_token_is_fetched_once_and_reused_across_requests(
     """Many envelopes, one token request."""
     tracker = make_tracker()
     for _ in range(4):
-        complete_run(tracker)
+        complete_runs(tracker, xp=0)
         assert tracker.flush(5.0)
     assert event_statuses(collector) == [200] * 4
     assert len(collector.events) == 8
@@ -232,13 +202,13 @@ def test_token_is_refreshed_ahead_of_expiry(make_tracker: MakeTracker) -> None:
         tracker = make_tracker(
             endpoint=short.url, auth=tt.ClientCredentials(CLIENT_ID, SECRET, short.token_url)
         )
-        complete_run(tracker)
+        complete_runs(tracker, xp=0)
         assert tracker.flush(5.0)
-        complete_run(tracker)
+        complete_runs(tracker, xp=0)
         assert tracker.flush(5.0)
         assert short.token_requests == 1
         time.sleep(1.1)  # past the refresh point (half of 2 s), well before expiry
-        complete_run(tracker)
+        complete_runs(tracker, xp=0)
         assert tracker.flush(5.0)
         assert short.token_requests == 2
         # Refreshed proactively: the endpoint never had to refuse a token.
@@ -337,7 +307,7 @@ def test_bad_secret_keeps_events_queued(
     """A token endpoint 401: events stay queued, nothing is dead-lettered, on_error is told."""
     bad_secret = "wrong-" + SECRET
     tracker = make_tracker(auth=tt.ClientCredentials(CLIENT_ID, bad_secret, collector.token_url))
-    complete_run(tracker)
+    complete_runs(tracker, xp=0)
     assert eventually(lambda: len(failures) >= 2)
     stats = tracker.stats()
     assert stats.queued == 2
@@ -360,7 +330,7 @@ def test_token_endpoint_503_is_retried_then_succeeds(
     """A 503 from the token endpoint is retried; the events then go out."""
     collector.fail_token_next(503)
     tracker = make_tracker()
-    session = complete_run(tracker)
+    [session] = complete_runs(tracker, xp=0)
     assert tracker.flush(10.0)
     assert collector.token_requests == 2
     assert len(collector.completions(session.run_id)) == 1
@@ -461,7 +431,7 @@ def test_bearer_token_delivers(failures: list[tt.DeliveryFailure]) -> None:
             on_error=failures.append,
         )
         with tt.Tracker(config) as tracker:
-            session = complete_run(tracker)
+            [session] = complete_runs(tracker, xp=0)
             assert tracker.flush(5.0)
         assert len(guarded.completions(session.run_id)) == 1
         assert guarded.token_requests == 0
@@ -482,7 +452,7 @@ def test_wrong_bearer_token_keeps_events_and_tells_on_error(
         )
         tracker = tt.Tracker(config)
         try:
-            complete_run(tracker)
+            complete_runs(tracker, xp=0)
             assert eventually(lambda: len(failures) >= 2)
             requests_made, reported = len(guarded.requests), len(failures)
             stats = tracker.stats()

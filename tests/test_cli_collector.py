@@ -647,7 +647,7 @@ def test_a_tracker_session_arrives_through_scripted_503s(start: Any) -> None:
     )
     with tt.Tracker(config) as tracker:
         session = tracker.start_session(user=USER, activity=ACTIVITY)
-        time.sleep(0.35)
+        time.sleep(0.35)  # the session runs: windows close every 0.1 s
         session.complete(xp_earned=1, total_questions=4, correct_questions=3)
         assert tracker.flush(timeout=TIMEOUT)
         stats = tracker.stats()

@@ -7,7 +7,6 @@ import os
 import pty
 import re
 import select
-import socket
 import struct
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import closed_port
 from timeback_tracker._demo import LOG_HEADER, STATUS_HEADER
 from timeback_tracker.testing import LocalCollector
 
@@ -40,14 +40,6 @@ STARTUP_SLACK = 3.0  # seconds for the interpreter and the imports, on a busy ma
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the demo with its output on a pipe."""
     return subprocess.run([*DEMO, *args], capture_output=True, text=True, timeout=120, check=False)
-
-
-def closed_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def spooled_files(home: Path) -> list[Path]:

@@ -12,7 +12,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -219,13 +218,6 @@ def queued(path: Path) -> int:
         return admin.status().queued
 
 
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
-
-
 def on_terminal(
     env: dict[str, str], *args: str, stream: str, answer: bytes = b""
 ) -> tuple[int, str, str]:
@@ -390,7 +382,7 @@ KIOSK = textwrap.dedent(
     )
     print("run", session.run_id, flush=True)
     while True:
-        time.sleep(0.02)
+        time.sleep(0.02)  # the kiosk's pace: input every 20 ms of real time
         session.touch()
         print("active", session.active_seconds, flush=True)
     """

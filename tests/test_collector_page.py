@@ -98,13 +98,6 @@ def states(book: RunBook, now: float) -> dict[str, str]:
     return {run["runId"]: run["state"] for run in book.overview(T0 + now)["runs"]}
 
 
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A started collector (emails hidden, the default)."""
-    with LocalCollector() as running:
-        yield running
-
-
 def api(collector: LocalCollector, path: str, **headers: str) -> requests.Response:
     """GET a page route of the collector."""
     return requests.get(collector.base_url + path, headers=headers, timeout=TIMEOUT)
@@ -417,11 +410,11 @@ def test_timeline_shows_a_real_runs_windows_to_scale_with_the_completion(
         session = tracker.start_session(USER, ACTIVITY, course_id="PAGE-1")
         selector = f'.run[data-run-id="{session.run_id}"]'
         wait_until(browser, "return document.querySelector(arguments[0] + ' .win')", selector)
-        time.sleep(0.45)
+        time.sleep(0.45)  # runs: the page draws windows of 0.1 s
         session.pause()
-        time.sleep(0.35)
+        time.sleep(0.35)  # paused for a while
         session.resume()
-        time.sleep(0.3)
+        time.sleep(0.3)  # runs again
         session.complete(1, total_questions=4, correct_questions=3)
         assert tracker.flush(5.0)
     windows = sorted(collector.time_spent_events(session.run_id), key=lambda e: e["eventTime"])

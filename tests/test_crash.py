@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,7 +40,7 @@ KIOSK = textwrap.dedent(
     )
     print("run", session.run_id, flush=True)
     while True:
-        time.sleep(0.02)
+        time.sleep(0.02)  # the kiosk's pace: input every 20 ms of real time
         session.touch()
         print("active", session.active_seconds, flush=True)
     """
@@ -54,13 +53,6 @@ LOST_PER_KILL = 1.0  # seconds of counted time a kill may lose: the checkpoint p
 # kill moments on every run, so a failure there is the code's, not the draw's;
 # HYPOTHESIS_PROFILE=explore draws new ones (the seed is in every failure message).
 SEED = random.randrange(1 << 30) if os.environ.get("HYPOTHESIS_PROFILE") == "explore" else 20260127
-
-
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
 
 
 def start_kiosk(endpoint: str, spool: Path, interval: float) -> tuple[subprocess.Popen[str], str]:
@@ -155,7 +147,7 @@ def test_spool_left_while_offline_is_drained_by_the_next_process(
                 id="https://app.example.com/a/1", subject="Math", app=tt.App(name="Kiosk")
             ),
         )
-        time.sleep(0.5)
+        time.sleep(0.5)  # the session runs half a second
         session.complete(1, total_questions=3, correct_questions=3)
         print(session.run_id, session.active_seconds)
         """

@@ -14,11 +14,13 @@ import pytest
 import timeback_tracker as tt
 from tests.support import (
     ACTIVITY,
-    SENSOR,
     USER,
+    MakeTracker,
     assert_conserved,
+    complete_runs,
     completion_event_id,
     eventually,
+    tracker_factory,
     windows,
 )
 from timeback_tracker import tracker as tracker_module
@@ -28,49 +30,14 @@ from timeback_tracker.testing import LocalCollector
 
 
 @pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
-
-
-@pytest.fixture
-def failures() -> list[tt.DeliveryFailure]:
-    """What on_error received."""
-    return []
-
-
-@pytest.fixture
 def make_tracker(
     collector: LocalCollector, failures: list[tt.DeliveryFailure]
-) -> Iterator[Callable[..., tt.Tracker]]:
+) -> Iterator[MakeTracker]:
     """Trackers pointed at the collector, reporting into ``failures``."""
-    made: list[tt.Tracker] = []
-
-    def make(**overrides: Any) -> tt.Tracker:
-        settings: dict[str, Any] = {
-            "sensor": SENSOR,
-            "endpoint": collector.url,
-            "heartbeat_interval": 3600,
-            "on_error": failures.append,
-        }
-        settings.update(overrides)
-        tracker = tt.Tracker(tt.TrackerConfig(**settings))
-        made.append(tracker)
-        return tracker
-
-    yield make
-    for tracker in made:
-        tracker.close(timeout=1.0)
-
-
-def complete_runs(tracker: tt.Tracker, count: int) -> list[tt.Session]:
-    """Start and complete ``count`` short sessions (two events each)."""
-    sessions = [tracker.start_session(USER, ACTIVITY) for _ in range(count)]
-    time.sleep(0.02)
-    for session in sessions:
-        session.complete(1)
-    return sessions
+    with tracker_factory(
+        endpoint=collector.url, heartbeat_interval=3600, on_error=failures.append
+    ) as make:
+        yield make
 
 
 def test_status_classification() -> None:
@@ -171,7 +138,7 @@ def test_poison_event_is_isolated_and_dead_lettered(
     )
     # Hold delivery until every event is queued, so they travel in one batch.
     collector.go_down()
-    time.sleep(0.02)
+    time.sleep(0.02)  # a zero-length final window would not be sent
     for session in sessions:
         session.complete(1)
     collector.come_back()

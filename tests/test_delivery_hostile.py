@@ -6,12 +6,11 @@ from __future__ import annotations
 import logging
 import math
 import random
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,15 @@ import pytest
 
 import timeback_tracker as tt
 from tests.hostile import HostileServer, answer, redirect, trickle_body
-from tests.support import ACTIVITY, SENSOR, USER, eventually
+from tests.support import (
+    SENSOR,
+    MakeTracker,
+    closed_port,
+    complete_runs,
+    eventually,
+    tracker_factory,
+)
 from timeback_tracker.testing import LocalCollector
-
-MakeTracker = Callable[..., tt.Tracker]
-
-
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
 
 
 @pytest.fixture
@@ -40,40 +37,12 @@ def server() -> Iterator[HostileServer]:
 
 
 @pytest.fixture
-def failures() -> list[tt.DeliveryFailure]:
-    """What on_error received."""
-    return []
-
-
-@pytest.fixture
 def make_tracker(failures: list[tt.DeliveryFailure]) -> Iterator[MakeTracker]:
     """Memory-only trackers reporting into ``failures``, closed after the test."""
-    made: list[tt.Tracker] = []
-
-    def make(endpoint: str, **overrides: Any) -> tt.Tracker:
-        settings: dict[str, Any] = {
-            "sensor": SENSOR,
-            "endpoint": endpoint,
-            "heartbeat_interval": 3600,
-            "spool_path": None,
-            "on_error": failures.append,
-        }
-        settings.update(overrides)
-        tracker = tt.Tracker(tt.TrackerConfig(**settings))
-        made.append(tracker)
-        return tracker
-
-    yield make
-    for tracker in made:
-        tracker.close(timeout=0.5)
-
-
-def complete_runs(tracker: tt.Tracker, count: int = 1) -> None:
-    """Start and complete ``count`` short sessions (two events each)."""
-    sessions = [tracker.start_session(USER, ACTIVITY) for _ in range(count)]
-    time.sleep(0.02)
-    for session in sessions:
-        session.complete(1)
+    with tracker_factory(
+        close_timeout=0.5, heartbeat_interval=3600, spool_path=None, on_error=failures.append
+    ) as make:
+        yield lambda endpoint, **overrides: make(endpoint=endpoint, **overrides)
 
 
 def timed_flush(tracker: tt.Tracker, timeout: float) -> tuple[bool, float]:
@@ -308,11 +277,11 @@ EXIT_APP = textwrap.dedent(
             id="https://app.example.com/a/1", subject="Math", app=tt.App(name="App")
         ),
     )
-    time.sleep(0.05)
+    time.sleep(0.05)  # a zero-length final window would not be sent
     session.complete(1)
     deadline = time.monotonic() + 10
     while tracker.stats().failed == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+        time.sleep(0.01)  # polls (the child script has no tests.support)
     print("exiting", flush=True)
     """
 )
@@ -377,9 +346,7 @@ def test_network_failures_name_host_and_cause_once_per_change(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Connection refused, then 503, then recovery: one WARNING per cause, then an INFO."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
     tracker = make_tracker(f"http://127.0.0.1:{port}/caliper/event", auth=tt.BearerToken("tok-Zq9"))
     with caplog.at_level(logging.DEBUG, logger="timeback_tracker"):
         complete_runs(tracker)

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import timeback_tracker as tt
+from tests.strategies import examples
 from tests.support import ACTIVITY, USER
 from timeback_tracker._accounting import MAX_VALUE_MS
 from timeback_tracker._events import (
@@ -76,7 +77,7 @@ def utc(epoch_ms: int) -> datetime:
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     parts=run_parts(),
     segment=st.text(alphabet="0123456789abcdef", min_size=12, max_size=12),
@@ -129,7 +130,7 @@ def test_a_rendered_window_is_byte_for_byte_the_models_dump(
     assert model_json(tt.load(json.loads(rendered), tt.TimeSpentEvent)) == rendered  # valid
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     parts=run_parts(),
     when=st.integers(0, 253_402_300_799_000),
@@ -198,7 +199,7 @@ METRIC = (
 )
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(xp=METRIC, total=METRIC, correct=METRIC, mastered=METRIC, pct=METRIC)
 def test_the_completion_fast_path_renders_what_the_models_render_or_defers_to_them(
     xp: object, total: object, correct: object, mastered: object, pct: object
@@ -278,7 +279,7 @@ def test_format_ms_is_datetimes_at_leap_days_and_year_ends() -> None:
         assert format_ms(epoch_ms) == stdlib_timestamp(epoch_ms), epoch_ms
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     start=st.integers(0, 253_402_300_799_999 - 10 * MAX_VALUE_MS),
     steps=st.lists(st.integers(0, MAX_VALUE_MS), min_size=1, max_size=10),
@@ -291,7 +292,7 @@ def test_format_ms_of_consecutive_windows_is_datetimes(start: int, steps: list[i
         assert format_ms(epoch_ms) == stdlib_timestamp(epoch_ms)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     run=st.uuids(),
     segment=st.text(alphabet="0123456789abcdef", min_size=12, max_size=12),

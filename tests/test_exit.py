@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 
-import pytest
-
-from tests.support import assert_conserved, assert_contiguous, windows
+from tests.support import assert_conserved, assert_contiguous, closed_port, windows
 from timeback_tracker.testing import LocalCollector
 
 APP = textwrap.dedent(
@@ -33,20 +29,13 @@ APP = textwrap.dedent(
             id="https://app.example.com/a/1", subject="Math", app=tt.App(name="App")
         ),
     )
-    time.sleep(0.35)
+    time.sleep(0.35)  # the session runs: windows to deliver at exit
     if action == "complete":
         session.complete(2, total_questions=2, correct_questions=2)
     print(session.run_id, session.active_seconds, flush=True)
     # No close(), no flush(): the exit hook must deliver.
     """
 )
-
-
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
 
 
 def run_app(endpoint: str, exit_timeout: float, action: str) -> tuple[str, float, float]:
@@ -91,9 +80,7 @@ def test_open_session_is_ended_at_exit(collector: LocalCollector) -> None:
 
 def test_exit_is_bounded_when_the_endpoint_is_unreachable() -> None:
     """With nothing listening, the process still exits within about exit_timeout."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dead_port = probe.getsockname()[1]
+    dead_port = closed_port()
     baseline = time.monotonic()
     subprocess.run([sys.executable, "-c", "import timeback_tracker"], check=True)
     startup = time.monotonic() - baseline

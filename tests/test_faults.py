@@ -17,6 +17,7 @@ from tests.support import (
     assert_conserved,
     assert_contiguous,
     completion_event_id,
+    wait_ok_after,
     windows,
 )
 from timeback_tracker._events import time_spent_event_id
@@ -38,13 +39,6 @@ def collector() -> Iterator[LocalCollector]:
 def event_requests(collector: LocalCollector, start: int = 0) -> list[RequestRecord]:
     """Requests to the events endpoint, from the ``start``-th request on."""
     return [r for r in collector.requests[start:] if r.path == EVENTS_PATH]
-
-
-def wait_ok_after(collector: LocalCollector, start: int, timeout: float = 10.0) -> bool:
-    """Wait until an events request after the first ``start`` requests was answered 200."""
-    return collector.wait_for(
-        lambda c: any(r.status == 200 for r in event_requests(c, start)), timeout
-    )
 
 
 def run_order(collector: LocalCollector, run_id: str) -> list[str]:
@@ -116,12 +110,13 @@ def test_live_session_survives_scripted_faults(collector: LocalCollector) -> Non
         collector.go_down()
         down_at = time.monotonic()
         queued_before = tracker.stats().queued
-        time.sleep(3.0)
+        time.sleep(3.0)  # the outage, while windows keep closing
         main.pause()
-        time.sleep(1.5)
+        time.sleep(1.5)  # paused during the outage
         main.resume()
         second.complete(2, total_questions=3, correct_questions=2)
-        time.sleep(max(0.0, down_at + OUTAGE_SECONDS - time.monotonic()))
+        # The rest of the outage: it lasts OUTAGE_SECONDS in all.
+        time.sleep(max(0.0, down_at + OUTAGE_SECONDS - time.monotonic()))  # real time
         # About two windows a second for the main run alone.
         assert tracker.stats().queued - queued_before >= OUTAGE_SECONDS
         collector.come_back()

@@ -8,7 +8,7 @@ import json
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,6 @@ from timeback_tracker.testing import LocalCollector
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 CHILD_TIMEOUT = 30.0
-
-
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
 
 
 def run_in_child(
@@ -118,9 +111,9 @@ def test_child_starts_over_and_parent_keeps_its_events(collector: LocalCollector
             checks["inherited_session_refused"] = refused == [True] * 4
             checks["inherited_state"] = session.state == "ended"
             own = tracker.start_session(USER, ACTIVITY, course_id="MATH-3")
-            time.sleep(0.25)
+            time.sleep(0.25)  # the child's session runs
             own.pause()
-            time.sleep(0.05)
+            time.sleep(0.05)  # paused a moment
             own.complete(1, total_questions=2, correct_questions=2)
             # The parent brings the collector back meanwhile (come_back_soon).
             checks["flushed"] = tracker.flush(20.0)
@@ -152,7 +145,7 @@ def test_child_starts_over_and_parent_keeps_its_events(collector: LocalCollector
 
         # The parent's session still works and its backlog goes out from here.
         session.touch()
-        time.sleep(0.15)
+        time.sleep(0.15)  # the parent's session runs on
         session.complete(2)
         assert tracker.flush(15.0)
         stats = tracker.stats()
@@ -193,7 +186,7 @@ def test_fork_of_an_idle_tracker_gives_the_child_a_working_tracker(
 
         def child() -> dict[str, Any]:
             session = tracker.start_session(USER, ACTIVITY)
-            time.sleep(0.01)
+            time.sleep(0.01)  # a zero-length final window would not be sent
             session.complete(0)
             flushed = tracker.flush(10.0)
             tracker.close(timeout=1.0)
@@ -203,7 +196,7 @@ def test_fork_of_an_idle_tracker_gives_the_child_a_working_tracker(
         assert report["exit_code"] == 0, report
         assert len(collector.completions(report["run_id"])) == 1
         session = tracker.start_session(USER, ACTIVITY)
-        time.sleep(0.01)
+        time.sleep(0.01)  # a zero-length final window would not be sent
         session.complete(0)
         assert tracker.flush(5.0)
         assert len(collector.completions(session.run_id)) == 1
@@ -223,11 +216,11 @@ def test_forked_child_on_a_shared_spool_loses_and_duplicates_nothing(
     tracker = tt.Tracker(config)
     try:
         session = tracker.start_session(USER, ACTIVITY)
-        time.sleep(0.35)
+        time.sleep(0.35)  # windows reach the spool before the fork
 
         def child() -> dict[str, Any]:
             own = tracker.start_session(USER, ACTIVITY)
-            time.sleep(0.3)
+            time.sleep(0.3)  # the child's session runs
             own.complete(1)
             tracker.close(timeout=1.0)  # whatever it could not send stays in the spool
             return {"ok": True, "run_id": own.run_id, "active": own.active_seconds}

@@ -29,10 +29,12 @@ from tests.support import (
     ACTIVITY,
     SENSOR,
     USER,
+    MakeTracker,
     assert_conserved,
     assert_contiguous,
     eventually,
     item,
+    tracker_factory,
     windows,
 )
 from timeback_tracker import _presence
@@ -85,39 +87,16 @@ def fake_os(monkeypatch: pytest.MonkeyPatch, idle: FakeSource, lock: FakeSource)
 
 
 @pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """Time that moves only when told to."""
-    return FakeClock()
-
-
-@pytest.fixture
-def make_tracker(collector: LocalCollector) -> Iterator[Callable[..., tt.Tracker]]:
+def make_tracker(collector: LocalCollector) -> Iterator[MakeTracker]:
     """Trackers with presence="os" pointed at the collector, closed after the test."""
-    made: list[tt.Tracker] = []
-
-    def make(clock: Any = None, **overrides: Any) -> tt.Tracker:
-        settings: dict[str, Any] = {
-            "sensor": SENSOR,
-            "endpoint": collector.url,
-            "heartbeat_interval": 3600,
-            "presence": "os",
-            "spool_path": None,
-        }
-        settings.update(overrides)
-        tracker = tt.Tracker(tt.TrackerConfig(**settings), clock=clock)
-        made.append(tracker)
-        return tracker
-
-    yield make
-    for tracker in made:
-        tracker.close(timeout=2.0)
+    with tracker_factory(
+        close_timeout=2.0,
+        endpoint=collector.url,
+        heartbeat_interval=3600,
+        presence="os",
+        spool_path=None,
+    ) as make:
+        yield make
 
 
 def start_by_hand(tracker: tt.Tracker) -> tt.Session:
@@ -406,7 +385,7 @@ def test_the_heartbeat_polls_once_a_second_while_sessions_are_open(
     tracker = make_tracker(heartbeat_interval=3600)
     session = tracker.start_session(USER, ACTIVITY)
     started = time.monotonic()
-    time.sleep(2.5)
+    time.sleep(2.5)  # polls are counted over 2.5 s of real time
     assert 2 <= idle.reads - 1 <= 4  # one read at detection, then one a second
     threads = {t.name for t in threading.enumerate()}
     assert "timeback-tracker-heartbeat" in threads
@@ -508,7 +487,7 @@ def test_x11_idle_time_follows_synthetic_input(
     # Input 0.1 s after a poll: counted from the next poll it would be ~0.9 s late.
     seen = len(polls)
     assert eventually(lambda: len(polls) > seen)
-    time.sleep(0.1)
+    time.sleep(0.1)  # the input comes 0.1 s after a poll
     inactive_before = session.inactive_seconds
     input_at = time.monotonic()
     xdotool("mousemove", "200", "150")
@@ -539,7 +518,7 @@ def test_x11_connection_loss_does_not_end_the_process(tmp_path: Path) -> None:
         number = os.read(read_end, 16).decode().strip()
         source = XScreenSaverIdle(":" + number)
         assert source.read() >= 0
-        server.kill(); server.wait(); time.sleep(0.2)
+        server.kill(); server.wait(); time.sleep(0.2)  # a margin before reading the dead link
         for _ in range(3):
             try:
                 source.read()

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 import timeback_tracker as tt
-from tests.support import ACTIVITY, SENSOR
+from tests.support import ACTIVITY, SENSOR, wait_ok_after
 from timeback_tracker.testing import LocalCollector
 
 CLIENT_ID = "kiosk-lab-3"
@@ -62,14 +62,6 @@ def captured() -> Iterator[Capture]:
         logger.setLevel(level)
 
 
-def wait_ok_after(collector: LocalCollector, index: int, timeout: float = 10.0) -> bool:
-    """Wait until an events request after the first ``index`` requests was answered 200."""
-    return collector.wait_for(
-        lambda c: any(r.status == 200 and r.path == "/caliper/event" for r in c.requests[index:]),
-        timeout,
-    )
-
-
 def assert_private(text: str, secrets: list[str], where: str) -> None:
     """None of the secrets, and no credential header value, is in ``text``."""
     for secret in secrets:
@@ -116,7 +108,7 @@ def test_full_session_leaks_no_secret_token_or_email(captured: Capture) -> None:
 
             doomed.complete(3, total_questions=4, correct_questions=2)
             main.pause()
-            time.sleep(0.15)
+            time.sleep(0.15)  # paused a moment (real time)
             main.resume()
             # Far more XP than active minutes: the library logs a warning about it.
             main.complete(90, total_questions=10, correct_questions=9, pct_complete=50)
@@ -201,7 +193,7 @@ def test_library_adds_no_handlers_and_sets_no_levels() -> None:
         config = tt.TrackerConfig(sensor=SENSOR, endpoint=collector.url, heartbeat_interval=0.05)
         with tt.Tracker(config) as tracker:
             session = tracker.start_session(STUDENT, ACTIVITY)
-            time.sleep(0.12)
+            time.sleep(0.12)  # windows close (heartbeat 0.05 s): the loggers get used
             session.complete(0)
             assert tracker.flush(5.0)
     names = set(LIBRARY_LOGGERS) | {

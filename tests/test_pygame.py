@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,9 @@ from tests.support import (  # noqa: E402
     USER,
     assert_conserved,
     assert_contiguous,
+    closed_port_url,
     item,
+    spy,
 )
 from tests.support import windows as run_windows  # noqa: E402
 from timeback_tracker import _presence  # noqa: E402
@@ -59,19 +60,6 @@ def display() -> Iterator[Any]:
 
 
 @pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """Time that moves only when told to."""
-    return FakeClock()
-
-
-@pytest.fixture
 def session(collector: LocalCollector, clock: FakeClock) -> Iterator[tt.Session]:
     """A running session on a fake clock; idle after 1 s without input, no heartbeat."""
     config = tt.TrackerConfig(
@@ -90,28 +78,6 @@ def deliver(binding: PygameBinding, *events: tuple[int, dict[str, Any]]) -> list
         binding.handle(event)
         seen.append(event.type)
     return seen
-
-
-def spy(session: tt.Session) -> list[str]:
-    """Record the names of the session's touch/pause/resume calls, in order."""
-    calls: list[str] = []
-    for name in ("touch", "pause", "resume"):
-        method = getattr(session, name)
-
-        def recording(name: str = name, method: Callable[[], None] = method) -> None:
-            calls.append(name)
-            method()
-
-        setattr(session, name, recording)
-    return calls
-
-
-def closed_port_url() -> str:
-    """A loopback URL where nothing listens: every connection is refused at once."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/caliper/event"
 
 
 # -- input ------------------------------------------------------------------------------------

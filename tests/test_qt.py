@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -36,8 +35,10 @@ from tests.support import (  # noqa: E402
     USER,
     assert_conserved,
     assert_contiguous,
+    closed_port_url,
     eventually,
     item,
+    spy,
 )
 from tests.support import windows as run_windows  # noqa: E402
 from timeback_tracker import _presence  # noqa: E402
@@ -83,19 +84,6 @@ def window(qapp: Any, errors: list[BaseException]) -> Iterator[Any]:
 
 
 @pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """Time that moves only when told to."""
-    return FakeClock()
-
-
-@pytest.fixture
 def session(collector: LocalCollector, clock: FakeClock) -> Iterator[tt.Session]:
     """A running session on a fake clock; idle after 1 s without input, no heartbeat."""
     config = tt.TrackerConfig(
@@ -114,7 +102,7 @@ def pump(app: Any, seconds: float = 0.0) -> None:
         app.processEvents()
         if time.monotonic() >= deadline:
             return
-        time.sleep(0.01)
+        time.sleep(0.01)  # pump()'s pace: real time between event loop runs
 
 
 def pump_until(app: Any, condition: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -125,28 +113,6 @@ def pump_until(app: Any, condition: Callable[[], bool], timeout: float = 5.0) ->
         return condition()
 
     return eventually(pumped, timeout)
-
-
-def spy(session: tt.Session) -> list[str]:
-    """Record the names of the session's touch/pause/resume calls, in order."""
-    calls: list[str] = []
-    for name in ("touch", "pause", "resume"):
-        method = getattr(session, name)
-
-        def recording(name: str = name, method: Callable[[], None] = method) -> None:
-            calls.append(name)
-            method()
-
-        setattr(session, name, recording)
-    return calls
-
-
-def closed_port_url() -> str:
-    """A loopback URL where nothing listens: every connection is refused at once."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/caliper/event"
 
 
 # -- input ------------------------------------------------------------------------------
@@ -558,12 +524,12 @@ def test_focus_lost_to_another_application_pauses(display: str) -> None:
         def pump(seconds):
             end = time.monotonic() + seconds
             while time.monotonic() < end:
-                app.processEvents(); time.sleep(0.01)
+                app.processEvents(); time.sleep(0.01)  # pump's pace
 
         def pump_until(condition):
             end = time.monotonic() + 5
             while time.monotonic() < end and not condition():
-                app.processEvents(); time.sleep(0.01)
+                app.processEvents(); time.sleep(0.01)  # polls (no tests.support in the child)
             return condition()
 
         with LocalCollector() as collector:

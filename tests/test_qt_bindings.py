@@ -36,7 +36,7 @@ DRIVE = textwrap.dedent(
             if time.monotonic() > deadline:
                 return False
             app.processEvents()
-            time.sleep(0.01)
+            time.sleep(0.01)  # polls (the child script has no tests.support)
         return True
 
     errors = []

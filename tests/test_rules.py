@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -25,7 +24,7 @@ import timeback_tracker as tt
 import timeback_tracker.auth
 import timeback_tracker.cli as cli
 import timeback_tracker.exceptions
-from tests.support import ACTIVITY, SENSOR, USER
+from tests.support import ACTIVITY, SENSOR, USER, closed_port
 from timeback_tracker import _rules
 from timeback_tracker._accounting import MAX_VALUE_MS
 from timeback_tracker.testing import FakeClock
@@ -695,9 +694,7 @@ def test_timeout_argument_rule(value: Any, expected: tuple[type[Exception], str]
 def test_a_negative_timeout_waits_for_nothing() -> None:
     """With an event held and the endpoint unreachable, flush(-1) and flush(0) report
     False at once, and close(-1) returns at once."""
-    with socket.socket() as probe:  # a loopback port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
     clock = FakeClock()
     endpoint = f"http://127.0.0.1:{port}/caliper/event"
     tracker = tt.Tracker(config(endpoint=endpoint, spool_path=None), clock=clock)
@@ -735,9 +732,7 @@ def test_token_error_is_a_tracker_error_exported_with_the_others() -> None:
 def test_a_failed_token_fetch_is_caught_as_a_tracker_error() -> None:
     """An unreachable token endpoint raises TokenError, which ``except
     TimebackTrackerError`` catches, with no secret in its message."""
-    with socket.socket() as probe:  # a loopback port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
     credentials = tt.ClientCredentials(
         client_id="kiosk",
         client_secret="s3cret-never-shown",

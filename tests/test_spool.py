@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import timeback_tracker as tt
+from tests.strategies import examples
 from tests.support import (
     SENSOR,
     T0,
@@ -75,7 +76,7 @@ elif mode == "fork-checkpoint":
     # with PYTHONUNBUFFERED=1) print's pieces interleave.
     if child == 0:
         os.write(1, b"child\n")  # after the at-fork hooks ran
-        time.sleep(60)
+        time.sleep(60)  # the child stays alive until the parent is done
         os._exit(0)
     os.write(1, f"ready {child}\n".encode())
     sys.stdin.read()
@@ -98,7 +99,7 @@ elif mode == "churn":
                 time.sleep(0.01)  # "sending": a window for another process to take them too
             outbox.ack(batch)
             if not batch and seq >= count:
-                time.sleep(0.005)
+                time.sleep(0.005)  # idle: nothing to take yet
     outbox.close()
 """
 
@@ -340,7 +341,7 @@ def new_outbox(kind: str, directory: str, max_queue: int) -> Outbox:
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     max_queue=st.integers(1, 8),
     script=st.lists(

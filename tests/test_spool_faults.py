@@ -12,7 +12,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,13 +35,6 @@ from timeback_tracker.testing import FakeClock, LocalCollector
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_kill = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-
-
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
 
 
 @pytest.fixture
@@ -70,7 +62,7 @@ LOCKER = textwrap.dedent(
     conn = sqlite3.connect(sys.argv[1], isolation_level=None)
     conn.execute("BEGIN IMMEDIATE")
     print("locked", flush=True)
-    time.sleep(float(sys.argv[2]))
+    time.sleep(float(sys.argv[2]))  # holds the lock this long
     conn.execute("COMMIT")
     print("released", flush=True)
     """
@@ -230,7 +222,7 @@ def test_a_kill_while_the_spool_is_locked_never_sends_an_id_twice(
     """Killed while another process held the spool's lock for 3 s: after a restart no id
     arrives with two contents, and what is lost is at most ~1 s plus the locked time."""
     kiosk, run_id = start_kiosk(collector.url, spool, 0.3)
-    time.sleep(1.2)
+    time.sleep(1.2)  # the kiosk runs: windows reach the spool
     locker = hold_lock(spool, 3.0)
     lock_started = time.monotonic()
     time.sleep(2.0)  # windows close while the spool refuses writes
@@ -255,7 +247,7 @@ def test_exit_is_bounded_while_another_process_holds_the_lock(
     exactly what could not be kept."""
     tracker = tt.Tracker(config(collector.url, spool, exit_timeout=1.0))
     session = tracker.start_session(USER, ACTIVITY)
-    time.sleep(0.3)
+    time.sleep(0.3)  # the session runs before the outage
     collector.go_down()
     locker = hold_lock(spool, 10.0)
     try:
@@ -350,7 +342,7 @@ def test_trackers_sharing_a_spool_send_only_their_own_events(tmp_path: Path) -> 
         try:
             mine = one.start_session(USER, ACTIVITY)
             theirs = two.start_session(USER, ACTIVITY)
-            time.sleep(0.5)
+            time.sleep(0.5)  # both sessions run
             theirs.complete(1)
             mine.complete(2)
             assert one.flush(5)
@@ -374,7 +366,7 @@ def test_a_crashed_apps_windows_wait_for_their_own_endpoint(tmp_path: Path) -> N
     with LocalCollector() as home, LocalCollector() as elsewhere:
         home.go_down()
         kiosk, run_id = start_kiosk(home.url, spool, 0.2)
-        time.sleep(1.5)
+        time.sleep(1.5)  # the kiosk runs: its windows wait in the spool
         os.kill(kiosk.pid, signal.SIGKILL)
         finish(kiosk)
         with tt.Tracker(config(elsewhere.url, spool, sensor=SENSOR + "-other")) as other:
@@ -399,7 +391,7 @@ def test_a_damaged_row_is_set_aside_and_everything_else_delivered(
     collector.go_down()
     with tt.Tracker(config(collector.url, spool)) as tracker:
         session = tracker.start_session(USER, ACTIVITY)
-        time.sleep(0.7)
+        assert eventually(lambda: tracker.stats().queued >= 3)  # windows in the spool
         session.complete(1)
     conn = sqlite3.connect(spool)
     conn.execute(
@@ -461,11 +453,11 @@ FULL_DISK = textwrap.dedent(
         tt.TimebackActivityContext(id="https://app.example.com/a/1", subject="Math",
                                    app=tt.App(name="Kiosk " + "x" * 900)),
     )
-    time.sleep(0.3)
+    time.sleep(0.3)  # windows reach the spool before the disk fills
     # The disk fills up: no file may grow beyond what it is now.
     size = max(os.path.getsize(spool), os.path.getsize(spool + "-wal"))
     resource.setrlimit(resource.RLIMIT_FSIZE, (size + 4096, resource.RLIM_INFINITY))
-    time.sleep(2.0)
+    time.sleep(2.0)  # windows close while the disk is full
     print("full", flush=True)
     sys.stdin.readline()
     resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
@@ -547,7 +539,8 @@ def test_a_spool_file_deleted_underneath_is_recreated_with_what_was_held(
     for suffix in ("", "-wal", "-shm"):
         Path(f"{spool}{suffix}").unlink(missing_ok=True)
     with caplog.at_level(logging.WARNING, "timeback_tracker.spool"):
-        time.sleep(0.5)
+        # The next window's write notices, while the session runs (not at complete()).
+        assert eventually(lambda: "deleted or replaced" in caplog.text)
         session.complete(1)
         tracker.close()
     assert "deleted or replaced" in caplog.text
@@ -642,7 +635,7 @@ def test_an_interrupted_complete_records_nothing_and_can_be_retried(
     transaction, the session runs on, and complete() again records it once."""
     tracker = tt.Tracker(config(collector.url, spool if durable else None))
     session = tracker.start_session(USER, ACTIVITY)
-    time.sleep(0.3)
+    time.sleep(0.3)  # the session runs before the interrupt
     outbox = tracker._outbox
     target = type(outbox)
     name = "_write_checkpoints" if durable else "insert"
@@ -738,11 +731,11 @@ def test_refused_connections_never_cost_a_window_that_could_merge(
     )
     try:
         session = tracker.start_session(USER, ACTIVITY)
-        time.sleep(0.3)
+        time.sleep(0.3)  # the session runs before the outage
         collector.go_down()
-        time.sleep(3.0)
+        time.sleep(3.0)  # the outage: more windows than max_queue=20
         collector.come_back()
-        time.sleep(0.3)
+        time.sleep(0.3)  # the endpoint is back for a moment
         session.complete(1)
         assert tracker.flush(10)
         stats = tracker.stats()
@@ -929,7 +922,7 @@ def test_a_busy_spool_never_makes_the_queue_length_negative(
     tracker = tt.Tracker(config(collector.url, spool, heartbeat_interval=0.1))
     try:
         session = tracker.start_session(USER, ACTIVITY)
-        time.sleep(0.3)
+        time.sleep(0.3)  # the session runs before the lock
         locker = hold_lock(spool, 2.0)
         time.sleep(1.5)  # windows go to memory and are delivered from there
         assert tracker.stats().queued >= 0
@@ -1092,7 +1085,7 @@ def test_events_the_spool_refuses_at_close_wait_for_the_next_start(
     collector.go_down()
     tracker = tt.Tracker(config(collector.url, spool, exit_timeout=0.5))
     session = tracker.start_session(USER, ACTIVITY)
-    time.sleep(0.3)
+    time.sleep(0.3)  # the session runs before the lock
     locker = hold_lock(spool, 3.0)
     session.complete(1)
     with caplog.at_level(logging.WARNING):
@@ -1155,11 +1148,11 @@ TWO_SESSIONS = textwrap.dedent(
     running = tracker.start_session(user, activity)
     other = tracker.start_session(user, activity)
     print("run", running.run_id, flush=True)
-    time.sleep(2.5)
+    time.sleep(2.5)  # both sessions run; neither window closes (heartbeat 15 s)
     other.complete(1)  # a durable write while `running` has not ticked
     print("completed", flush=True)
     while True:
-        time.sleep(0.05)
+        time.sleep(0.05)  # reports active seconds 20 times a second
         print("active", running.active_seconds, flush=True)
     """
 )

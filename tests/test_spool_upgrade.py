@@ -11,12 +11,9 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 import timeback_tracker as tt
 from tests.support import SENSOR, rows, wire_completion, wire_window
@@ -126,13 +123,6 @@ def v1_spool(path: Path) -> dict[str, list[dict[str, Any]]]:
     )
     conn.close()
     return {"queued": queued, "completion": [completion], "dead": [dead], "crash": [checkpointed]}
-
-
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
 
 
 def test_a_0_1_spool_is_upgraded_and_everything_it_held_is_sent(

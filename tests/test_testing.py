@@ -32,20 +32,6 @@ completion = functools.partial(wire_completion, user=USER, activity=ACTIVITY)
 envelope = functools.partial(support_envelope, sensor=SENSOR)
 
 
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A started collector without authentication."""
-    with LocalCollector() as running:
-        yield running
-
-
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    """A requests session (keep-alive) closed after the test."""
-    with requests.Session() as session:
-        yield session
-
-
 # ---------------------------------------------------------------------- events endpoint
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -35,8 +34,10 @@ from tests.support import (  # noqa: E402
     USER,
     assert_conserved,
     assert_contiguous,
+    closed_port_url,
     eventually,
     item,
+    spy,
     windows,
 )
 from timeback_tracker._serialization import parse_timestamp  # noqa: E402
@@ -70,19 +71,6 @@ def root(display: str) -> Iterator[Any]:
 
 
 @pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """Time that moves only when told to."""
-    return FakeClock()
-
-
-@pytest.fixture
 def session(collector: LocalCollector, clock: FakeClock) -> Iterator[tt.Session]:
     """A running session on a fake clock; idle after 1 s without input, no heartbeat."""
     config = tt.TrackerConfig(
@@ -106,20 +94,6 @@ def take_focus(root: Any, widget: Any) -> None:
     """Give ``widget`` the keyboard focus for real (no window manager does it here)."""
     widget.focus_force()
     assert pump_until(root, lambda: root.focus_get() is widget)
-
-
-def spy(session: tt.Session) -> list[str]:
-    """Record the names of the session's touch/pause/resume calls, in order."""
-    calls: list[str] = []
-    for name in ("touch", "pause", "resume"):
-        method = getattr(session, name)
-
-        def recording(name: str = name, method: Callable[[], None] = method) -> None:
-            calls.append(name)
-            method()
-
-        setattr(session, name, recording)
-    return calls
 
 
 def watch(root: Any, sequence: str) -> list[str]:
@@ -390,14 +364,6 @@ def test_closing_with_the_endpoint_unreachable_waits_exit_timeout_once(root: Any
     assert session.state == "ended"
     assert tracker.stats().queued == 1  # undelivered, kept for the next start (if spooled)
     assert 0.4 < took < 0.5 + 0.4, took
-
-
-def closed_port_url() -> str:
-    """A loopback URL where nothing listens: every connection is refused at once."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/caliper/event"
 
 
 def test_closing_after_completion_sends_nothing_more(root: Any, collector: LocalCollector) -> None:

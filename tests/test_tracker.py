@@ -6,43 +6,28 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
 import timeback_tracker as tt
-from tests.support import ACTIVITY, SENSOR, USER, assert_conserved, assert_contiguous, item, windows
+from tests.support import (
+    ACTIVITY,
+    USER,
+    MakeTracker,
+    assert_conserved,
+    assert_contiguous,
+    item,
+    tracker_factory,
+    windows,
+)
 from timeback_tracker.testing import FakeClock, LocalCollector
-
-MakeTracker = Callable[..., tt.Tracker]
-
-
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
 
 
 @pytest.fixture
 def make_tracker(collector: LocalCollector) -> Iterator[MakeTracker]:
     """Trackers pointed at the collector, closed after the test."""
-    made: list[tt.Tracker] = []
-
-    def make(clock: Any = None, **overrides: Any) -> tt.Tracker:
-        settings: dict[str, Any] = {
-            "sensor": SENSOR,
-            "endpoint": collector.url,
-            "heartbeat_interval": 0.2,
-        }
-        settings.update(overrides)
-        tracker = tt.Tracker(tt.TrackerConfig(**settings), clock=clock)
-        made.append(tracker)
-        return tracker
-
-    yield make
-    for tracker in made:
-        tracker.close(timeout=1.0)
+    with tracker_factory(endpoint=collector.url, heartbeat_interval=0.2) as make:
+        yield make
 
 
 def test_session_delivers_windows_and_one_completion_last(
@@ -51,7 +36,7 @@ def test_session_delivers_windows_and_one_completion_last(
     """Heartbeat windows arrive contiguous and conserved, and the completion comes last."""
     tracker = make_tracker()
     session = tracker.start_session(USER, ACTIVITY, course_id="MATH-3")
-    time.sleep(0.7)
+    time.sleep(0.7)  # the session runs: windows close every 0.2 s
     session.complete(1, total_questions=3, correct_questions=2, mastered_units=1, pct_complete=10)
     assert tracker.flush(5.0)
     events = windows(collector, session.run_id)
@@ -202,9 +187,9 @@ def test_several_sessions_run_at_once(collector: LocalCollector, make_tracker: M
     tracker = make_tracker()
     first = tracker.start_session(USER, ACTIVITY)
     second = tracker.start_session(USER, ACTIVITY, run_id=uuid.uuid4())
-    time.sleep(0.5)
+    time.sleep(0.5)  # both sessions run
     first.pause()
-    time.sleep(0.3)
+    time.sleep(0.3)  # the first one paused for a while
     first.complete(1)
     second.complete(2)
     assert tracker.flush(5.0)
@@ -267,7 +252,7 @@ def test_touch_from_many_threads_while_heartbeat_runs(
     workers = [threading.Thread(target=hammer) for _ in range(3)]
     for worker in workers:
         worker.start()
-    time.sleep(0.6)
+    time.sleep(0.6)  # the threads hammer the session for 0.6 s
     stop.set()
     for worker in workers:
         worker.join()
@@ -322,11 +307,11 @@ def test_real_minute_session_matches_measured_time(
     mark = (before, time.monotonic())
     # (seconds running, seconds paused) phases adding up to one minute
     for run_for, pause_for in ((9.3, 4.1), (12.0, 0.6), (7.7, 9.9), (11.1, 5.3)):
-        time.sleep(run_for)
+        time.sleep(run_for)  # the phase, in real time
         now = timed(session.pause)
         phase(running, mark, now)
         mark = now
-        time.sleep(pause_for)
+        time.sleep(pause_for)  # the phase, in real time
         now = timed(session.resume)
         phase(paused, mark, now)
         mark = now

@@ -27,7 +27,7 @@ from tests.hostile import (
     trickle_body,
     trickle_head,
 )
-from tests.support import SENSOR, window
+from tests.support import SENSOR, bounded, closed_port, window
 from timeback_tracker._http import REPLY_CAP, decode_body
 from timeback_tracker._transport import Outcome, Transport, encode_envelope
 from timeback_tracker.testing import LocalCollector
@@ -74,14 +74,9 @@ def wire_events(count: int = 2) -> list[str]:
 
 def send_in_thread(transport: Transport, limit: float = 20.0) -> tuple[Outcome, float]:
     """Send from a daemon thread (so a hang fails the test instead of hanging it)."""
-    result: list[Outcome] = []
     started = time.monotonic()
-    thread = threading.Thread(target=lambda: result.append(transport.send(wire_events())))
-    thread.daemon = True
-    thread.start()
-    thread.join(limit)
-    assert result, f"send() did not return within {limit} s"
-    return result[0], time.monotonic() - started
+    outcome: Outcome = bounded(lambda: transport.send(wire_events()), limit)
+    return outcome, time.monotonic() - started
 
 
 def test_envelope_wraps_the_wire_texts_as_they_are() -> None:
@@ -234,19 +229,11 @@ def test_compressed_token_replies_are_decoded_within_the_cap() -> None:
 # -- reached, and the causes of network failures (point 7) ------------------------------------
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def test_connection_refused_names_host_and_port_and_never_reached(
     make_transport: Callable[..., Transport],
 ) -> None:
     """Nothing listening: "connection refused by host:port", reached False."""
-    port = free_port()
+    port = closed_port()
     outcome = make_transport(f"http://127.0.0.1:{port}/caliper/event").send(wire_events())
     assert outcome == Outcome(
         "retry", None, f"connection refused by 127.0.0.1:{port}", None, reached=False
@@ -315,7 +302,7 @@ def test_connect_timeout_never_reached(make_transport: Callable[..., Transport])
 
 def test_no_token_never_reached(make_transport: Callable[..., Transport]) -> None:
     """When the token endpoint is down the events request is never made: reached False."""
-    port = free_port()
+    port = closed_port()
     auth = tt.ClientCredentials("kiosk", "s3cret", f"http://127.0.0.1:{port}/oauth2/token")
     outcome = make_transport(f"http://127.0.0.1:{port}/caliper/event", auth).send(wire_events())
     assert (outcome.verdict, outcome.reached) == ("retry", False)

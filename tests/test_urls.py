@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from urllib3.util import parse_url as urllib3_parse_url
 
 import timeback_tracker as tt
+from tests.strategies import examples
 from tests.support import SENSOR
 from timeback_tracker._urls import check_url, parse_url, safe_url
 
@@ -157,7 +158,7 @@ def connection_target(url: str) -> tuple[str, str, int]:
 
 
 @pytest.mark.slow(7)
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=examples(3000), deadline=None)
 @given(hostile_urls)
 @example("http://evil.example.com\\@127.0.0.1:9/caliper/event")
 @example("http://127.0.0.1:9\\@evil.example.com/caliper/event")
