@@ -3,8 +3,10 @@
 Every class is a frozen attrs class whose fields mirror the wire JSON
 (``snake_case`` here, ``camelCase`` on the wire; see :func:`timeback_tracker.dump`).
 Constructing one with a value that breaks a rule of the Timeback Caliper API
-raises :class:`~timeback_tracker.ValidationError` naming every bad field; the
-rules themselves live in ``_rules.py``.
+raises :class:`~timeback_tracker.ValidationError` naming every bad field. Each
+field names its rule (built from ``_rules.py``) in its attrs metadata;
+:func:`field_rules` lists them for :func:`timeback_tracker.load`, which judges
+each field as it reads it, so building a model and loading one cannot differ.
 
 One module for the whole model, though longer than the ~600 lines other
 modules keep to: the entities, the metrics and the two events are one
@@ -14,13 +16,15 @@ is field declarations and docstrings.
 
 from __future__ import annotations
 
+import contextvars
 import enum
+import functools
 import math
 import typing
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import attrs
 
@@ -68,6 +72,7 @@ COMPLETED_TYPE: Final = "ActivityEvent"
 """The wire ``type`` of an :class:`ActivityCompletedEvent` (its ``action`` is ``Completed``)."""
 MAX_SECONDS: Final = DAY_SECONDS
 
+T = TypeVar("T")
 _GENERATED_NAMESPACE: Final = uuid.UUID("6f1d8a52-3c4e-5b7a-9d2e-1a0b9c8d7e6f")
 
 
@@ -112,13 +117,6 @@ class ActivityMetricType(str, enum.Enum):
     TOTAL_QUESTIONS = "totalQuestions"
     CORRECT_QUESTIONS = "correctQuestions"
     MASTERED_UNITS = "masteredUnits"
-
-
-def _check(owner: str, *checks: tuple[str, str | None]) -> None:
-    """Raise one ValidationError listing every failed check of ``owner``."""
-    errors = [FieldError(f"{owner}.{name}", problem) for name, problem in checks if problem]
-    if errors:
-        raise ValidationError(errors)
 
 
 # --------------------------------------------------------------------------
@@ -177,28 +175,141 @@ def _extensions(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return dict(value) if isinstance(value, Mapping) else value
 
 
-_CONSTANTS: dict[type[Any], tuple[tuple[str, str, object], ...]] = {}
+# --------------------------------------------------------------------------
+# Rules. Each field carries its own in its attrs metadata: building a model runs
+# them all (_Model), and load() runs each one as it reads the field.
+
+_RULE: Final = "timeback_tracker.rule"
+Rule = Callable[[Any, Mapping[str, Any]], Iterable[tuple[str, str | None]]]
+"""A field's rule: (value, the valid fields before it) -> (path below the field, problem)."""
 
 
-def _constants(cls: type[Any]) -> tuple[tuple[str, str, object], ...]:
-    """(wire name, attribute, value) of the fields of ``cls`` typed ``Literal[...]``: the
-    fields that hold a single allowed value (``type``, ``@context``, ...)."""
-    found = _CONSTANTS.get(cls)
-    if found is None:  # once per class: every event built goes through here
+def _rule(check: Callable[[Any], str | None]) -> dict[str, Rule]:
+    """attrs metadata: ``check`` (value -> problem or None) is the field's rule."""
+    return {_RULE: lambda value, _: (("", check(value)),)}
+
+
+def _rules(rule: Rule) -> dict[str, Rule]:
+    """attrs metadata: ``rule``, which reports below the field or reads those before it."""
+    return {_RULE: rule}
+
+
+def _instance_of(cls: type[Any]) -> Callable[[Any], str | None]:
+    """The rule of a field that holds another model."""
+    message = f"must be {'an' if cls.__name__[0] in 'AEIOU' else 'a'} {cls.__name__}"
+    return lambda value: None if isinstance(value, cls) else message
+
+
+def _constant(allowed: object) -> Rule:
+    """The rule of ``type``, ``@context`` and the like: they hold their one allowed value."""
+    message = f"must be {allowed!r}"
+    return lambda value, _: (
+        ("", None if isinstance(value, str) and value == allowed else message),
+    )
+
+
+class FieldRule(typing.NamedTuple):
+    """One field of a model, its JSON key and its rule (see :func:`field_rules`)."""
+
+    field: attrs.Attribute[Any]
+    key: str
+    rule: Rule
+
+    def problems(self, value: Any, valid: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """The rules that ``value`` breaks as the value of this field.
+
+        Args:
+            value: The value, as the model holds it (converted).
+            valid: The fields before this one that hold valid values, by attribute
+                name. A rule that spans fields (``endDate`` not before ``startDate``)
+                reads them here, and skips the comparison when one is not valid.
+
+        Returns:
+            (path below the model, rule) pairs: ``("extensions.runId", "must be a UUID")``.
+        """
+        if value is None and self.field.default is None:
+            return []  # an optional field, left out
+        return [
+            (f"{self.key}.{below}" if below else self.key, problem)
+            for below, problem in self.rule(value, valid)
+            if problem
+        ]
+
+
+_FIELD_RULES: dict[type[Any], tuple[FieldRule, ...]] = {}
+
+
+def field_rules(cls: type[Any]) -> tuple[FieldRule, ...]:
+    """The fields of the model ``cls``, in order, each with its rule.
+
+    Raises:
+        KeyError: A field of ``cls`` declares no rule.
+    """
+    found = _FIELD_RULES.get(cls)
+    if found is None:  # once per class: every model built goes through here
         hints = typing.get_type_hints(cls)
-        found = _CONSTANTS[cls] = tuple(
-            (wire_name(field.name), field.name, field.default)
+        found = _FIELD_RULES[cls] = tuple(
+            FieldRule(
+                field,
+                wire_name(field.name),
+                _constant(field.default)
+                if typing.get_origin(hints[field.name]) is Literal
+                else field.metadata[_RULE],
+            )
             for field in attrs.fields(cls)
-            if typing.get_origin(hints[field.name]) is Literal
         )
     return found
 
 
-def _constant_problems(instance: Any) -> Iterator[tuple[str, str | None]]:
-    """``type``, ``@context`` and the like hold their one allowed value (the wire checks them)."""
-    for name, attribute, allowed in _constants(type(instance)):
-        value = getattr(instance, attribute)
-        yield name, None if isinstance(value, str) and value == allowed else f"must be {allowed!r}"
+_JUDGED: contextvars.ContextVar[type[Any] | None] = contextvars.ContextVar(
+    "timeback_tracker.judged", default=None
+)
+
+
+def build_judged(cls: type[T], values: Mapping[str, Any]) -> T:
+    """Build the model ``cls`` from values that its :func:`field_rules` found valid.
+
+    :func:`timeback_tracker.load` judges each field as it reads it; judging them
+    all again in the constructor would cost as much again. Only ``cls`` itself
+    skips its rules: a model that its converters might build is judged as usual.
+
+    Args:
+        cls: A model class.
+        values: Its fields by attribute name, as converted and judged field by field
+            (in order, each with the valid ones before it); left out, the default.
+    """
+    token = _JUDGED.set(cls)
+    try:
+        return cls(**values)
+    finally:
+        _JUDGED.reset(token)
+
+
+def _check(instance: Any, owner: str | None = None) -> None:
+    """Raise one ValidationError listing every field of ``instance`` that breaks its rule."""
+    if _JUDGED.get() is type(instance):
+        return  # built by build_judged()
+    owner = owner or type(instance).__name__
+    valid: dict[str, Any] = {}
+    errors: list[FieldError] = []
+    for rule in field_rules(type(instance)):
+        value = getattr(instance, rule.field.name)
+        problems = rule.problems(value, valid)
+        if problems:
+            errors += (FieldError(f"{owner}.{path}", message) for path, message in problems)
+        else:
+            valid[rule.field.name] = value
+    if errors:
+        raise ValidationError(errors)
+
+
+class _Model:
+    """Every model checks its fields' rules when built, and names every bad one at once."""
+
+    __slots__ = ()
+
+    def __attrs_post_init__(self) -> None:
+        _check(self)
 
 
 def _redacted(_: object) -> str:
@@ -210,7 +321,7 @@ def _redacted(_: object) -> str:
 
 
 @attrs.frozen(kw_only=True)
-class TimebackUser:
+class TimebackUser(_Model):
     """The student (or other user) who performed the action: the event's ``actor``.
 
     Args:
@@ -220,38 +331,24 @@ class TimebackUser:
         role: ``student``, ``teacher``, ``admin`` or ``guide`` (a :class:`Role` or string).
     """
 
-    id: str
+    id: str = attrs.field(metadata=_rule(iri_problem))
     type: Literal["TimebackUser"] = "TimebackUser"
-    email: str = attrs.field(repr=_redacted)
-    name: str | None = None
-    role: Role | None = attrs.field(default=None, converter=_to_role)
-
-    def __attrs_post_init__(self) -> None:
-        _check(
-            "TimebackUser",
-            *_constant_problems(self),
-            ("id", iri_problem(self.id)),
-            ("email", email_problem(self.email)),
-            ("name", None if self.name is None else text_problem(self.name)),
-            ("role", None if self.role is None else enum_problem(Role, self.role)),
-        )
+    email: str = attrs.field(repr=_redacted, metadata=_rule(email_problem))
+    name: str | None = attrs.field(default=None, metadata=_rule(text_problem))
+    role: Role | None = attrs.field(
+        default=None, converter=_to_role, metadata=_rule(functools.partial(enum_problem, Role))
+    )
 
 
 @attrs.frozen(kw_only=True)
-class _Named:
+class _Named(_Model):
     """What App, Course and Activity share: a name, an optional URL, extensions."""
 
-    name: str
-    id: str | None = None
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
-
-    def __attrs_post_init__(self) -> None:
-        _check(
-            type(self).__name__,
-            ("name", text_problem(self.name)),
-            ("id", None if self.id is None else iri_problem(self.id)),
-            ("extensions", extensions_problem(self.extensions)),
-        )
+    name: str = attrs.field(metadata=_rule(text_problem))
+    id: str | None = attrs.field(default=None, metadata=_rule(iri_problem))
+    extensions: dict[str, Any] | None = attrs.field(
+        default=None, converter=_extensions, metadata=_rule(extensions_problem)
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -287,8 +384,13 @@ class Activity(_Named):
     """
 
 
+def _boolean_problem(value: object) -> str | None:
+    # `in (True, False)` would let 0 and 1 through, and they go on the wire as numbers.
+    return None if isinstance(value, bool) else "must be a boolean"
+
+
 @attrs.frozen(kw_only=True)
-class TimebackActivityContext:
+class TimebackActivityContext(_Model):
     """Where the event was recorded: the event's ``object``.
 
     Args:
@@ -300,49 +402,31 @@ class TimebackActivityContext:
         process: Whether Timeback's ETL pipeline processes the event.
     """
 
-    id: str
+    id: str = attrs.field(metadata=_rule(iri_problem))
     type: Literal["TimebackActivityContext"] = "TimebackActivityContext"
-    subject: Subject = attrs.field(converter=_to_subject)
-    app: App
-    course: Course | None = None
-    activity: Activity | None = None
-    process: bool | None = None
-
-    def __attrs_post_init__(self) -> None:
-        _check(
-            "TimebackActivityContext",
-            *_constant_problems(self),
-            ("id", iri_problem(self.id)),
-            ("subject", enum_problem(Subject, self.subject)),
-            ("app", None if isinstance(self.app, App) else "must be an App"),
-            (
-                "course",
-                None
-                if self.course is None or isinstance(self.course, Course)
-                else "must be a Course",
-            ),
-            (
-                "activity",
-                None
-                if self.activity is None or isinstance(self.activity, Activity)
-                else "must be an Activity",
-            ),
-            # `in (True, False)` would let 0 and 1 through, and they go on the wire as numbers.
-            (
-                "process",
-                None
-                if self.process is None or isinstance(self.process, bool)
-                else "must be a boolean",
-            ),
-        )
+    subject: Subject = attrs.field(
+        converter=_to_subject, metadata=_rule(functools.partial(enum_problem, Subject))
+    )
+    app: App = attrs.field(metadata=_rule(_instance_of(App)))
+    course: Course | None = attrs.field(default=None, metadata=_rule(_instance_of(Course)))
+    activity: Activity | None = attrs.field(default=None, metadata=_rule(_instance_of(Activity)))
+    process: bool | None = attrs.field(default=None, metadata=_rule(_boolean_problem))
 
 
 # --------------------------------------------------------------------------
 # Metrics
 
 
+def _window_end_problems(end: Any, valid: Mapping[str, Any]) -> Iterator[tuple[str, str | None]]:
+    problem = datetime_problem(end)
+    start = valid.get("start_date")
+    if problem is None and start is not None and start > end:
+        problem = "must not be before startDate"
+    yield "", problem
+
+
 @attrs.frozen(kw_only=True)
-class TimeMetric:
+class TimeMetric(_Model):
     """Seconds of one category of time within a window.
 
     Args:
@@ -354,37 +438,34 @@ class TimeMetric:
         extensions: Extra attributes, sent as given.
     """
 
-    type: TimeMetricType = attrs.field(converter=_to_time_metric_type)
-    value: float
-    sub_type: str | None = None
-    start_date: datetime | None = attrs.field(default=None, converter=_to_optional_utc_ms)
-    end_date: datetime | None = attrs.field(default=None, converter=_to_optional_utc_ms)
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+    type: TimeMetricType = attrs.field(
+        converter=_to_time_metric_type,
+        metadata=_rule(functools.partial(enum_problem, TimeMetricType)),
+    )
+    value: float = attrs.field(metadata=_rule(lambda value: number_problem(value, 0, MAX_SECONDS)))
+    sub_type: str | None = attrs.field(default=None, metadata=_rule(text_problem))
+    start_date: datetime | None = attrs.field(
+        default=None, converter=_to_optional_utc_ms, metadata=_rule(datetime_problem)
+    )
+    end_date: datetime | None = attrs.field(
+        default=None, converter=_to_optional_utc_ms, metadata=_rules(_window_end_problems)
+    )
+    extensions: dict[str, Any] | None = attrs.field(
+        default=None, converter=_extensions, metadata=_rule(extensions_problem)
+    )
 
-    def __attrs_post_init__(self) -> None:
-        order = None
-        if (
-            datetime_problem(self.start_date) is None
-            and datetime_problem(self.end_date) is None
-            and self.start_date > self.end_date  # type: ignore[operator]
-        ):
-            order = "must not be before startDate"
-        _check(
-            "TimeMetric",
-            ("type", enum_problem(TimeMetricType, self.type)),
-            ("value", number_problem(self.value, 0, MAX_SECONDS)),
-            ("subType", None if self.sub_type is None else text_problem(self.sub_type)),
-            ("startDate", None if self.start_date is None else datetime_problem(self.start_date)),
-            (
-                "endDate",
-                None if self.end_date is None else datetime_problem(self.end_date) or order,
-            ),
-            ("extensions", extensions_problem(self.extensions)),
-        )
+
+def _metric_value_problems(
+    value: Any, valid: Mapping[str, Any]
+) -> Iterator[tuple[str, str | None]]:
+    # XP is any finite number; the other metrics count. Without a valid type, the rule all share.
+    kind = valid.get("type", ActivityMetricType.XP_EARNED)
+    counts = kind is not ActivityMetricType.XP_EARNED
+    yield "", count_problem(value) if counts else number_problem(value, -math.inf, math.inf)
 
 
 @attrs.frozen(kw_only=True)
-class ActivityMetric:
+class ActivityMetric(_Model):
     """One completion metric: XP earned, questions, or mastered units.
 
     Args:
@@ -393,26 +474,33 @@ class ActivityMetric:
         extensions: Extra attributes, sent as given.
     """
 
-    type: ActivityMetricType = attrs.field(converter=_to_activity_metric_type)
-    value: float
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+    type: ActivityMetricType = attrs.field(
+        converter=_to_activity_metric_type,
+        metadata=_rule(functools.partial(enum_problem, ActivityMetricType)),
+    )
+    value: float = attrs.field(metadata=_rules(_metric_value_problems))
+    extensions: dict[str, Any] | None = attrs.field(
+        default=None, converter=_extensions, metadata=_rule(extensions_problem)
+    )
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.type, ActivityMetricType):
-            _check("ActivityMetric", ("type", enum_problem(ActivityMetricType, self.type)))
-        if self.type is ActivityMetricType.XP_EARNED:
-            problem = number_problem(self.value, -math.inf, math.inf)
-        else:
-            problem = count_problem(self.value)
+        # The type names the rule of the value, so it names the errors: ActivityMetric(xpEarned).
+        kind = self.type
         _check(
-            f"ActivityMetric({self.type.value})",
-            ("value", problem),
-            ("extensions", extensions_problem(self.extensions)),
+            self, f"ActivityMetric({kind.value})" if isinstance(kind, ActivityMetricType) else None
         )
 
 
+def _time_metrics_problem(items: Any) -> str | None:
+    if not items:
+        return "must hold at least one time metric"
+    if not all(isinstance(item, TimeMetric) for item in items):
+        return "must hold TimeMetric items only"
+    return None
+
+
 @attrs.frozen(kw_only=True)
-class TimeSpentMetricsCollection:
+class TimeSpentMetricsCollection(_Model):
     """The ``generated`` object of a TimeSpentEvent: the window's time metrics.
 
     Args:
@@ -421,24 +509,14 @@ class TimeSpentMetricsCollection:
         extensions: Extra attributes, sent as given.
     """
 
-    id: str
+    id: str = attrs.field(metadata=_rule(iri_problem))
     type: Literal["TimebackTimeSpentMetricsCollection"] = "TimebackTimeSpentMetricsCollection"
-    items: tuple[TimeMetric, ...] = attrs.field(converter=_to_time_metrics)
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
-
-    def __attrs_post_init__(self) -> None:
-        items = None
-        if not self.items:
-            items = "must hold at least one time metric"
-        elif not all(isinstance(item, TimeMetric) for item in self.items):
-            items = "must hold TimeMetric items only"
-        _check(
-            "TimeSpentMetricsCollection",
-            *_constant_problems(self),
-            ("id", iri_problem(self.id)),
-            ("items", items),
-            ("extensions", extensions_problem(self.extensions)),
-        )
+    items: tuple[TimeMetric, ...] = attrs.field(
+        converter=_to_time_metrics, metadata=_rule(_time_metrics_problem)
+    )
+    extensions: dict[str, Any] | None = attrs.field(
+        default=None, converter=_extensions, metadata=_rule(extensions_problem)
+    )
 
     def seconds(self, kind: TimeMetricType | str) -> float:
         """The total seconds of one category (0 when absent)."""
@@ -446,8 +524,35 @@ class TimeSpentMetricsCollection:
         return sum(item.value for item in self.items if item.type is kind)
 
 
+def _activity_metrics_problems(items: Any, _: object) -> Iterator[tuple[str, str | None]]:
+    if not all(isinstance(item, ActivityMetric) for item in items):
+        yield "", "must hold ActivityMetric items only"
+        return
+    values: dict[ActivityMetricType, float] = {}
+    for item in items:
+        if item.type in values:
+            yield "", f"must not repeat {item.type.value!r}"
+        values[item.type] = item.value
+    if ActivityMetricType.XP_EARNED not in values:
+        yield "", "must include 'xpEarned'"
+    total = values.get(ActivityMetricType.TOTAL_QUESTIONS)
+    correct = values.get(ActivityMetricType.CORRECT_QUESTIONS)
+    if (total is None) != (correct is None):
+        yield "", "'totalQuestions' and 'correctQuestions' come together or not at all"
+    elif total is not None and correct is not None and correct > total:
+        yield "", "'correctQuestions' must not exceed 'totalQuestions'"
+
+
+def _completion_extensions_problems(extensions: Any, _: object) -> Iterator[tuple[str, str | None]]:
+    pct = extensions.get("pctCompleteApp") if isinstance(extensions, dict) else None
+    pct_problem = None if pct is None else number_problem(pct, 0, 100)
+    # A bad pctCompleteApp is reported as such, not again as bad JSON.
+    yield "", None if pct_problem else extensions_problem(extensions)
+    yield "pctCompleteApp", pct_problem
+
+
 @attrs.frozen(kw_only=True)
-class ActivityMetricsCollection:
+class ActivityMetricsCollection(_Model):
     """The ``generated`` object of an ActivityCompletedEvent: the completion metrics.
 
     Args:
@@ -456,41 +561,14 @@ class ActivityMetricsCollection:
         extensions: Extra attributes; ``pctCompleteApp`` (0-100) goes here.
     """
 
-    id: str
+    id: str = attrs.field(metadata=_rule(iri_problem))
     type: Literal["TimebackActivityMetricsCollection"] = "TimebackActivityMetricsCollection"
-    items: tuple[ActivityMetric, ...] = attrs.field(converter=_to_activity_metrics)
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
-
-    def __attrs_post_init__(self) -> None:
-        pct = self.extensions.get("pctCompleteApp") if isinstance(self.extensions, dict) else None
-        pct_problem = None if pct is None else number_problem(pct, 0, 100)
-        _check(
-            "ActivityMetricsCollection",
-            *_constant_problems(self),
-            ("id", iri_problem(self.id)),
-            # A bad pctCompleteApp is reported as such, not again as bad JSON.
-            ("extensions", None if pct_problem else extensions_problem(self.extensions)),
-            ("extensions.pctCompleteApp", pct_problem),
-            *self._problems(),
-        )
-
-    def _problems(self) -> Iterator[tuple[str, str | None]]:
-        if not all(isinstance(item, ActivityMetric) for item in self.items):
-            yield "items", "must hold ActivityMetric items only"
-            return
-        values: dict[ActivityMetricType, float] = {}
-        for item in self.items:
-            if item.type in values:
-                yield "items", f"must not repeat {item.type.value!r}"
-            values[item.type] = item.value
-        if ActivityMetricType.XP_EARNED not in values:
-            yield "items", "must include 'xpEarned'"
-        total = values.get(ActivityMetricType.TOTAL_QUESTIONS)
-        correct = values.get(ActivityMetricType.CORRECT_QUESTIONS)
-        if (total is None) != (correct is None):
-            yield "items", "'totalQuestions' and 'correctQuestions' come together or not at all"
-        elif total is not None and correct is not None and correct > total:
-            yield "items", "'correctQuestions' must not exceed 'totalQuestions'"
+    items: tuple[ActivityMetric, ...] = attrs.field(
+        converter=_to_activity_metrics, metadata=_rules(_activity_metrics_problems)
+    )
+    extensions: dict[str, Any] | None = attrs.field(
+        default=None, converter=_extensions, metadata=_rules(_completion_extensions_problems)
+    )
 
     def value(self, kind: ActivityMetricType | str) -> float | None:
         """The value of one metric, or None when absent."""
@@ -502,59 +580,23 @@ class ActivityMetricsCollection:
 # Events
 
 
-def _event_extension_problems(extensions: object) -> Iterator[tuple[str, str | None]]:
-    yield "extensions", extensions_problem(extensions)
+def _event_extensions_problems(extensions: Any, _: object) -> Iterator[tuple[str, str | None]]:
+    yield "", extensions_problem(extensions)
     if not isinstance(extensions, dict):
         return
     run_id = extensions.get("runId")
     if run_id is not None:
-        yield "extensions.runId", None if is_uuid(run_id) else "must be a UUID"
+        yield "runId", None if is_uuid(run_id) else "must be a UUID"
     course_id = extensions.get("courseId")
     if course_id is not None:
-        yield "extensions.courseId", text_problem(course_id)
+        yield "courseId", text_problem(course_id)
 
 
-def _event_problems(
-    event: TimeSpentEvent | ActivityCompletedEvent,
-) -> Iterator[tuple[str, str | None]]:
-    yield from _constant_problems(event)
-    yield "id", urn_uuid_problem(event.id)
-    yield "eventTime", datetime_problem(event.event_time)
-    yield "actor", None if isinstance(event.actor, TimebackUser) else "must be a TimebackUser"
-    yield (
-        "object",
-        None
-        if isinstance(event.object, TimebackActivityContext)
-        else "must be a TimebackActivityContext",
-    )
-    yield "edApp", None if event.ed_app is None else iri_problem(event.ed_app)
-    yield "session", None if event.session is None else iri_problem(event.session)
-    yield from _event_extension_problems(event.extensions)
-
-
-class _EventRules:
-    """What the two events share besides their fields: their rules and ``run_id``."""
+class _Event(_Model):
+    """What the two events share besides their fields (and their fields' rules): ``run_id``."""
 
     __slots__ = ()
     extensions: dict[str, Any] | None
-    generated: object
-    # The class of ``generated`` (not type[...]: the annotations are read where
-    # ``type`` names the events' own field).
-    _GENERATED: ClassVar[Any]
-
-    def __attrs_post_init__(self) -> None:
-        kind = self._GENERATED.__name__
-        article = "an" if kind[0] in "AEIOU" else "a"
-        _check(
-            type(self).__name__,
-            *_event_problems(self),  # type: ignore[arg-type]
-            (
-                "generated",
-                None
-                if isinstance(self.generated, self._GENERATED)
-                else f"must be {article} {kind}",
-            ),
-        )
 
     @property
     def run_id(self) -> str | None:
@@ -563,27 +605,31 @@ class _EventRules:
 
 
 @attrs.frozen(kw_only=True)
-class TimeSpentEvent(_EventRules):
+class TimeSpentEvent(_Event):
     """How a window of one activity run was spent (``TimeSpentEvent`` / ``SpentTime``).
 
     Build one with :meth:`for_window`; construct directly only to mirror
     existing wire data.
     """
 
-    _GENERATED: ClassVar[Any] = TimeSpentMetricsCollection
-
     context: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
-    id: str
+    id: str = attrs.field(metadata=_rule(urn_uuid_problem))
     type: Literal["TimeSpentEvent"] = TIME_SPENT_TYPE
     action: Literal["SpentTime"] = "SpentTime"
     profile: Literal["TimebackProfile"] = "TimebackProfile"
-    event_time: datetime = attrs.field(converter=_to_utc_ms)
-    actor: TimebackUser
-    object: TimebackActivityContext
-    generated: TimeSpentMetricsCollection
-    ed_app: str | None = None
-    session: str | None = None
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+    event_time: datetime = attrs.field(converter=_to_utc_ms, metadata=_rule(datetime_problem))
+    actor: TimebackUser = attrs.field(metadata=_rule(_instance_of(TimebackUser)))
+    object: TimebackActivityContext = attrs.field(
+        metadata=_rule(_instance_of(TimebackActivityContext))
+    )
+    generated: TimeSpentMetricsCollection = attrs.field(
+        metadata=_rule(_instance_of(TimeSpentMetricsCollection))
+    )
+    ed_app: str | None = attrs.field(default=None, metadata=_rule(iri_problem))
+    session: str | None = attrs.field(default=None, metadata=_rule(iri_problem))
+    extensions: dict[str, Any] | None = attrs.field(
+        default=None, converter=_extensions, metadata=_rules(_event_extensions_problems)
+    )
 
     @classmethod
     def for_window(
@@ -639,27 +685,31 @@ class TimeSpentEvent(_EventRules):
 
 
 @attrs.frozen(kw_only=True)
-class ActivityCompletedEvent(_EventRules):
+class ActivityCompletedEvent(_Event):
     """The completion of one activity run (``ActivityEvent`` / ``Completed``).
 
     Build one with :meth:`for_completion`; construct directly only to mirror
     existing wire data.
     """
 
-    _GENERATED: ClassVar[Any] = ActivityMetricsCollection
-
     context: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
-    id: str
+    id: str = attrs.field(metadata=_rule(urn_uuid_problem))
     type: Literal["ActivityEvent"] = COMPLETED_TYPE
     action: Literal["Completed"] = "Completed"
     profile: Literal["TimebackProfile"] = "TimebackProfile"
-    event_time: datetime = attrs.field(converter=_to_utc_ms)
-    actor: TimebackUser
-    object: TimebackActivityContext
-    generated: ActivityMetricsCollection
-    ed_app: str | None = None
-    session: str | None = None
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+    event_time: datetime = attrs.field(converter=_to_utc_ms, metadata=_rule(datetime_problem))
+    actor: TimebackUser = attrs.field(metadata=_rule(_instance_of(TimebackUser)))
+    object: TimebackActivityContext = attrs.field(
+        metadata=_rule(_instance_of(TimebackActivityContext))
+    )
+    generated: ActivityMetricsCollection = attrs.field(
+        metadata=_rule(_instance_of(ActivityMetricsCollection))
+    )
+    ed_app: str | None = attrs.field(default=None, metadata=_rule(iri_problem))
+    session: str | None = attrs.field(default=None, metadata=_rule(iri_problem))
+    extensions: dict[str, Any] | None = attrs.field(
+        default=None, converter=_extensions, metadata=_rules(_event_extensions_problems)
+    )
 
     @classmethod
     def for_completion(
@@ -760,8 +810,16 @@ def _generated_id(event_id: str) -> str:
     return f"urn:uuid:{uuid.uuid5(_GENERATED_NAMESPACE, f'{event_id}#generated')}"
 
 
+def _events_problem(data: Any) -> str | None:
+    if not data:
+        return "must hold at least one event"
+    if not all(isinstance(event, (TimeSpentEvent, ActivityCompletedEvent)) for event in data):
+        return "must hold TimeSpentEvent or ActivityCompletedEvent items only"
+    return None
+
+
 @attrs.frozen(kw_only=True)
-class Envelope:
+class Envelope(_Model):
     """The Caliper envelope that carries events to the endpoint.
 
     Args:
@@ -770,21 +828,7 @@ class Envelope:
         data: At least one event.
     """
 
-    sensor: str
-    send_time: datetime = attrs.field(converter=_to_utc_ms)
+    sensor: str = attrs.field(metadata=_rule(iri_problem))
+    send_time: datetime = attrs.field(converter=_to_utc_ms, metadata=_rule(datetime_problem))
     data_version: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
-    data: tuple[Event, ...] = attrs.field(converter=_to_events)
-
-    def __attrs_post_init__(self) -> None:
-        data = None
-        if not self.data:
-            data = "must hold at least one event"
-        elif not all(isinstance(e, (TimeSpentEvent, ActivityCompletedEvent)) for e in self.data):
-            data = "must hold TimeSpentEvent or ActivityCompletedEvent items only"
-        _check(
-            "Envelope",
-            *_constant_problems(self),
-            ("sensor", iri_problem(self.sensor)),
-            ("sendTime", datetime_problem(self.send_time)),
-            ("data", data),
-        )
+    data: tuple[Event, ...] = attrs.field(converter=_to_events, metadata=_rule(_events_problem))
