@@ -674,6 +674,17 @@ def test_load_builds_models_only_from_the_document(monkeypatch: pytest.MonkeyPat
     assert [(metric.type, metric.value) for metric in built] == [(tt.TimeMetricType.INACTIVE, 0)]
 
 
+def test_a_model_built_after_load_is_judged_again() -> None:
+    """load() builds its models without judging them twice; nothing else skips the rules."""
+    data = seed(SEED_TIME_SPENT_EVENT)
+    actor = tt.load(data["actor"], tt.TimebackUser)
+    with pytest.raises(tt.ValidationError, match="email"):
+        tt.TimebackUser(id=actor.id, email="student")
+    tt.load(data, tt.TimeSpentEvent)
+    with pytest.raises(tt.ValidationError, match="items"):
+        tt.TimeSpentMetricsCollection(id="https://example.com/c", items=[])
+
+
 def unknown(data: Any, cls: Any) -> dict[str, str]:
     """``unknown_keys`` as ``{path: rule}``."""
     return {error.path: error.message for error in unknown_keys(data, cls)}
