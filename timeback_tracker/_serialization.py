@@ -22,9 +22,10 @@ import cattrs
 from cattrs.errors import AttributeValidationNote, IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_unstructure_fn, override
 
+from timeback_tracker._field_rules import build_judged, field_rules
 from timeback_tracker._rules import wire_name, wire_number
 from timeback_tracker.exceptions import FieldError, ValidationError
-from timeback_tracker.models import EVENT_TYPES, Event, build_judged, field_rules
+from timeback_tracker.models import EVENT_TYPES, Event
 
 __all__ = [
     "child_path",

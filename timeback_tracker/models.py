@@ -4,9 +4,9 @@ Every class is a frozen attrs class whose fields mirror the wire JSON
 (``snake_case`` here, ``camelCase`` on the wire; see :func:`timeback_tracker.dump`).
 Constructing one with a value that breaks a rule of the Timeback Caliper API
 raises :class:`~timeback_tracker.ValidationError` naming every bad field. Each
-field names its rule (built from ``_rules.py``) in its attrs metadata;
-:func:`field_rules` lists them for :func:`timeback_tracker.load`, which judges
-each field as it reads it, so building a model and loading one cannot differ.
+field names its rule (built from ``_rules.py``) in its attrs metadata, which
+``_field_rules.py`` reads for both the constructor and
+:func:`timeback_tracker.load`: building a model and loading one cannot differ.
 
 One module for the whole model, though longer than the ~600 lines other
 modules keep to: the entities, the metrics and the two events are one
@@ -16,18 +16,17 @@ is field declarations and docstrings.
 
 from __future__ import annotations
 
-import contextvars
 import enum
 import functools
 import math
-import typing
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
 import attrs
 
+from timeback_tracker._field_rules import Model, check, instance_of, rich_rule, rule
 from timeback_tracker._rules import (
     DAY_SECONDS,
     count_problem,
@@ -40,9 +39,8 @@ from timeback_tracker._rules import (
     number_problem,
     text_problem,
     urn_uuid_problem,
-    wire_name,
 )
-from timeback_tracker.exceptions import FieldError, ValidationError
+from timeback_tracker.exceptions import ValidationError
 
 __all__ = [
     "CALIPER_CONTEXT",
@@ -72,7 +70,6 @@ COMPLETED_TYPE: Final = "ActivityEvent"
 """The wire ``type`` of an :class:`ActivityCompletedEvent` (its ``action`` is ``Completed``)."""
 MAX_SECONDS: Final = DAY_SECONDS
 
-T = TypeVar("T")
 _GENERATED_NAMESPACE: Final = uuid.UUID("6f1d8a52-3c4e-5b7a-9d2e-1a0b9c8d7e6f")
 
 
@@ -175,143 +172,6 @@ def _extensions(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return dict(value) if isinstance(value, Mapping) else value
 
 
-# --------------------------------------------------------------------------
-# Rules. Each field carries its own in its attrs metadata: building a model runs
-# them all (_Model), and load() runs each one as it reads the field.
-
-_RULE: Final = "timeback_tracker.rule"
-Rule = Callable[[Any, Mapping[str, Any]], Iterable[tuple[str, str | None]]]
-"""A field's rule: (value, the valid fields before it) -> (path below the field, problem)."""
-
-
-def _rule(check: Callable[[Any], str | None]) -> dict[str, Rule]:
-    """attrs metadata: ``check`` (value -> problem or None) is the field's rule."""
-    return {_RULE: lambda value, _: (("", check(value)),)}
-
-
-def _rules(rule: Rule) -> dict[str, Rule]:
-    """attrs metadata: ``rule``, which reports below the field or reads those before it."""
-    return {_RULE: rule}
-
-
-def _instance_of(cls: type[Any]) -> Callable[[Any], str | None]:
-    """The rule of a field that holds another model."""
-    message = f"must be {'an' if cls.__name__[0] in 'AEIOU' else 'a'} {cls.__name__}"
-    return lambda value: None if isinstance(value, cls) else message
-
-
-def _constant(allowed: object) -> Rule:
-    """The rule of ``type``, ``@context`` and the like: they hold their one allowed value."""
-    message = f"must be {allowed!r}"
-    return lambda value, _: (
-        ("", None if isinstance(value, str) and value == allowed else message),
-    )
-
-
-class FieldRule(typing.NamedTuple):
-    """One field of a model, its JSON key and its rule (see :func:`field_rules`)."""
-
-    field: attrs.Attribute[Any]
-    key: str
-    rule: Rule
-
-    def problems(self, value: Any, valid: Mapping[str, Any]) -> list[tuple[str, str]]:
-        """The rules that ``value`` breaks as the value of this field.
-
-        Args:
-            value: The value, as the model holds it (converted).
-            valid: The fields before this one that hold valid values, by attribute
-                name. A rule that spans fields (``endDate`` not before ``startDate``)
-                reads them here, and skips the comparison when one is not valid.
-
-        Returns:
-            (path below the model, rule) pairs: ``("extensions.runId", "must be a UUID")``.
-        """
-        if value is None and self.field.default is None:
-            return []  # an optional field, left out
-        return [
-            (f"{self.key}.{below}" if below else self.key, problem)
-            for below, problem in self.rule(value, valid)
-            if problem
-        ]
-
-
-_FIELD_RULES: dict[type[Any], tuple[FieldRule, ...]] = {}
-
-
-def field_rules(cls: type[Any]) -> tuple[FieldRule, ...]:
-    """The fields of the model ``cls``, in order, each with its rule.
-
-    Raises:
-        KeyError: A field of ``cls`` declares no rule.
-    """
-    found = _FIELD_RULES.get(cls)
-    if found is None:  # once per class: every model built goes through here
-        hints = typing.get_type_hints(cls)
-        found = _FIELD_RULES[cls] = tuple(
-            FieldRule(
-                field,
-                wire_name(field.name),
-                _constant(field.default)
-                if typing.get_origin(hints[field.name]) is Literal
-                else field.metadata[_RULE],
-            )
-            for field in attrs.fields(cls)
-        )
-    return found
-
-
-_JUDGED: contextvars.ContextVar[type[Any] | None] = contextvars.ContextVar(
-    "timeback_tracker.judged", default=None
-)
-
-
-def build_judged(cls: type[T], values: Mapping[str, Any]) -> T:
-    """Build the model ``cls`` from values that its :func:`field_rules` found valid.
-
-    :func:`timeback_tracker.load` judges each field as it reads it; judging them
-    all again in the constructor would cost as much again. Only ``cls`` itself
-    skips its rules: a model that its converters might build is judged as usual.
-
-    Args:
-        cls: A model class.
-        values: Its fields by attribute name, as converted and judged field by field
-            (in order, each with the valid ones before it); left out, the default.
-    """
-    token = _JUDGED.set(cls)
-    try:
-        return cls(**values)
-    finally:
-        _JUDGED.reset(token)
-
-
-def _check(instance: Any, owner: str | None = None) -> None:
-    """Raise one ValidationError listing every field of ``instance`` that breaks its rule."""
-    if _JUDGED.get() is type(instance):
-        return  # built by build_judged()
-    owner = owner or type(instance).__name__
-    valid: dict[str, Any] = {}
-    errors: list[FieldError] = []
-    for rule in field_rules(type(instance)):
-        value = getattr(instance, rule.field.name)
-        problems = rule.problems(value, valid)
-        if problems:
-            errors += (FieldError(f"{owner}.{path}", message) for path, message in problems)
-        else:
-            valid[rule.field.name] = value
-    if errors:
-        raise ValidationError(errors)
-
-
-class _Model:
-    """Every model checks its fields' rules when built, and names every bad one at once."""
-
-    __slots__ = ()
-
-    def __attrs_post_init__(self) -> None:
-        _check(self)
-
-
 def _redacted(_: object) -> str:
     return "'<redacted>'"
 
@@ -321,7 +181,7 @@ def _redacted(_: object) -> str:
 
 
 @attrs.frozen(kw_only=True)
-class TimebackUser(_Model):
+class TimebackUser(Model):
     """The student (or other user) who performed the action: the event's ``actor``.
 
     Args:
@@ -331,23 +191,23 @@ class TimebackUser(_Model):
         role: ``student``, ``teacher``, ``admin`` or ``guide`` (a :class:`Role` or string).
     """
 
-    id: str = attrs.field(metadata=_rule(iri_problem))
+    id: str = attrs.field(metadata=rule(iri_problem))
     type: Literal["TimebackUser"] = "TimebackUser"
-    email: str = attrs.field(repr=_redacted, metadata=_rule(email_problem))
-    name: str | None = attrs.field(default=None, metadata=_rule(text_problem))
+    email: str = attrs.field(repr=_redacted, metadata=rule(email_problem))
+    name: str | None = attrs.field(default=None, metadata=rule(text_problem))
     role: Role | None = attrs.field(
-        default=None, converter=_to_role, metadata=_rule(functools.partial(enum_problem, Role))
+        default=None, converter=_to_role, metadata=rule(functools.partial(enum_problem, Role))
     )
 
 
 @attrs.frozen(kw_only=True)
-class _Named(_Model):
+class _Named(Model):
     """What App, Course and Activity share: a name, an optional URL, extensions."""
 
-    name: str = attrs.field(metadata=_rule(text_problem))
-    id: str | None = attrs.field(default=None, metadata=_rule(iri_problem))
+    name: str = attrs.field(metadata=rule(text_problem))
+    id: str | None = attrs.field(default=None, metadata=rule(iri_problem))
     extensions: dict[str, Any] | None = attrs.field(
-        default=None, converter=_extensions, metadata=_rule(extensions_problem)
+        default=None, converter=_extensions, metadata=rule(extensions_problem)
     )
 
 
@@ -390,7 +250,7 @@ def _boolean_problem(value: object) -> str | None:
 
 
 @attrs.frozen(kw_only=True)
-class TimebackActivityContext(_Model):
+class TimebackActivityContext(Model):
     """Where the event was recorded: the event's ``object``.
 
     Args:
@@ -402,15 +262,15 @@ class TimebackActivityContext(_Model):
         process: Whether Timeback's ETL pipeline processes the event.
     """
 
-    id: str = attrs.field(metadata=_rule(iri_problem))
+    id: str = attrs.field(metadata=rule(iri_problem))
     type: Literal["TimebackActivityContext"] = "TimebackActivityContext"
     subject: Subject = attrs.field(
-        converter=_to_subject, metadata=_rule(functools.partial(enum_problem, Subject))
+        converter=_to_subject, metadata=rule(functools.partial(enum_problem, Subject))
     )
-    app: App = attrs.field(metadata=_rule(_instance_of(App)))
-    course: Course | None = attrs.field(default=None, metadata=_rule(_instance_of(Course)))
-    activity: Activity | None = attrs.field(default=None, metadata=_rule(_instance_of(Activity)))
-    process: bool | None = attrs.field(default=None, metadata=_rule(_boolean_problem))
+    app: App = attrs.field(metadata=rule(instance_of(App)))
+    course: Course | None = attrs.field(default=None, metadata=rule(instance_of(Course)))
+    activity: Activity | None = attrs.field(default=None, metadata=rule(instance_of(Activity)))
+    process: bool | None = attrs.field(default=None, metadata=rule(_boolean_problem))
 
 
 # --------------------------------------------------------------------------
@@ -426,7 +286,7 @@ def _window_end_problems(end: Any, valid: Mapping[str, Any]) -> Iterator[tuple[s
 
 
 @attrs.frozen(kw_only=True)
-class TimeMetric(_Model):
+class TimeMetric(Model):
     """Seconds of one category of time within a window.
 
     Args:
@@ -440,18 +300,18 @@ class TimeMetric(_Model):
 
     type: TimeMetricType = attrs.field(
         converter=_to_time_metric_type,
-        metadata=_rule(functools.partial(enum_problem, TimeMetricType)),
+        metadata=rule(functools.partial(enum_problem, TimeMetricType)),
     )
-    value: float = attrs.field(metadata=_rule(lambda value: number_problem(value, 0, MAX_SECONDS)))
-    sub_type: str | None = attrs.field(default=None, metadata=_rule(text_problem))
+    value: float = attrs.field(metadata=rule(lambda value: number_problem(value, 0, MAX_SECONDS)))
+    sub_type: str | None = attrs.field(default=None, metadata=rule(text_problem))
     start_date: datetime | None = attrs.field(
-        default=None, converter=_to_optional_utc_ms, metadata=_rule(datetime_problem)
+        default=None, converter=_to_optional_utc_ms, metadata=rule(datetime_problem)
     )
     end_date: datetime | None = attrs.field(
-        default=None, converter=_to_optional_utc_ms, metadata=_rules(_window_end_problems)
+        default=None, converter=_to_optional_utc_ms, metadata=rich_rule(_window_end_problems)
     )
     extensions: dict[str, Any] | None = attrs.field(
-        default=None, converter=_extensions, metadata=_rule(extensions_problem)
+        default=None, converter=_extensions, metadata=rule(extensions_problem)
     )
 
 
@@ -465,7 +325,7 @@ def _metric_value_problems(
 
 
 @attrs.frozen(kw_only=True)
-class ActivityMetric(_Model):
+class ActivityMetric(Model):
     """One completion metric: XP earned, questions, or mastered units.
 
     Args:
@@ -476,17 +336,17 @@ class ActivityMetric(_Model):
 
     type: ActivityMetricType = attrs.field(
         converter=_to_activity_metric_type,
-        metadata=_rule(functools.partial(enum_problem, ActivityMetricType)),
+        metadata=rule(functools.partial(enum_problem, ActivityMetricType)),
     )
-    value: float = attrs.field(metadata=_rules(_metric_value_problems))
+    value: float = attrs.field(metadata=rich_rule(_metric_value_problems))
     extensions: dict[str, Any] | None = attrs.field(
-        default=None, converter=_extensions, metadata=_rule(extensions_problem)
+        default=None, converter=_extensions, metadata=rule(extensions_problem)
     )
 
     def __attrs_post_init__(self) -> None:
         # The type names the rule of the value, so it names the errors: ActivityMetric(xpEarned).
         kind = self.type
-        _check(
+        check(
             self, f"ActivityMetric({kind.value})" if isinstance(kind, ActivityMetricType) else None
         )
 
@@ -500,7 +360,7 @@ def _time_metrics_problem(items: Any) -> str | None:
 
 
 @attrs.frozen(kw_only=True)
-class TimeSpentMetricsCollection(_Model):
+class TimeSpentMetricsCollection(Model):
     """The ``generated`` object of a TimeSpentEvent: the window's time metrics.
 
     Args:
@@ -509,13 +369,13 @@ class TimeSpentMetricsCollection(_Model):
         extensions: Extra attributes, sent as given.
     """
 
-    id: str = attrs.field(metadata=_rule(iri_problem))
+    id: str = attrs.field(metadata=rule(iri_problem))
     type: Literal["TimebackTimeSpentMetricsCollection"] = "TimebackTimeSpentMetricsCollection"
     items: tuple[TimeMetric, ...] = attrs.field(
-        converter=_to_time_metrics, metadata=_rule(_time_metrics_problem)
+        converter=_to_time_metrics, metadata=rule(_time_metrics_problem)
     )
     extensions: dict[str, Any] | None = attrs.field(
-        default=None, converter=_extensions, metadata=_rule(extensions_problem)
+        default=None, converter=_extensions, metadata=rule(extensions_problem)
     )
 
     def seconds(self, kind: TimeMetricType | str) -> float:
@@ -552,7 +412,7 @@ def _completion_extensions_problems(extensions: Any, _: object) -> Iterator[tupl
 
 
 @attrs.frozen(kw_only=True)
-class ActivityMetricsCollection(_Model):
+class ActivityMetricsCollection(Model):
     """The ``generated`` object of an ActivityCompletedEvent: the completion metrics.
 
     Args:
@@ -561,13 +421,13 @@ class ActivityMetricsCollection(_Model):
         extensions: Extra attributes; ``pctCompleteApp`` (0-100) goes here.
     """
 
-    id: str = attrs.field(metadata=_rule(iri_problem))
+    id: str = attrs.field(metadata=rule(iri_problem))
     type: Literal["TimebackActivityMetricsCollection"] = "TimebackActivityMetricsCollection"
     items: tuple[ActivityMetric, ...] = attrs.field(
-        converter=_to_activity_metrics, metadata=_rules(_activity_metrics_problems)
+        converter=_to_activity_metrics, metadata=rich_rule(_activity_metrics_problems)
     )
     extensions: dict[str, Any] | None = attrs.field(
-        default=None, converter=_extensions, metadata=_rules(_completion_extensions_problems)
+        default=None, converter=_extensions, metadata=rich_rule(_completion_extensions_problems)
     )
 
     def value(self, kind: ActivityMetricType | str) -> float | None:
@@ -592,7 +452,7 @@ def _event_extensions_problems(extensions: Any, _: object) -> Iterator[tuple[str
         yield "courseId", text_problem(course_id)
 
 
-class _Event(_Model):
+class _Event(Model):
     """What the two events share besides their fields (and their fields' rules): ``run_id``."""
 
     __slots__ = ()
@@ -613,22 +473,22 @@ class TimeSpentEvent(_Event):
     """
 
     context: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
-    id: str = attrs.field(metadata=_rule(urn_uuid_problem))
+    id: str = attrs.field(metadata=rule(urn_uuid_problem))
     type: Literal["TimeSpentEvent"] = TIME_SPENT_TYPE
     action: Literal["SpentTime"] = "SpentTime"
     profile: Literal["TimebackProfile"] = "TimebackProfile"
-    event_time: datetime = attrs.field(converter=_to_utc_ms, metadata=_rule(datetime_problem))
-    actor: TimebackUser = attrs.field(metadata=_rule(_instance_of(TimebackUser)))
+    event_time: datetime = attrs.field(converter=_to_utc_ms, metadata=rule(datetime_problem))
+    actor: TimebackUser = attrs.field(metadata=rule(instance_of(TimebackUser)))
     object: TimebackActivityContext = attrs.field(
-        metadata=_rule(_instance_of(TimebackActivityContext))
+        metadata=rule(instance_of(TimebackActivityContext))
     )
     generated: TimeSpentMetricsCollection = attrs.field(
-        metadata=_rule(_instance_of(TimeSpentMetricsCollection))
+        metadata=rule(instance_of(TimeSpentMetricsCollection))
     )
-    ed_app: str | None = attrs.field(default=None, metadata=_rule(iri_problem))
-    session: str | None = attrs.field(default=None, metadata=_rule(iri_problem))
+    ed_app: str | None = attrs.field(default=None, metadata=rule(iri_problem))
+    session: str | None = attrs.field(default=None, metadata=rule(iri_problem))
     extensions: dict[str, Any] | None = attrs.field(
-        default=None, converter=_extensions, metadata=_rules(_event_extensions_problems)
+        default=None, converter=_extensions, metadata=rich_rule(_event_extensions_problems)
     )
 
     @classmethod
@@ -693,22 +553,22 @@ class ActivityCompletedEvent(_Event):
     """
 
     context: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
-    id: str = attrs.field(metadata=_rule(urn_uuid_problem))
+    id: str = attrs.field(metadata=rule(urn_uuid_problem))
     type: Literal["ActivityEvent"] = COMPLETED_TYPE
     action: Literal["Completed"] = "Completed"
     profile: Literal["TimebackProfile"] = "TimebackProfile"
-    event_time: datetime = attrs.field(converter=_to_utc_ms, metadata=_rule(datetime_problem))
-    actor: TimebackUser = attrs.field(metadata=_rule(_instance_of(TimebackUser)))
+    event_time: datetime = attrs.field(converter=_to_utc_ms, metadata=rule(datetime_problem))
+    actor: TimebackUser = attrs.field(metadata=rule(instance_of(TimebackUser)))
     object: TimebackActivityContext = attrs.field(
-        metadata=_rule(_instance_of(TimebackActivityContext))
+        metadata=rule(instance_of(TimebackActivityContext))
     )
     generated: ActivityMetricsCollection = attrs.field(
-        metadata=_rule(_instance_of(ActivityMetricsCollection))
+        metadata=rule(instance_of(ActivityMetricsCollection))
     )
-    ed_app: str | None = attrs.field(default=None, metadata=_rule(iri_problem))
-    session: str | None = attrs.field(default=None, metadata=_rule(iri_problem))
+    ed_app: str | None = attrs.field(default=None, metadata=rule(iri_problem))
+    session: str | None = attrs.field(default=None, metadata=rule(iri_problem))
     extensions: dict[str, Any] | None = attrs.field(
-        default=None, converter=_extensions, metadata=_rules(_event_extensions_problems)
+        default=None, converter=_extensions, metadata=rich_rule(_event_extensions_problems)
     )
 
     @classmethod
@@ -819,7 +679,7 @@ def _events_problem(data: Any) -> str | None:
 
 
 @attrs.frozen(kw_only=True)
-class Envelope(_Model):
+class Envelope(Model):
     """The Caliper envelope that carries events to the endpoint.
 
     Args:
@@ -828,7 +688,7 @@ class Envelope(_Model):
         data: At least one event.
     """
 
-    sensor: str = attrs.field(metadata=_rule(iri_problem))
-    send_time: datetime = attrs.field(converter=_to_utc_ms, metadata=_rule(datetime_problem))
+    sensor: str = attrs.field(metadata=rule(iri_problem))
+    send_time: datetime = attrs.field(converter=_to_utc_ms, metadata=rule(datetime_problem))
     data_version: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
-    data: tuple[Event, ...] = attrs.field(converter=_to_events, metadata=_rule(_events_problem))
+    data: tuple[Event, ...] = attrs.field(converter=_to_events, metadata=rule(_events_problem))
