@@ -38,6 +38,7 @@ SCRIPTS = [
     ("spool_write.py", ["--puts", "500", "--full-puts", "50"]),
     ("hostile_replies.py", ["--megabytes", "20", "--limit", "10"]),
     ("presence.py", ["--seconds", "10", "--polls", "300"]),
+    ("load.py", ["--calls", "200"]),
 ]
 
 

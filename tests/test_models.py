@@ -490,6 +490,19 @@ def test_activity_metric_type_must_be_known() -> None:
     }
 
 
+def test_activity_metric_of_unknown_type_names_its_other_bad_fields() -> None:
+    """An unknown type does not hide a bad value or bad extensions of the same metric."""
+    with pytest.raises(tt.ValidationError) as exc:
+        tt.ActivityMetric(type="score", value=math.nan, extensions={1: 2})  # type: ignore[dict-item]
+    assert problems(exc) == {
+        "ActivityMetric.type": (
+            "must be one of 'xpEarned', 'totalQuestions', 'correctQuestions', 'masteredUnits'"
+        ),
+        "ActivityMetric.value": NOT_FINITE,
+        "ActivityMetric.extensions": "must be a mapping with string keys",
+    }
+
+
 def test_activity_metrics_require_xp() -> None:
     """A completion without xpEarned is rejected."""
     with pytest.raises(tt.ValidationError) as exc:

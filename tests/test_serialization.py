@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -556,6 +557,132 @@ def test_a_non_string_timestamp_asks_for_an_iso_8601_string(
     assert load_errors(data, tt.TimeSpentEvent) == {
         path: "must be an ISO 8601 string, e.g. 2026-01-27T10:00:15.000Z"
     }
+
+
+# --------------------------------------------------------------------------
+# load: one pass, each object judged by itself (no stand-in values)
+
+NOT_AN_IRI = "must be an absolute URL/IRI such as https://example.com/... (no spaces)"
+# One edit of a valid TimeSpentEvent per field, of the wrong JSON type or breaking a
+# rule, at every depth: (JSON path, edit, what load says).
+ONE_FIELD_EDITS: dict[str, tuple[Any, str]] = {
+    "$.id": (lambda d: d.update(id="c51570e4"), "must be 'urn:uuid:' followed by a UUID"),
+    "$.eventTime": (
+        lambda d: d.update(eventTime=17),
+        "must be an ISO 8601 string, e.g. 2026-01-27T10:00:15.000Z",
+    ),
+    "$.session": (lambda d: d.update(session="lab 3"), NOT_AN_IRI),
+    "$.actor.id": (lambda d: d["actor"].update(id=123), "must be a string"),
+    "$.actor.email": (
+        lambda d: d["actor"].update(email="student"),
+        "must be an email address (name@domain)",
+    ),
+    "$.object.id": (lambda d: d["object"].update(id=5), "must be a string"),
+    "$.object.app.name": (
+        lambda d: d["object"]["app"].update(name=" "),
+        "must be a non-empty string",
+    ),
+    "$.generated.id": (lambda d: d["generated"].update(id="def-456"), NOT_AN_IRI),
+    "$.generated.items[0].value": (
+        lambda d: d["generated"]["items"][0].update(value="15"),
+        "must be a number",
+    ),
+    "$.generated.items[1].endDate": (
+        lambda d: d["generated"]["items"][1].update(
+            startDate="2026-01-27T10:00:15.000Z", endDate="2026-01-27T10:00:14.999Z"
+        ),
+        "must not be before startDate",
+    ),
+    "$.extensions.runId": (lambda d: d["extensions"].update(runId="run-42"), "must be a UUID"),
+}
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [
+        *([path] for path in ONE_FIELD_EDITS),
+        *itertools.combinations(ONE_FIELD_EDITS, 2),
+        list(ONE_FIELD_EDITS),
+    ],
+    ids="+".join,
+)
+def test_load_judges_each_field_by_itself(paths: list[str]) -> None:
+    """A wrong JSON type and a broken rule, siblings or at any depth, are each reported.
+
+    Whatever else is wrong in the document, each edit gives the same error as alone:
+    a failed field hides no sibling, and no rule reports a value the document lacks.
+    """
+    data = seed(SEED_TIME_SPENT_EVENT)
+    for path in paths:
+        ONE_FIELD_EDITS[path][0](data)
+    assert load_errors(data, tt.TimeSpentEvent) == {
+        path: ONE_FIELD_EDITS[path][1] for path in paths
+    }
+
+
+def test_load_runs_a_rule_across_fields_beside_a_bad_sibling() -> None:
+    """endDate is still checked against startDate when another field of the metric is bad."""
+    data = seed(SEED_TIME_SPENT_EVENT)
+    data["generated"]["items"][0].update(type=7, endDate="2026-01-27T09:59:59.000Z")
+    data["generated"]["items"][1].update(type="idle", extensions={"n": 1.5e400})
+    assert load_errors(data, tt.TimeSpentEvent) == {
+        "$.generated.items[0].type": "must be a string",
+        "$.generated.items[0].endDate": "must not be before startDate",
+        "$.generated.items[1].type": (
+            "must be one of 'active', 'inactive', 'waste', 'unknown', 'anti-pattern'"
+        ),
+        "$.generated.items[1].extensions": (
+            "must hold JSON values only: text, finite numbers, booleans, null, lists, objects"
+        ),
+    }
+
+
+def test_load_reports_a_metric_of_unknown_type_with_its_other_bad_fields() -> None:
+    """An unknown metric type does not hide the metric's bad extensions or value."""
+    data = seed(SEED_ACTIVITY_COMPLETED_EVENT)
+    data["generated"]["items"][1].update(type="score", extensions=[1])
+    data["generated"]["items"][2].update(type="grade", value=1e400)
+    assert load_errors(data, tt.ActivityCompletedEvent) == {
+        "$.generated.items[1].type": (
+            "must be one of 'xpEarned', 'totalQuestions', 'correctQuestions', 'masteredUnits'"
+        ),
+        "$.generated.items[1].extensions": "must be a JSON object",
+        "$.generated.items[2].type": (
+            "must be one of 'xpEarned', 'totalQuestions', 'correctQuestions', 'masteredUnits'"
+        ),
+        "$.generated.items[2].value": "must be finite (not NaN or infinity)",
+    }
+
+
+def test_load_builds_models_only_from_the_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No model is built from a stand-in for a bad field: each one load builds is valid."""
+    built: list[tt.TimeMetric] = []
+    check = tt.TimeMetric.__attrs_post_init__
+
+    def spy(self: tt.TimeMetric) -> None:
+        built.append(self)
+        check(self)
+
+    monkeypatch.setattr(tt.TimeMetric, "__attrs_post_init__", spy)
+    data = seed(SEED_TIME_SPENT_EVENT)
+    data["generated"]["items"][0]["value"] = "15"
+    data["generated"]["items"].append({"type": "waste", "value": 86_401})
+    assert load_errors(data, tt.TimeSpentEvent) == {
+        "$.generated.items[0].value": "must be a number",
+        "$.generated.items[2].value": "must be between 0 and 86400",
+    }
+    assert [(metric.type, metric.value) for metric in built] == [(tt.TimeMetricType.INACTIVE, 0)]
+
+
+def test_a_model_built_after_load_is_judged_again() -> None:
+    """load() builds its models without judging them twice; nothing else skips the rules."""
+    data = seed(SEED_TIME_SPENT_EVENT)
+    actor = tt.load(data["actor"], tt.TimebackUser)
+    with pytest.raises(tt.ValidationError, match="email"):
+        tt.TimebackUser(id=actor.id, email="student")
+    tt.load(data, tt.TimeSpentEvent)
+    with pytest.raises(tt.ValidationError, match="items"):
+        tt.TimeSpentMetricsCollection(id="https://example.com/c", items=[])
 
 
 def unknown(data: Any, cls: Any) -> dict[str, str]:

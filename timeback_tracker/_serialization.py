@@ -8,7 +8,7 @@ enum values, and never ``null`` (the API rejects it: absent fields are omitted).
 from __future__ import annotations
 
 import difflib
-import enum
+import functools
 import json
 import re
 import types
@@ -19,9 +19,10 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
-from cattrs.errors import IterableValidationError, IterableValidationNote
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.errors import AttributeValidationNote, IterableValidationError, IterableValidationNote
+from cattrs.gen import make_dict_unstructure_fn, override
 
+from timeback_tracker._field_rules import build_judged, field_rules
 from timeback_tracker._rules import wire_name, wire_number
 from timeback_tracker.exceptions import FieldError, ValidationError
 from timeback_tracker.models import EVENT_TYPES, Event
@@ -39,8 +40,6 @@ __all__ = [
 T = TypeVar("T")
 _LITERAL: Any = typing.Literal
 _JSON_OBJECT: Any = dict[str, Any]
-# Stands in for an absent constant key (type, @context, ...) so that its hook reports it.
-_ABSENT: Any = object()
 
 # A key that a JSON path can show after a dot; any other is shown as ["key"].
 _PLAIN_KEY = re.compile(r"[A-Za-z_@][A-Za-z0-9_@-]*")
@@ -133,27 +132,6 @@ def _structure_bool(value: Any, _: Any) -> bool:
     return value
 
 
-def _structure_enum(value: Any, cls: type[enum.Enum]) -> enum.Enum:
-    try:
-        return cls(value)
-    except ValueError:
-        allowed = ", ".join(repr(member.value) for member in cls)
-        raise ValueError(f"must be one of {allowed}") from None
-
-
-def _structure_literal(type_: Any) -> Callable[[Any, Any], Any]:
-    allowed = typing.get_args(type_)
-
-    def structure(value: Any, _: Any) -> Any:
-        if value is _ABSENT:
-            raise KeyError("is required")
-        if value not in allowed or not isinstance(value, str):
-            raise ValueError("must be " + " or ".join(repr(choice) for choice in allowed))
-        return value
-
-    return structure
-
-
 def _structure_event(value: Any, _: Any) -> Event:
     kind = value.get("type") if isinstance(value, Mapping) else None
     model = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
@@ -162,6 +140,84 @@ def _structure_event(value: Any, _: Any) -> Event:
             "must be an event whose type is " + " or ".join(repr(name) for name in EVENT_TYPES)
         )
     return _CONVERTER.structure(value, model)
+
+
+def _structure_model(converter: cattrs.Converter, cls: type[Any]) -> Callable[[Any, Any], Any]:
+    """The hook of a model: each field read and judged by its own rule at once, in one pass.
+
+    Every bad field is named: the hook raises what cattrs' own generated hooks raise
+    with detailed validation, a ClassValidationError whose exceptions each carry an
+    AttributeValidationNote, and the model's rules add theirs among them.
+    """
+    hints = typing.get_type_hints(cls)
+    # Constants (type, @context, ...) default in Python for convenience, but the wire
+    # must carry them.
+    plan = [
+        (
+            rule,
+            hints[rule.field.name],
+            converter.get_structure_hook(hints[rule.field.name]),
+            rule.field.default is attrs.NOTHING or _is_literal(hints[rule.field.name]),
+            # The models' converters are plain functions (the stubs allow more).
+            typing.cast("Callable[[Any], Any] | None", rule.field.converter),
+        )
+        for rule in field_rules(cls)
+    ]
+
+    def structure(value: Any, _: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise TypeError("must be a JSON object")
+        # One pass: each field is read, then judged by its own rule at once. A rule
+        # that spans fields sees the valid fields before it, never a stand-in.
+        valid: dict[str, Any] = {}
+        failures: list[Exception] = []
+        for rule, type_, hook, required, convert in plan:
+            field = rule.field
+            if rule.key not in value and not required:
+                continue  # the model's default
+            try:
+                item = hook(value[rule.key], type_)
+                # Judged as the model holds it: Role("student"), UTC milliseconds.
+                item = item if convert is None else convert(item)
+                problems = rule.problems(item, valid)
+                if problems:
+                    raise ValidationError(FieldError(*problem) for problem in problems)
+            except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+                note = AttributeValidationNote(f"@ attribute {field.name}", field.name, type_)
+                failures.append(_noted(exc, note))
+            else:
+                valid[field.name] = item
+        if failures:
+            raise cattrs.ClassValidationError(f"While structuring {cls.__name__}", failures, cls)
+        return build_judged(cls, valid)
+
+    return structure
+
+
+def _structure_array(converter: cattrs.Converter, type_: Any) -> Callable[[Any, Any], Any]:
+    """The hook of ``tuple[X, ...]``: a JSON array, every bad item named by its index."""
+    item_type = typing.get_args(type_)[0]
+    hook = converter.get_structure_hook(item_type)
+
+    def structure(value: Any, _: Any) -> Any:
+        # A string or an object is iterable too; the wire must carry an array.
+        if not isinstance(value, (list, tuple)):
+            raise TypeError("must be a JSON array")
+        items: list[Any] = []
+        failures: list[Exception] = []
+        for index, item in enumerate(value):
+            try:
+                items.append(hook(item, item_type))
+            except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+                # cattrs' own per-index note, as its generated iterable hooks attach it.
+                failures.append(
+                    _noted(exc, IterableValidationNote(f"@ index {index}", index, item_type))
+                )
+        if failures:
+            raise IterableValidationError("invalid items", failures, type_)
+        return tuple(items)
+
+    return structure
 
 
 def _make_converter() -> cattrs.Converter:
@@ -176,68 +232,13 @@ def _make_converter() -> cattrs.Converter:
         }
         return make_dict_unstructure_fn(cls, converter, **renames)  # type: ignore[arg-type]
 
-    def structure_attrs(cls: type[Any]) -> Callable[[Any, Any], Any]:
-        renames = {
-            field.name: override(rename=wire_name(field.name)) for field in attrs.fields(cls)
-        }
-        generated = make_dict_structure_fn(cls, converter, **renames)  # type: ignore[arg-type]
-        # Constants default in Python for convenience, but the wire must carry them.
-        hints = typing.get_type_hints(cls)
-        constants = [
-            wire_name(field.name)
-            for field in attrs.fields(cls)
-            if typing.get_origin(hints[field.name]) is _LITERAL
-        ]
-
-        def structure(value: Any, type_: Any) -> Any:
-            if not isinstance(value, Mapping):
-                raise TypeError("must be a JSON object")
-            absent = {key: _ABSENT for key in constants if key not in value}
-            value = {**value, **absent} if absent else value
-            try:
-                return generated(value, type_)
-            except cattrs.ClassValidationError as exc:
-                # The class's own rules never ran: run them on the fields that did
-                # structure, so that one bad field does not hide its siblings.
-                noted, _ = exc.group_exceptions()
-                failed = {note.name for _, note in noted}
-                # No field failed: the error came from the rules themselves.
-                others = _rule_errors(converter, cls, hints, value, failed) if failed else None
-                if others is None:
-                    raise
-                raise cattrs.ClassValidationError(
-                    exc.message, [*exc.exceptions, others], cls
-                ) from None
-
-        return structure
-
-    def structure_array(type_: Any) -> Callable[[Any, Any], Any]:
-        item_type = typing.get_args(type_)[0]
-
-        def structure(value: Any, _: Any) -> Any:
-            # A string or an object is iterable too; the wire must carry an array.
-            if not isinstance(value, (list, tuple)):
-                raise TypeError("must be a JSON array")
-            items: list[Any] = []
-            failures: list[Exception] = []
-            for index, item in enumerate(value):
-                try:
-                    items.append(converter.structure(item, item_type))
-                except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
-                    # cattrs' own per-index note, as its generated iterable hooks attach it.
-                    note = IterableValidationNote(f"@ index {index}", index, item_type)
-                    # setattr: __notes__ is not in the type stubs before Python 3.11.
-                    setattr(exc, "__notes__", [*getattr(exc, "__notes__", []), note])  # noqa: B010
-                    failures.append(exc)
-            if failures:
-                raise IterableValidationError("invalid items", failures, type_)
-            return tuple(items)
-
-        return structure
-
     converter.register_unstructure_hook_factory(attrs.has, unstructure_attrs)
-    converter.register_structure_hook_factory(attrs.has, structure_attrs)
-    converter.register_structure_hook_factory(_is_array, structure_array)
+    converter.register_structure_hook_factory(
+        attrs.has, functools.partial(_structure_model, converter)
+    )
+    converter.register_structure_hook_factory(
+        _is_array, functools.partial(_structure_array, converter)
+    )
     converter.register_unstructure_hook(datetime, format_timestamp)
     converter.register_structure_hook(datetime, _structure_datetime)
     converter.register_unstructure_hook(float, wire_number)
@@ -249,47 +250,21 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook_func(
         lambda type_: type_ == _JSON_OBJECT, _structure_extensions
     )
-    converter.register_structure_hook_func(
-        lambda type_: isinstance(type_, type) and issubclass(type_, enum.Enum), _structure_enum
-    )
-    converter.register_structure_hook_factory(
-        lambda type_: typing.get_origin(type_) is _LITERAL, _structure_literal
-    )
+    # A constant is judged by its model's rule, like every other field.
+    converter.register_structure_hook_func(_is_literal, lambda value, _: value)
     converter.register_structure_hook_func(lambda type_: type_ == Event, _structure_event)
     return converter
 
 
-def _rule_errors(
-    converter: cattrs.Converter,
-    cls: type[Any],
-    hints: dict[str, Any],
-    value: Mapping[str, Any],
-    failed: set[str],
-) -> ValidationError | None:
-    """The errors of ``cls``'s own rules on every field but the ``failed`` ones."""
-    kwargs: dict[str, Any] = {}
-    for field in attrs.fields(cls):
-        key = wire_name(field.name)
-        if field.name in failed:
-            if field.default is attrs.NOTHING:  # a stand-in, whose errors are dropped below
-                kwargs[field.name] = () if _is_array(hints[field.name]) else None
-        elif key in value:
-            kwargs[field.name] = value[key]
-    try:
-        kwargs = {
-            name: item if name in failed else converter.structure(item, hints[name])
-            for name, item in kwargs.items()
-        }
-        cls(**kwargs)
-    except ValidationError as exc:
-        skip = {wire_name(name) for name in failed}
-        # "TimeMetric.endDate: ..." -> "endDate"; "ActivityMetricsCollection.extensions.pct..."
-        # -> "extensions"
-        kept = [e for e in exc.errors if e.path.partition(".")[2].split(".")[0] not in skip]
-        return ValidationError(kept) if kept else None
-    except (cattrs.BaseValidationError, TypeError, ValueError, AttributeError):
-        return None  # a rule that needs a failed field: that field is reported already
-    return None
+def _noted(exc: Exception, note: AttributeValidationNote | IterableValidationNote) -> Exception:
+    """``exc`` with cattrs' note of where it happened, as cattrs' own hooks attach it."""
+    # setattr: __notes__ is not in the type stubs before Python 3.11.
+    setattr(exc, "__notes__", [*getattr(exc, "__notes__", []), note])  # noqa: B010
+    return exc
+
+
+def _is_literal(type_: Any) -> bool:
+    return typing.get_origin(type_) is _LITERAL
 
 
 def _is_array(type_: Any) -> bool:
@@ -355,7 +330,9 @@ def _field_errors(exc: BaseException, path: str) -> Iterator[FieldError]:
             yield from _field_errors(inner, path)
     elif isinstance(exc, ValidationError):
         for error in exc.errors:
-            # "TimebackUser.email" raised while building $.actor -> $.actor.email
+            # A model's rule, its path below what ``path`` names: "extensions.runId" noted
+            # at $.extensions -> $.extensions.runId; "TimebackUser.email" raised by the
+            # model at $.actor -> $.actor.email.
             _, _, rest = error.path.partition(".")
             yield FieldError(f"{path}.{rest}" if rest else path, error.message)
     elif isinstance(exc, KeyError):

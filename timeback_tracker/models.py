@@ -3,8 +3,10 @@
 Every class is a frozen attrs class whose fields mirror the wire JSON
 (``snake_case`` here, ``camelCase`` on the wire; see :func:`timeback_tracker.dump`).
 Constructing one with a value that breaks a rule of the Timeback Caliper API
-raises :class:`~timeback_tracker.ValidationError` naming every bad field; the
-rules themselves live in ``_rules.py``.
+raises :class:`~timeback_tracker.ValidationError` naming every bad field. Each
+field names its rule (built from ``_rules.py``) in its attrs metadata, which
+``_field_rules.py`` reads for both the constructor and
+:func:`timeback_tracker.load`: building a model and loading one cannot differ.
 
 One module for the whole model, though longer than the ~600 lines other
 modules keep to: the entities, the metrics and the two events are one
@@ -15,15 +17,16 @@ is field declarations and docstrings.
 from __future__ import annotations
 
 import enum
+import functools
 import math
-import typing
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, Final, Literal
 
 import attrs
 
+from timeback_tracker._field_rules import Model, check, instance_of, rich_rule, rule
 from timeback_tracker._rules import (
     DAY_SECONDS,
     count_problem,
@@ -36,9 +39,8 @@ from timeback_tracker._rules import (
     number_problem,
     text_problem,
     urn_uuid_problem,
-    wire_name,
 )
-from timeback_tracker.exceptions import FieldError, ValidationError
+from timeback_tracker.exceptions import ValidationError
 
 __all__ = [
     "CALIPER_CONTEXT",
@@ -114,13 +116,6 @@ class ActivityMetricType(str, enum.Enum):
     MASTERED_UNITS = "masteredUnits"
 
 
-def _check(owner: str, *checks: tuple[str, str | None]) -> None:
-    """Raise one ValidationError listing every failed check of ``owner``."""
-    errors = [FieldError(f"{owner}.{name}", problem) for name, problem in checks if problem]
-    if errors:
-        raise ValidationError(errors)
-
-
 # --------------------------------------------------------------------------
 # Converters normalise what is unambiguous and leave anything else as it is,
 # for __attrs_post_init__ to report together with every other bad field.
@@ -177,30 +172,6 @@ def _extensions(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return dict(value) if isinstance(value, Mapping) else value
 
 
-_CONSTANTS: dict[type[Any], tuple[tuple[str, str, object], ...]] = {}
-
-
-def _constants(cls: type[Any]) -> tuple[tuple[str, str, object], ...]:
-    """(wire name, attribute, value) of the fields of ``cls`` typed ``Literal[...]``: the
-    fields that hold a single allowed value (``type``, ``@context``, ...)."""
-    found = _CONSTANTS.get(cls)
-    if found is None:  # once per class: every event built goes through here
-        hints = typing.get_type_hints(cls)
-        found = _CONSTANTS[cls] = tuple(
-            (wire_name(field.name), field.name, field.default)
-            for field in attrs.fields(cls)
-            if typing.get_origin(hints[field.name]) is Literal
-        )
-    return found
-
-
-def _constant_problems(instance: Any) -> Iterator[tuple[str, str | None]]:
-    """``type``, ``@context`` and the like hold their one allowed value (the wire checks them)."""
-    for name, attribute, allowed in _constants(type(instance)):
-        value = getattr(instance, attribute)
-        yield name, None if isinstance(value, str) and value == allowed else f"must be {allowed!r}"
-
-
 def _redacted(_: object) -> str:
     return "'<redacted>'"
 
@@ -210,7 +181,7 @@ def _redacted(_: object) -> str:
 
 
 @attrs.frozen(kw_only=True)
-class TimebackUser:
+class TimebackUser(Model):
     """The student (or other user) who performed the action: the event's ``actor``.
 
     Args:
@@ -220,38 +191,24 @@ class TimebackUser:
         role: ``student``, ``teacher``, ``admin`` or ``guide`` (a :class:`Role` or string).
     """
 
-    id: str
+    id: str = attrs.field(metadata=rule(iri_problem))
     type: Literal["TimebackUser"] = "TimebackUser"
-    email: str = attrs.field(repr=_redacted)
-    name: str | None = None
-    role: Role | None = attrs.field(default=None, converter=_to_role)
-
-    def __attrs_post_init__(self) -> None:
-        _check(
-            "TimebackUser",
-            *_constant_problems(self),
-            ("id", iri_problem(self.id)),
-            ("email", email_problem(self.email)),
-            ("name", None if self.name is None else text_problem(self.name)),
-            ("role", None if self.role is None else enum_problem(Role, self.role)),
-        )
+    email: str = attrs.field(repr=_redacted, metadata=rule(email_problem))
+    name: str | None = attrs.field(default=None, metadata=rule(text_problem))
+    role: Role | None = attrs.field(
+        default=None, converter=_to_role, metadata=rule(functools.partial(enum_problem, Role))
+    )
 
 
 @attrs.frozen(kw_only=True)
-class _Named:
+class _Named(Model):
     """What App, Course and Activity share: a name, an optional URL, extensions."""
 
-    name: str
-    id: str | None = None
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
-
-    def __attrs_post_init__(self) -> None:
-        _check(
-            type(self).__name__,
-            ("name", text_problem(self.name)),
-            ("id", None if self.id is None else iri_problem(self.id)),
-            ("extensions", extensions_problem(self.extensions)),
-        )
+    name: str = attrs.field(metadata=rule(text_problem))
+    id: str | None = attrs.field(default=None, metadata=rule(iri_problem))
+    extensions: dict[str, Any] | None = attrs.field(
+        default=None, converter=_extensions, metadata=rule(extensions_problem)
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -287,8 +244,13 @@ class Activity(_Named):
     """
 
 
+def _boolean_problem(value: object) -> str | None:
+    # `in (True, False)` would let 0 and 1 through, and they go on the wire as numbers.
+    return None if isinstance(value, bool) else "must be a boolean"
+
+
 @attrs.frozen(kw_only=True)
-class TimebackActivityContext:
+class TimebackActivityContext(Model):
     """Where the event was recorded: the event's ``object``.
 
     Args:
@@ -300,49 +262,31 @@ class TimebackActivityContext:
         process: Whether Timeback's ETL pipeline processes the event.
     """
 
-    id: str
+    id: str = attrs.field(metadata=rule(iri_problem))
     type: Literal["TimebackActivityContext"] = "TimebackActivityContext"
-    subject: Subject = attrs.field(converter=_to_subject)
-    app: App
-    course: Course | None = None
-    activity: Activity | None = None
-    process: bool | None = None
-
-    def __attrs_post_init__(self) -> None:
-        _check(
-            "TimebackActivityContext",
-            *_constant_problems(self),
-            ("id", iri_problem(self.id)),
-            ("subject", enum_problem(Subject, self.subject)),
-            ("app", None if isinstance(self.app, App) else "must be an App"),
-            (
-                "course",
-                None
-                if self.course is None or isinstance(self.course, Course)
-                else "must be a Course",
-            ),
-            (
-                "activity",
-                None
-                if self.activity is None or isinstance(self.activity, Activity)
-                else "must be an Activity",
-            ),
-            # `in (True, False)` would let 0 and 1 through, and they go on the wire as numbers.
-            (
-                "process",
-                None
-                if self.process is None or isinstance(self.process, bool)
-                else "must be a boolean",
-            ),
-        )
+    subject: Subject = attrs.field(
+        converter=_to_subject, metadata=rule(functools.partial(enum_problem, Subject))
+    )
+    app: App = attrs.field(metadata=rule(instance_of(App)))
+    course: Course | None = attrs.field(default=None, metadata=rule(instance_of(Course)))
+    activity: Activity | None = attrs.field(default=None, metadata=rule(instance_of(Activity)))
+    process: bool | None = attrs.field(default=None, metadata=rule(_boolean_problem))
 
 
 # --------------------------------------------------------------------------
 # Metrics
 
 
+def _window_end_problems(end: Any, valid: Mapping[str, Any]) -> Iterator[tuple[str, str | None]]:
+    problem = datetime_problem(end)
+    start = valid.get("start_date")
+    if problem is None and start is not None and start > end:
+        problem = "must not be before startDate"
+    yield "", problem
+
+
 @attrs.frozen(kw_only=True)
-class TimeMetric:
+class TimeMetric(Model):
     """Seconds of one category of time within a window.
 
     Args:
@@ -354,37 +298,34 @@ class TimeMetric:
         extensions: Extra attributes, sent as given.
     """
 
-    type: TimeMetricType = attrs.field(converter=_to_time_metric_type)
-    value: float
-    sub_type: str | None = None
-    start_date: datetime | None = attrs.field(default=None, converter=_to_optional_utc_ms)
-    end_date: datetime | None = attrs.field(default=None, converter=_to_optional_utc_ms)
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+    type: TimeMetricType = attrs.field(
+        converter=_to_time_metric_type,
+        metadata=rule(functools.partial(enum_problem, TimeMetricType)),
+    )
+    value: float = attrs.field(metadata=rule(lambda value: number_problem(value, 0, MAX_SECONDS)))
+    sub_type: str | None = attrs.field(default=None, metadata=rule(text_problem))
+    start_date: datetime | None = attrs.field(
+        default=None, converter=_to_optional_utc_ms, metadata=rule(datetime_problem)
+    )
+    end_date: datetime | None = attrs.field(
+        default=None, converter=_to_optional_utc_ms, metadata=rich_rule(_window_end_problems)
+    )
+    extensions: dict[str, Any] | None = attrs.field(
+        default=None, converter=_extensions, metadata=rule(extensions_problem)
+    )
 
-    def __attrs_post_init__(self) -> None:
-        order = None
-        if (
-            datetime_problem(self.start_date) is None
-            and datetime_problem(self.end_date) is None
-            and self.start_date > self.end_date  # type: ignore[operator]
-        ):
-            order = "must not be before startDate"
-        _check(
-            "TimeMetric",
-            ("type", enum_problem(TimeMetricType, self.type)),
-            ("value", number_problem(self.value, 0, MAX_SECONDS)),
-            ("subType", None if self.sub_type is None else text_problem(self.sub_type)),
-            ("startDate", None if self.start_date is None else datetime_problem(self.start_date)),
-            (
-                "endDate",
-                None if self.end_date is None else datetime_problem(self.end_date) or order,
-            ),
-            ("extensions", extensions_problem(self.extensions)),
-        )
+
+def _metric_value_problems(
+    value: Any, valid: Mapping[str, Any]
+) -> Iterator[tuple[str, str | None]]:
+    # XP is any finite number; the other metrics count. Without a valid type, the rule all share.
+    kind = valid.get("type", ActivityMetricType.XP_EARNED)
+    counts = kind is not ActivityMetricType.XP_EARNED
+    yield "", count_problem(value) if counts else number_problem(value, -math.inf, math.inf)
 
 
 @attrs.frozen(kw_only=True)
-class ActivityMetric:
+class ActivityMetric(Model):
     """One completion metric: XP earned, questions, or mastered units.
 
     Args:
@@ -393,26 +334,33 @@ class ActivityMetric:
         extensions: Extra attributes, sent as given.
     """
 
-    type: ActivityMetricType = attrs.field(converter=_to_activity_metric_type)
-    value: float
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+    type: ActivityMetricType = attrs.field(
+        converter=_to_activity_metric_type,
+        metadata=rule(functools.partial(enum_problem, ActivityMetricType)),
+    )
+    value: float = attrs.field(metadata=rich_rule(_metric_value_problems))
+    extensions: dict[str, Any] | None = attrs.field(
+        default=None, converter=_extensions, metadata=rule(extensions_problem)
+    )
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.type, ActivityMetricType):
-            _check("ActivityMetric", ("type", enum_problem(ActivityMetricType, self.type)))
-        if self.type is ActivityMetricType.XP_EARNED:
-            problem = number_problem(self.value, -math.inf, math.inf)
-        else:
-            problem = count_problem(self.value)
-        _check(
-            f"ActivityMetric({self.type.value})",
-            ("value", problem),
-            ("extensions", extensions_problem(self.extensions)),
+        # The type names the rule of the value, so it names the errors: ActivityMetric(xpEarned).
+        kind = self.type
+        check(
+            self, f"ActivityMetric({kind.value})" if isinstance(kind, ActivityMetricType) else None
         )
 
 
+def _time_metrics_problem(items: Any) -> str | None:
+    if not items:
+        return "must hold at least one time metric"
+    if not all(isinstance(item, TimeMetric) for item in items):
+        return "must hold TimeMetric items only"
+    return None
+
+
 @attrs.frozen(kw_only=True)
-class TimeSpentMetricsCollection:
+class TimeSpentMetricsCollection(Model):
     """The ``generated`` object of a TimeSpentEvent: the window's time metrics.
 
     Args:
@@ -421,24 +369,14 @@ class TimeSpentMetricsCollection:
         extensions: Extra attributes, sent as given.
     """
 
-    id: str
+    id: str = attrs.field(metadata=rule(iri_problem))
     type: Literal["TimebackTimeSpentMetricsCollection"] = "TimebackTimeSpentMetricsCollection"
-    items: tuple[TimeMetric, ...] = attrs.field(converter=_to_time_metrics)
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
-
-    def __attrs_post_init__(self) -> None:
-        items = None
-        if not self.items:
-            items = "must hold at least one time metric"
-        elif not all(isinstance(item, TimeMetric) for item in self.items):
-            items = "must hold TimeMetric items only"
-        _check(
-            "TimeSpentMetricsCollection",
-            *_constant_problems(self),
-            ("id", iri_problem(self.id)),
-            ("items", items),
-            ("extensions", extensions_problem(self.extensions)),
-        )
+    items: tuple[TimeMetric, ...] = attrs.field(
+        converter=_to_time_metrics, metadata=rule(_time_metrics_problem)
+    )
+    extensions: dict[str, Any] | None = attrs.field(
+        default=None, converter=_extensions, metadata=rule(extensions_problem)
+    )
 
     def seconds(self, kind: TimeMetricType | str) -> float:
         """The total seconds of one category (0 when absent)."""
@@ -446,8 +384,35 @@ class TimeSpentMetricsCollection:
         return sum(item.value for item in self.items if item.type is kind)
 
 
+def _activity_metrics_problems(items: Any, _: object) -> Iterator[tuple[str, str | None]]:
+    if not all(isinstance(item, ActivityMetric) for item in items):
+        yield "", "must hold ActivityMetric items only"
+        return
+    values: dict[ActivityMetricType, float] = {}
+    for item in items:
+        if item.type in values:
+            yield "", f"must not repeat {item.type.value!r}"
+        values[item.type] = item.value
+    if ActivityMetricType.XP_EARNED not in values:
+        yield "", "must include 'xpEarned'"
+    total = values.get(ActivityMetricType.TOTAL_QUESTIONS)
+    correct = values.get(ActivityMetricType.CORRECT_QUESTIONS)
+    if (total is None) != (correct is None):
+        yield "", "'totalQuestions' and 'correctQuestions' come together or not at all"
+    elif total is not None and correct is not None and correct > total:
+        yield "", "'correctQuestions' must not exceed 'totalQuestions'"
+
+
+def _completion_extensions_problems(extensions: Any, _: object) -> Iterator[tuple[str, str | None]]:
+    pct = extensions.get("pctCompleteApp") if isinstance(extensions, dict) else None
+    pct_problem = None if pct is None else number_problem(pct, 0, 100)
+    # A bad pctCompleteApp is reported as such, not again as bad JSON.
+    yield "", None if pct_problem else extensions_problem(extensions)
+    yield "pctCompleteApp", pct_problem
+
+
 @attrs.frozen(kw_only=True)
-class ActivityMetricsCollection:
+class ActivityMetricsCollection(Model):
     """The ``generated`` object of an ActivityCompletedEvent: the completion metrics.
 
     Args:
@@ -456,41 +421,14 @@ class ActivityMetricsCollection:
         extensions: Extra attributes; ``pctCompleteApp`` (0-100) goes here.
     """
 
-    id: str
+    id: str = attrs.field(metadata=rule(iri_problem))
     type: Literal["TimebackActivityMetricsCollection"] = "TimebackActivityMetricsCollection"
-    items: tuple[ActivityMetric, ...] = attrs.field(converter=_to_activity_metrics)
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
-
-    def __attrs_post_init__(self) -> None:
-        pct = self.extensions.get("pctCompleteApp") if isinstance(self.extensions, dict) else None
-        pct_problem = None if pct is None else number_problem(pct, 0, 100)
-        _check(
-            "ActivityMetricsCollection",
-            *_constant_problems(self),
-            ("id", iri_problem(self.id)),
-            # A bad pctCompleteApp is reported as such, not again as bad JSON.
-            ("extensions", None if pct_problem else extensions_problem(self.extensions)),
-            ("extensions.pctCompleteApp", pct_problem),
-            *self._problems(),
-        )
-
-    def _problems(self) -> Iterator[tuple[str, str | None]]:
-        if not all(isinstance(item, ActivityMetric) for item in self.items):
-            yield "items", "must hold ActivityMetric items only"
-            return
-        values: dict[ActivityMetricType, float] = {}
-        for item in self.items:
-            if item.type in values:
-                yield "items", f"must not repeat {item.type.value!r}"
-            values[item.type] = item.value
-        if ActivityMetricType.XP_EARNED not in values:
-            yield "items", "must include 'xpEarned'"
-        total = values.get(ActivityMetricType.TOTAL_QUESTIONS)
-        correct = values.get(ActivityMetricType.CORRECT_QUESTIONS)
-        if (total is None) != (correct is None):
-            yield "items", "'totalQuestions' and 'correctQuestions' come together or not at all"
-        elif total is not None and correct is not None and correct > total:
-            yield "items", "'correctQuestions' must not exceed 'totalQuestions'"
+    items: tuple[ActivityMetric, ...] = attrs.field(
+        converter=_to_activity_metrics, metadata=rich_rule(_activity_metrics_problems)
+    )
+    extensions: dict[str, Any] | None = attrs.field(
+        default=None, converter=_extensions, metadata=rich_rule(_completion_extensions_problems)
+    )
 
     def value(self, kind: ActivityMetricType | str) -> float | None:
         """The value of one metric, or None when absent."""
@@ -502,59 +440,23 @@ class ActivityMetricsCollection:
 # Events
 
 
-def _event_extension_problems(extensions: object) -> Iterator[tuple[str, str | None]]:
-    yield "extensions", extensions_problem(extensions)
+def _event_extensions_problems(extensions: Any, _: object) -> Iterator[tuple[str, str | None]]:
+    yield "", extensions_problem(extensions)
     if not isinstance(extensions, dict):
         return
     run_id = extensions.get("runId")
     if run_id is not None:
-        yield "extensions.runId", None if is_uuid(run_id) else "must be a UUID"
+        yield "runId", None if is_uuid(run_id) else "must be a UUID"
     course_id = extensions.get("courseId")
     if course_id is not None:
-        yield "extensions.courseId", text_problem(course_id)
+        yield "courseId", text_problem(course_id)
 
 
-def _event_problems(
-    event: TimeSpentEvent | ActivityCompletedEvent,
-) -> Iterator[tuple[str, str | None]]:
-    yield from _constant_problems(event)
-    yield "id", urn_uuid_problem(event.id)
-    yield "eventTime", datetime_problem(event.event_time)
-    yield "actor", None if isinstance(event.actor, TimebackUser) else "must be a TimebackUser"
-    yield (
-        "object",
-        None
-        if isinstance(event.object, TimebackActivityContext)
-        else "must be a TimebackActivityContext",
-    )
-    yield "edApp", None if event.ed_app is None else iri_problem(event.ed_app)
-    yield "session", None if event.session is None else iri_problem(event.session)
-    yield from _event_extension_problems(event.extensions)
-
-
-class _EventRules:
-    """What the two events share besides their fields: their rules and ``run_id``."""
+class _Event(Model):
+    """What the two events share besides their fields (and their fields' rules): ``run_id``."""
 
     __slots__ = ()
     extensions: dict[str, Any] | None
-    generated: object
-    # The class of ``generated`` (not type[...]: the annotations are read where
-    # ``type`` names the events' own field).
-    _GENERATED: ClassVar[Any]
-
-    def __attrs_post_init__(self) -> None:
-        kind = self._GENERATED.__name__
-        article = "an" if kind[0] in "AEIOU" else "a"
-        _check(
-            type(self).__name__,
-            *_event_problems(self),  # type: ignore[arg-type]
-            (
-                "generated",
-                None
-                if isinstance(self.generated, self._GENERATED)
-                else f"must be {article} {kind}",
-            ),
-        )
 
     @property
     def run_id(self) -> str | None:
@@ -563,27 +465,31 @@ class _EventRules:
 
 
 @attrs.frozen(kw_only=True)
-class TimeSpentEvent(_EventRules):
+class TimeSpentEvent(_Event):
     """How a window of one activity run was spent (``TimeSpentEvent`` / ``SpentTime``).
 
     Build one with :meth:`for_window`; construct directly only to mirror
     existing wire data.
     """
 
-    _GENERATED: ClassVar[Any] = TimeSpentMetricsCollection
-
     context: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
-    id: str
+    id: str = attrs.field(metadata=rule(urn_uuid_problem))
     type: Literal["TimeSpentEvent"] = TIME_SPENT_TYPE
     action: Literal["SpentTime"] = "SpentTime"
     profile: Literal["TimebackProfile"] = "TimebackProfile"
-    event_time: datetime = attrs.field(converter=_to_utc_ms)
-    actor: TimebackUser
-    object: TimebackActivityContext
-    generated: TimeSpentMetricsCollection
-    ed_app: str | None = None
-    session: str | None = None
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+    event_time: datetime = attrs.field(converter=_to_utc_ms, metadata=rule(datetime_problem))
+    actor: TimebackUser = attrs.field(metadata=rule(instance_of(TimebackUser)))
+    object: TimebackActivityContext = attrs.field(
+        metadata=rule(instance_of(TimebackActivityContext))
+    )
+    generated: TimeSpentMetricsCollection = attrs.field(
+        metadata=rule(instance_of(TimeSpentMetricsCollection))
+    )
+    ed_app: str | None = attrs.field(default=None, metadata=rule(iri_problem))
+    session: str | None = attrs.field(default=None, metadata=rule(iri_problem))
+    extensions: dict[str, Any] | None = attrs.field(
+        default=None, converter=_extensions, metadata=rich_rule(_event_extensions_problems)
+    )
 
     @classmethod
     def for_window(
@@ -639,27 +545,31 @@ class TimeSpentEvent(_EventRules):
 
 
 @attrs.frozen(kw_only=True)
-class ActivityCompletedEvent(_EventRules):
+class ActivityCompletedEvent(_Event):
     """The completion of one activity run (``ActivityEvent`` / ``Completed``).
 
     Build one with :meth:`for_completion`; construct directly only to mirror
     existing wire data.
     """
 
-    _GENERATED: ClassVar[Any] = ActivityMetricsCollection
-
     context: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
-    id: str
+    id: str = attrs.field(metadata=rule(urn_uuid_problem))
     type: Literal["ActivityEvent"] = COMPLETED_TYPE
     action: Literal["Completed"] = "Completed"
     profile: Literal["TimebackProfile"] = "TimebackProfile"
-    event_time: datetime = attrs.field(converter=_to_utc_ms)
-    actor: TimebackUser
-    object: TimebackActivityContext
-    generated: ActivityMetricsCollection
-    ed_app: str | None = None
-    session: str | None = None
-    extensions: dict[str, Any] | None = attrs.field(default=None, converter=_extensions)
+    event_time: datetime = attrs.field(converter=_to_utc_ms, metadata=rule(datetime_problem))
+    actor: TimebackUser = attrs.field(metadata=rule(instance_of(TimebackUser)))
+    object: TimebackActivityContext = attrs.field(
+        metadata=rule(instance_of(TimebackActivityContext))
+    )
+    generated: ActivityMetricsCollection = attrs.field(
+        metadata=rule(instance_of(ActivityMetricsCollection))
+    )
+    ed_app: str | None = attrs.field(default=None, metadata=rule(iri_problem))
+    session: str | None = attrs.field(default=None, metadata=rule(iri_problem))
+    extensions: dict[str, Any] | None = attrs.field(
+        default=None, converter=_extensions, metadata=rich_rule(_event_extensions_problems)
+    )
 
     @classmethod
     def for_completion(
@@ -760,8 +670,16 @@ def _generated_id(event_id: str) -> str:
     return f"urn:uuid:{uuid.uuid5(_GENERATED_NAMESPACE, f'{event_id}#generated')}"
 
 
+def _events_problem(data: Any) -> str | None:
+    if not data:
+        return "must hold at least one event"
+    if not all(isinstance(event, (TimeSpentEvent, ActivityCompletedEvent)) for event in data):
+        return "must hold TimeSpentEvent or ActivityCompletedEvent items only"
+    return None
+
+
 @attrs.frozen(kw_only=True)
-class Envelope:
+class Envelope(Model):
     """The Caliper envelope that carries events to the endpoint.
 
     Args:
@@ -770,21 +688,7 @@ class Envelope:
         data: At least one event.
     """
 
-    sensor: str
-    send_time: datetime = attrs.field(converter=_to_utc_ms)
+    sensor: str = attrs.field(metadata=rule(iri_problem))
+    send_time: datetime = attrs.field(converter=_to_utc_ms, metadata=rule(datetime_problem))
     data_version: Literal["http://purl.imsglobal.org/ctx/caliper/v1p2"] = CALIPER_CONTEXT
-    data: tuple[Event, ...] = attrs.field(converter=_to_events)
-
-    def __attrs_post_init__(self) -> None:
-        data = None
-        if not self.data:
-            data = "must hold at least one event"
-        elif not all(isinstance(e, (TimeSpentEvent, ActivityCompletedEvent)) for e in self.data):
-            data = "must hold TimeSpentEvent or ActivityCompletedEvent items only"
-        _check(
-            "Envelope",
-            *_constant_problems(self),
-            ("sensor", iri_problem(self.sensor)),
-            ("sendTime", datetime_problem(self.send_time)),
-            ("data", data),
-        )
+    data: tuple[Event, ...] = attrs.field(converter=_to_events, metadata=rule(_events_problem))
