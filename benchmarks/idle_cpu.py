@@ -1,6 +1,7 @@
 """Idle cost: CPU time and wake-ups of the tracker's threads while sessions just run.
 
-Run: ``.venv/bin/python benchmarks/idle_cpu.py`` (``--seconds N``, default 60).
+Run: ``.venv/bin/python benchmarks/idle_cpu.py`` (``--seconds N``, default 180: a
+running session's windows are held up to 52.5 s, so a minute may see no send).
 
 Each setup runs in a process of its own, all side by side for ``--seconds``,
 with the main thread asleep:
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -123,12 +125,44 @@ def child(url: str, interval: float, spooled: bool, sessions: int, seconds: floa
     )
 
 
+def floor(seconds: float) -> None:
+    """Child: the least a once-a-second sign of life can cost in Python.
+
+    A thread that waits one second on a condition and then writes an 8-byte
+    stamp with ``os.pwrite``, nothing else: what any design that keeps a
+    ``kill -9`` from losing more than a second pays before doing any work.
+    Measured from inside the thread, the same two ways as the tracker's.
+    """
+    condition = threading.Condition()
+    result: dict[str, Any] = {}
+    with tempfile.TemporaryFile() as file:
+
+        def stamp() -> None:
+            me = threading.current_thread()
+            cpu, woken, began = cpu_ns(me), wakeups(me), time.monotonic()
+            while time.monotonic() < began + seconds:
+                with condition:
+                    condition.wait(1.0)
+                os.pwrite(file.fileno(), time.monotonic_ns().to_bytes(8, "big"), 0)
+            result["elapsed"] = time.monotonic() - began
+            result["threads"] = {"floor": [cpu_ns(me) - cpu, wakeups(me) - woken]}
+
+        thread = threading.Thread(target=stamp)
+        thread.start()
+        thread.join()
+    print(json.dumps(result))
+
+
 def main() -> None:
     """Run every setup side by side and print each one's CPU time and wake-ups."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="how long (60)")
+    parser.add_argument("--seconds", type=float, default=180.0, help="how long (180)")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--floor", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.floor:
+        floor(args.floor)
+        return
     if args.child:
         url, interval, spooled, sessions, seconds = args.child
         child(url, float(interval), spooled == "1", int(sessions), float(seconds))
@@ -156,6 +190,11 @@ def main() -> None:
             )
             for setup in SETUPS
         ]
+        reference = subprocess.Popen(
+            [sys.executable, __file__, "--floor", str(args.seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for setup, process in processes:
             output, _ = process.communicate()
             results.append((setup, json.loads(output.strip().splitlines()[-1])))
@@ -187,6 +226,14 @@ def main() -> None:
             f" {total_wake * 60 / elapsed:>12.1f} {total_cpu / 1e9 / elapsed:>14.4%}"
             f" {result['process'] / elapsed:>14.4%}"
         )
+    output, _ = reference.communicate()
+    measured = json.loads(output.strip().splitlines()[-1])
+    cpu, wake = measured["threads"]["floor"]
+    print(
+        f"\nfloor: a Python thread that waits 1 s and pwrites an 8-byte stamp, nothing else: "
+        f"{cpu / 1e6:.1f} ms CPU, {wake * 60 / measured['elapsed']:.1f} wake-ups a minute, "
+        f"{cpu / 1e9 / measured['elapsed']:.4%} of a core"
+    )
     print(
         "\ntargets (issue 12, benchmarks/README.md), 15 s interval with the spool: "
         "<= 0.02 % of a core, "

@@ -15,7 +15,6 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,12 +27,6 @@ from timeback_tracker._spool import SqliteOutbox
 from timeback_tracker.testing import FakeClock, LocalCollector
 
 HOLD = 30.0  # far longer than any wait below: a window sent early was not held
-
-
-@pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    with LocalCollector() as server:
-        yield server
 
 
 def delivery(outbox: Outbox, collector: LocalCollector, hold: float = HOLD) -> Delivery:
