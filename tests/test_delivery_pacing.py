@@ -12,7 +12,12 @@ refuses writes), which a crash would lose.
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +25,18 @@ from pathlib import Path
 import pytest
 
 import timeback_tracker as tt
-from tests.support import ACTIVITY, SENSOR, USER, completion, eventually, window
+from tests.support import (
+    ACTIVITY,
+    SENSOR,
+    USER,
+    assert_conserved,
+    assert_contiguous,
+    completion,
+    eventually,
+    rows,
+    window,
+    windows,
+)
 from timeback_tracker._delivery import MAX_HOLD, Counters, Delivery, DeliverySettings
 from timeback_tracker._outbox import MemoryOutbox, Outbox
 from timeback_tracker._spool import SqliteOutbox
@@ -210,3 +226,68 @@ def test_a_running_session_on_the_spool_sends_its_windows_together(
     windows = len(collector.time_spent_events())
     # Windows every 0.2 s, held up to 0.7 s: about four to an envelope.
     assert len(collector.requests) <= windows / 2, (len(collector.requests), windows)
+
+
+KIOSK = textwrap.dedent(
+    """
+    import sys, time
+    import timeback_tracker as tt
+
+    tracker = tt.Tracker(tt.TrackerConfig(
+        sensor="https://kiosk.example.com/sensors/lab-3",
+        endpoint=sys.argv[1],
+        spool_path=sys.argv[2],
+        heartbeat_interval=2.0,  # windows held up to 7 s
+    ))
+    session = tracker.start_session(
+        tt.TimebackUser(id="https://sis.example.com/users/1", email="kid@example.com"),
+        tt.TimebackActivityContext(
+            id="https://app.example.com/a/1", subject="Math", app=tt.App(name="Kiosk")
+        ),
+    )
+    print(session.run_id, flush=True)
+    for line in sys.stdin:
+        print(session.active_seconds, flush=True)
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_windows_held_when_the_app_is_killed_arrive_after_the_next_start(
+    tmp_path: Path, collector: LocalCollector
+) -> None:
+    """Held windows are already durable: a kill -9 while they wait loses none of them,
+    and the next tracker on the spool sends them with the ids they had."""
+    spool = tmp_path / "spool.db"
+    kiosk = subprocess.Popen(
+        [sys.executable, "-c", KIOSK, collector.url, str(spool)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert kiosk.stdin is not None
+    assert kiosk.stdout is not None
+    try:
+        run_id = kiosk.stdout.readline().strip()
+        assert eventually(
+            lambda: spool.exists() and rows(spool, "SELECT count(*) FROM entries")[0][0] >= 2,
+            timeout=30,
+        )
+        assert not collector.events  # two windows written, none sent: they are held
+        held = {row[0] for row in rows(spool, "SELECT id FROM entries")}
+        kiosk.stdin.write("active?\n")
+        kiosk.stdin.flush()
+        counted = float(kiosk.stdout.readline())
+        os.kill(kiosk.pid, signal.SIGKILL)
+    finally:
+        kiosk.kill()
+        kiosk.communicate()
+    config = tt.TrackerConfig(sensor=SENSOR, endpoint=collector.url, spool_path=spool)
+    with tt.Tracker(config) as tracker:
+        assert tracker.flush(10)
+    arrived = windows(collector, run_id)
+    assert held <= {event["id"] for event in arrived}
+    assert_conserved(arrived)
+    assert_contiguous(arrived)
+    assert collector.totals(run_id)[0] >= counted - 1.0
+    assert collector.duplicate_conflicts == []
