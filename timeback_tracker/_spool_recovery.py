@@ -19,7 +19,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -451,12 +451,6 @@ def _run_of(template: object) -> str:
         return RunTemplate.from_json(str(template)).run_id
     except ValueError:
         return "?"
-
-
-def _alive_segments(record: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    segments = record.get("segments")
-    if isinstance(segments, dict):
-        yield from segments.items()
 
 
 def _seq_of(state: object) -> int:
