@@ -230,6 +230,9 @@ class SpoolRecovery(SpoolHealing):
             self.insert(entry, dest)
             return
         admission = admit(self, entry, self._max)
+        if dest != self.dest and self.holds(entry.id):
+            # admit() inserts for this tracker's destination; the entry is another app's.
+            self._conn_().execute("UPDATE entries SET dest = ? WHERE id = ?", (dest, entry.id))
         if admission.dropped:
             log.warning(
                 "spool %s: full: dropped %d events while recovering",
