@@ -7,6 +7,8 @@ output captured), on real spool files written by real outboxes;
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 import sqlite3
 import uuid
@@ -19,6 +21,7 @@ from timeback_tracker._spool import SqliteOutbox
 from timeback_tracker._spool_admin import SpoolFile, lock_held
 from timeback_tracker._spool_file import AliveRecord, close_quietly, open_lock_file, try_lock
 from timeback_tracker._spool_ls import _ago
+from timeback_tracker._spool_send import _Progress, _WarningsAbove
 from timeback_tracker.cli import main
 
 
@@ -188,6 +191,27 @@ def test_a_run_whose_destination_was_never_recorded_is_not_called_a_0_1_row(
         "next starts)\n  queued 0, dead letters 0, checkpoints 1 (1 interrupted)\n"
     ) in out
     assert f"  interrupted run {run}: 1 window to send, active 5.0 s, inactive 0.0 s" in out
+
+
+def test_a_long_library_warning_is_cut_while_sending(capsys: pytest.CaptureFixture[str]) -> None:
+    """`spool send` shows the library's warnings above its progress, each cut to 200
+    characters (a warning may list thousands of event ids); quieter records are not shown."""
+    handler = _WarningsAbove(_Progress(io.StringIO()))
+    logger = logging.getLogger("tests.spool_tools.send")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)  # the handler itself must leave out what is not a warning
+    try:
+        logger.warning("could not send %s", ", ".join(f"urn:uuid:{n:04d}" for n in range(100)))
+        logger.info("not shown")
+        logger.warning("short")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    lines = capsys.readouterr().err.splitlines()
+    assert [len(line) for line in lines] == [len("warning: ") + 200, len("warning: short")]
+    assert lines[0].startswith("warning: could not send urn:uuid:0000, ")
+    assert lines[0].endswith("…")
+    assert lines[1] == "warning: short"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,47 @@
+"""Self-healing at the edges: a spool that works again while events from memory are in flight.
+
+When the spool refuses writes, events wait in memory and the delivery
+thread sends from there; when the spool takes writes again, what waits in
+memory moves to it. A batch being sent from memory at that moment must not
+move (it would be taken, and sent, a second time, ahead of its order).
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from tests.support import rows, window, window_id
+from timeback_tracker._spool import SqliteOutbox
+
+
+def test_memory_waits_to_move_to_the_spool_until_nothing_of_it_is_in_flight(
+    tmp_path: Path,
+) -> None:
+    """The spool is writable again while a batch from memory is being sent: the rest stays
+    in memory (each event is taken once, in order); once the batch is acknowledged, the
+    next write moves what is left to the spool."""
+    spool = tmp_path / "spool.sqlite3"
+    run = uuid.uuid4()
+    outbox = SqliteOutbox(spool, 100)
+    try:
+        assert outbox._conn is not None
+        outbox._conn.execute("PRAGMA query_only = ON")  # the disk refuses writes
+        outbox.put_many([window(run, 0), window(run, 1)])
+        sending = outbox.take(1)
+        assert [e.id for e in sending] == [window_id(run, 0)]
+
+        outbox._conn.execute("PRAGMA query_only = OFF")
+        outbox._retry_at = 0.0  # the spool is due for another try
+        outbox.put_many([window(run, 2)])
+        assert rows(spool, "SELECT count(*) FROM entries") == [(0,)]
+        following = outbox.take(10)
+        assert [e.id for e in following] == [window_id(run, 1), window_id(run, 2)]
+
+        outbox.ack(sending + following)
+        outbox.put_many([window(run, 3)])
+        assert rows(spool, "SELECT id FROM entries") == [(window_id(run, 3),)]
+        assert [e.id for e in outbox.take(10)] == [window_id(run, 3)]
+        assert len(outbox) == 1
+    finally:
+        outbox.close()
