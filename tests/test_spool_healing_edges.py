@@ -8,10 +8,11 @@ move (it would be taken, and sent, a second time, ahead of its order).
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
-from tests.support import rows, window, window_id
+from tests.support import checkpoint, rows, template, window, window_id
 from timeback_tracker._spool import SqliteOutbox
 
 
@@ -45,3 +46,35 @@ def test_memory_waits_to_move_to_the_spool_until_nothing_of_it_is_in_flight(
         assert len(outbox) == 1
     finally:
         outbox.close()
+
+
+def test_an_owner_lock_that_cannot_be_taken_again_leaves_no_stale_descriptor(
+    tmp_path: Path,
+) -> None:
+    """The spool's directory is emptied and a dangling symlink planted where the owner lock
+    goes: the lock cannot be taken again, and the sign of life must then go nowhere, never
+    through the old descriptor's number into whatever file this process opens next."""
+    spool = tmp_path / "spool.sqlite3"
+    run = uuid.uuid4()
+    segment = template(run).segment
+    outbox = SqliteOutbox(spool, 100)
+    victims: list[int] = []
+    try:
+        outbox.put_many([], {segment: checkpoint(run, 1)})
+        stale = outbox._owner_fd
+        for path in list(tmp_path.iterdir()):
+            path.unlink()
+        outbox._owner_lock(outbox.owner).symlink_to(tmp_path / "nowhere")
+
+        outbox.put_many([window(run, 1)], {segment: checkpoint(run, 2)})  # kept in memory
+
+        while stale not in victims and len(victims) < 64:  # the app opens its own files
+            victims.append(os.open(tmp_path / f"app-{len(victims)}", os.O_RDWR | os.O_CREAT))
+            os.write(victims[-1], b"the app's own data")
+        seen = checkpoint(run, 2, open_seconds=7)
+        outbox.mark_alive(seen.mono_ms, seen.wall_ms, [seen])
+        assert [os.pread(fd, 100, 0) for fd in victims] == [b"the app's own data"] * len(victims)
+    finally:
+        outbox.close()
+        for fd in victims:
+            os.close(fd)
