@@ -12,7 +12,10 @@ import os
 import uuid
 from pathlib import Path
 
-from tests.support import checkpoint, rows, template, window, window_id
+import pytest
+
+from tests.support import checkpoint, completion, rows, template, window, window_id
+from timeback_tracker._outbox import AlreadyCompletedError
 from timeback_tracker._spool import SqliteOutbox
 
 
@@ -78,3 +81,30 @@ def test_an_owner_lock_that_cannot_be_taken_again_leaves_no_stale_descriptor(
         outbox.close()
         for fd in victims:
             os.close(fd)
+
+
+def test_a_run_has_one_completion_even_while_the_spool_refuses_writes(tmp_path: Path) -> None:
+    """The spool refuses writes but can still be read: completing a run another tracker
+    completed is refused, and so is completing twice a run completed in memory meanwhile;
+    neither leaves an event behind."""
+    spool = tmp_path / "spool.sqlite3"
+    elsewhere, here = uuid.uuid4(), uuid.uuid4()
+    other = SqliteOutbox(spool, 100)
+    other.put_many([completion(elsewhere)], completes=str(elsewhere))
+    other.close()
+    outbox = SqliteOutbox(spool, 100)
+    try:
+        assert outbox._conn is not None
+        outbox._conn.execute("PRAGMA query_only = ON")
+        with pytest.raises(AlreadyCompletedError):
+            outbox.put_many([completion(elsewhere)], completes=str(elsewhere))
+        outbox.put_many([completion(here)], completes=str(here))
+        with pytest.raises(AlreadyCompletedError):
+            outbox.put_many([completion(here)], completes=str(here))
+        assert [e.id for e in outbox.take(10)] == [completion(elsewhere).id, completion(here).id]
+        outbox._conn.execute("PRAGMA query_only = OFF")  # the disk is back before close
+    finally:
+        outbox.close()
+    assert rows(spool, "SELECT run_id FROM completed ORDER BY run_id") == sorted(
+        [(str(elsewhere),), (str(here),)]
+    )
