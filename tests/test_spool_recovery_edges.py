@@ -89,7 +89,7 @@ def test_a_recovery_that_cannot_be_written_holds_back_only_the_runs_it_owes(
         survivor._conn.execute("PRAGMA query_only = ON")  # every write fails
         with caplog.at_level(logging.WARNING, "timeback_tracker.spool"):
             assert survivor.recover() == []
-        assert "the completions of 1 runs wait for them" in caplog.text
+        assert "the completions of 1 run wait for them" in caplog.text
 
         first = survivor.take(10)
         assert [e.id for e in first] == [completion(other).id]

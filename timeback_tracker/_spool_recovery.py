@@ -113,7 +113,7 @@ class SpoolRecovery(SpoolHealing):
                 "while running, the completions of %s wait for them",
                 self._path,
                 why,
-                "every run" if owed is None else f"{len(owed)} runs",
+                "every run" if owed is None else f"{len(owed)} run{'' if len(owed) == 1 else 's'}",
             )
 
     def _runs_owed(self) -> frozenset[str] | None:
