@@ -68,12 +68,12 @@ def test_a_file_of_our_version_with_a_foreign_table_is_moved_aside(
 
 
 def test_moving_aside_never_overwrites_an_earlier_corrupt_copy(spool: Path) -> None:
-    """Corrupt copies from this second (and the next) exist already: the new one gets a
-    numbered name, the old ones keep their bytes, and the companions follow it (the WAL and
-    rollback journal under the matching name, the shared-memory index deleted)."""
+    """Corrupt copies from this second (and the next few) exist already: the new one gets
+    a numbered name, the old ones keep their bytes, and the companions follow it (the WAL
+    and rollback journal under the matching name, the shared-memory index deleted)."""
     now = datetime.now(timezone.utc)
     earlier = []
-    for moment in (now, now + timedelta(seconds=1)):
+    for moment in (now + timedelta(seconds=n) for n in range(10)):  # a slow machine too
         copy = spool.with_name(f"{spool.name}.corrupt-{moment:%Y%m%dT%H%M%SZ}")
         copy.write_bytes(b"an earlier corrupt spool")
         earlier.append(copy)
@@ -84,7 +84,7 @@ def test_moving_aside_never_overwrites_an_earlier_corrupt_copy(spool: Path) -> N
     target = move_aside(spool)
 
     assert re.fullmatch(rf"{re.escape(spool.name)}\.corrupt-\d{{8}}T\d{{6}}Z-2", target.name)
-    assert [p.read_bytes() for p in earlier] == [b"an earlier corrupt spool"] * 2
+    assert [p.read_bytes() for p in earlier] == [b"an earlier corrupt spool"] * 10
     assert target.read_bytes() == b"main"
     assert Path(f"{target}-wal").read_bytes() == b"wal"
     assert Path(f"{target}-journal").read_bytes() == b"journal"

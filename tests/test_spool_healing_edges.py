@@ -74,6 +74,7 @@ def test_an_owner_lock_that_cannot_be_taken_again_leaves_no_stale_descriptor(
         while stale not in victims and len(victims) < 64:  # the app opens its own files
             victims.append(os.open(tmp_path / f"app-{len(victims)}", os.O_RDWR | os.O_CREAT))
             os.write(victims[-1], b"the app's own data")
+        assert stale in victims  # the old number was reused: the test can tell
         seen = checkpoint(run, 2, open_seconds=7)
         outbox.mark_alive(seen.mono_ms, seen.wall_ms, [seen])
         assert [os.pread(fd, 100, 0) for fd in victims] == [b"the app's own data"] * len(victims)
