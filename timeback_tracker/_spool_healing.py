@@ -200,6 +200,9 @@ class SpoolHealing(SpoolRows):
         prepare_directory(self._path.parent)
         if self._owner_fd is not None and not self._owner_lock(self.owner).exists():
             close_quietly(self._owner_fd)
+            # Never keep a closed descriptor: its number goes to the next file opened here,
+            # which the sign of life would overwrite, if taking the lock again fails.
+            self._owner_fd = None
             self._owner_fd = open_lock_file(self._owner_lock(self.owner))
             try_lock(self._owner_fd)
         self._open()

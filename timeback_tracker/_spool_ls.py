@@ -118,16 +118,26 @@ def _print_spool(path: Path, now: int, totals: _Totals) -> None:
         mine = [run for run in runs if run.dest == destination.key]
         shown.add(destination.key)
         _print_destination(destination, mine, now, totals)
-    strays = [run for run in runs if run.dest not in shown]
-    if strays:  # a tracker killed before it recorded its destination
-        _print_destination(Destination("", None, None, None, 0, 0, None), strays, now, totals)
+    # Runs of a tracker killed before it recorded its destination (the spool was busy).
+    strays: dict[str, list[OpenRun]] = {}
+    for run in runs:
+        if run.dest not in shown:
+            strays.setdefault(run.dest, []).append(run)
+    for key, stray in strays.items():
+        _print_destination(Destination(key, None, None, None, 0, 0, None), stray, now, totals)
 
 
 def _print_destination(
     destination: Destination, runs: list[OpenRun], now: int, totals: _Totals
 ) -> None:
-    if destination.sensor is None:
+    if destination.sensor is None and not destination.key:
         print("  destination not recorded (a 0.1 spool's rows: the next tracker adopts them)")
+    elif destination.sensor is None:
+        # Only the app sending to it can: the spool knows the key, not its sensor and endpoint.
+        print(
+            f"  destination {destination.key} not recorded here "
+            "(its app sends these events when it next starts)"
+        )
     else:
         used = destination.last_used_ms
         print(f"  sensor    {destination.sensor or '(none)'}")

@@ -19,7 +19,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,7 @@ class SpoolRecovery(SpoolHealing):
                 "while running, the completions of %s wait for them",
                 self._path,
                 why,
-                "every run" if owed is None else f"{len(owed)} runs",
+                "every run" if owed is None else f"{len(owed)} run{'' if len(owed) == 1 else 's'}",
             )
 
     def _runs_owed(self) -> frozenset[str] | None:
@@ -230,6 +230,9 @@ class SpoolRecovery(SpoolHealing):
             self.insert(entry, dest)
             return
         admission = admit(self, entry, self._max)
+        if dest != self.dest and self.holds(entry.id):
+            # admit() inserts for this tracker's destination; the entry is another app's.
+            self._conn_().execute("UPDATE entries SET dest = ? WHERE id = ?", (dest, entry.id))
         if admission.dropped:
             log.warning(
                 "spool %s: full: dropped %d events while recovering",
@@ -451,12 +454,6 @@ def _run_of(template: object) -> str:
         return RunTemplate.from_json(str(template)).run_id
     except ValueError:
         return "?"
-
-
-def _alive_segments(record: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    segments = record.get("segments")
-    if isinstance(segments, dict):
-        yield from segments.items()
 
 
 def _seq_of(state: object) -> int:

@@ -210,7 +210,8 @@ def _ensure_schema(conn: sqlite3.Connection, *, create: bool) -> None:
                 conn.execute(statement)
         elif version == 1:
             _upgrade_from_1(conn)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if version != SCHEMA_VERSION:  # only then: a mere look (the spool tools) writes nothing
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         for table, required in _REQUIRED_COLUMNS.items():
             found = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
             if not required <= found:
