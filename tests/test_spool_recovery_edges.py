@@ -14,7 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import checkpoint, completion, rows, template, window, window_id
+import timeback_tracker as tt
+from tests.support import (
+    SENSOR,
+    checkpoint,
+    closed_port_url,
+    completion,
+    eventually,
+    rows,
+    template,
+    window,
+    window_id,
+)
 from timeback_tracker._spool import SqliteOutbox
 from timeback_tracker._spool_file import close_quietly
 
@@ -134,3 +145,50 @@ def test_a_closed_outbox_raises_nothing_and_writes_nothing(
     assert [r.getMessage() for r in caplog.records] == [
         f"spool {spool} is closed: 1 events kept in memory only"
     ]
+
+
+def test_windows_dropped_for_a_recovered_window_are_counted_and_reported(spool: Path) -> None:
+    """A tracker starting on a full spool recovers a crashed run's window by dropping the
+    oldest window that cannot merge: stats() counts it and on_error hears of it, as for a
+    put into a full outbox."""
+    crashed, first, second = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    sensor, endpoint = SENSOR, closed_port_url()  # nothing is delivered meanwhile
+    dying = SqliteOutbox(spool, 2, sensor=sensor, endpoint=endpoint)
+    dying.put_many([window(first, 0), window(second, 0)])  # two runs: nothing can merge
+    dying.put_many([], {template(crashed).segment: checkpoint(crashed, 3)})
+    kill(dying)
+    failures: list[tt.DeliveryFailure] = []
+    config = tt.TrackerConfig(
+        sensor=sensor, endpoint=endpoint, spool_path=spool, max_queue=2, on_error=failures.append
+    )
+    with tt.Tracker(config) as tracker:
+        assert eventually(lambda: bool(failures))
+        assert tracker.stats().dropped == 1
+    assert [(f.reason, f.event_ids) for f in failures if f.reason == "outbox full"] == [
+        ("outbox full", (window_id(first, 0),))
+    ]
+
+
+def test_what_a_corrupt_spools_salvage_drops_is_reported_once_the_tracker_runs(
+    spool: Path,
+) -> None:
+    """Opening the tracker salvages a corrupt spool into a smaller queue: the windows it
+    drops are counted and handed to on_error, although the delivery thread did not
+    exist yet when they were dropped."""
+    endpoint = closed_port_url()
+    outbox = SqliteOutbox(spool, 100, sensor=SENSOR, endpoint=endpoint)
+    outbox.put_many([window(uuid.uuid4(), 0) for _ in range(8)])
+    outbox.close()
+    data = bytearray(spool.read_bytes())
+    middle = data.index(b'"eventTime"', len(data) // 2) // 1024 * 1024
+    data[middle : middle + 1024] = b"\x17" * 1024  # one event's page trashed: corrupt
+    spool.write_bytes(bytes(data))
+    failures: list[tt.DeliveryFailure] = []
+    config = tt.TrackerConfig(
+        sensor=SENSOR, endpoint=endpoint, spool_path=spool, max_queue=2, on_error=failures.append
+    )
+    with tt.Tracker(config) as tracker:
+        assert any(".corrupt-" in path.name for path in spool.parent.iterdir())
+        assert eventually(lambda: any(f.reason == "outbox full" for f in failures))
+        dropped = tracker.stats().dropped
+    assert dropped == sum(len(f.event_ids) for f in failures if f.reason == "outbox full") > 0

@@ -78,7 +78,7 @@ from timeback_tracker._spool_file import (
     try_lock,
 )
 from timeback_tracker._spool_recovery import JOURNAL_LIMIT, SpoolRecovery, journal_item
-from timeback_tracker._spool_rows import Damage, describe, now_ms
+from timeback_tracker._spool_rows import Damage, Drops, describe, now_ms
 from timeback_tracker._spool_schema import connect, is_busy, is_corrupt, move_aside, transaction
 from timeback_tracker._urls import safe_url
 
@@ -116,6 +116,7 @@ class SqliteOutbox(SpoolRecovery):
         sensor: The tracker's sensor IRI.
         endpoint: The tracker's endpoint: with the sensor, whose rows are whose.
         on_damage: Told about every damaged row set aside.
+        on_drop: Told about events dropped to make room for recovered windows.
         drain_wait: Seconds ``take`` waits before returning nothing while
             another process drains this destination, so a poller does not spin.
 
@@ -133,6 +134,7 @@ class SqliteOutbox(SpoolRecovery):
         sensor: str = "",
         endpoint: str = "",
         on_damage: Damage | None = None,
+        on_drop: Drops | None = None,
         drain_wait: float = 0.0,
     ) -> None:
         self._path = Path(path)
@@ -142,6 +144,7 @@ class SqliteOutbox(SpoolRecovery):
         self.dest = destination(sensor, endpoint)
         """This tracker's destination key: its rows carry it."""
         self._on_damage = on_damage
+        self._on_drop = on_drop
         self._drain_wait = drain_wait
         self._pid = os.getpid()
         self.owner = uuid.uuid4().hex
@@ -681,6 +684,7 @@ def open_outbox(
     sensor: str,
     endpoint: str,
     on_damage: Damage | None = None,
+    on_drop: Drops | None = None,
 ) -> Outbox:
     """The outbox ``spool_path`` asks for, or the best fallback; never raises.
 
@@ -696,6 +700,7 @@ def open_outbox(
         sensor: The sensor IRI (names the default spool file; owns its rows).
         endpoint: The endpoint (with the sensor, owns its rows).
         on_damage: Told about damaged rows set aside.
+        on_drop: Told about events dropped to make room for recovered windows.
     """
     try:
         path = resolve_spool_path(spool_path, sensor)
@@ -708,7 +713,12 @@ def open_outbox(
     for first_try in (True, False):
         try:
             outbox = SqliteOutbox(
-                path, max_queue, sensor=sensor, endpoint=endpoint, on_damage=on_damage
+                path,
+                max_queue,
+                sensor=sensor,
+                endpoint=endpoint,
+                on_damage=on_damage,
+                on_drop=on_drop,
             )
         except (sqlite3.Error, OSError) as exc:
             if first_try and is_corrupt(exc):

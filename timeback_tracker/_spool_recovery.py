@@ -239,6 +239,11 @@ class SpoolRecovery(SpoolHealing):
                 self._path,
                 len(admission.dropped),
             )
+            if self._on_drop is not None:
+                try:
+                    self._on_drop(tuple(dropped.id for dropped in admission.dropped))
+                except Exception:
+                    log.exception("reporting events dropped while recovering failed")
 
     def _recover_legacy(self, dead: list[str]) -> list[Entry]:
         """The 0.1 format's checkpoints (whole events) of dead owners become queued events."""

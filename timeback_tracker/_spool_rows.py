@@ -33,6 +33,7 @@ __all__ = [
     "DEAD_LETTER_COLUMNS",
     "ENTRY_COLUMNS",
     "Damage",
+    "Drops",
     "SpoolRows",
     "describe",
     "has_table",
@@ -60,6 +61,9 @@ checkpoints keep it near this size otherwise)."""
 
 Damage = Callable[[str, str], None]
 """Told about a damaged row set aside: (event id or segment, reason)."""
+
+Drops = Callable[[tuple[str, ...]], None]
+"""Told about the events dropped to make room in a full spool outside a put (their ids)."""
 
 
 def row_entry(
@@ -134,6 +138,7 @@ class SpoolRows:
     _written_seq: dict[str, int]
     _ended: set[str]
     _on_damage: Damage | None
+    _on_drop: Drops | None
     _take_failing: bool
     _damaged: dict[str, str]  # damaged rows not yet set aside -> why
     _closed: bool

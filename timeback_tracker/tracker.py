@@ -95,7 +95,11 @@ class Tracker:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._counters = Counters()
-        self._outbox = _open_outbox(config, self._damaged)
+        # Opening the spool may already set rows aside (salvaging a corrupt file):
+        # their reports wait here for the delivery thread, which needs the outbox.
+        early: list[DeliveryFailure] = []
+        self._report_later: Callable[[DeliveryFailure], None] = early.append
+        self._outbox = _open_outbox(config, self._damaged, self._dropped)
         self._durable = not isinstance(self._outbox, MemoryOutbox)
         self._delivery = Delivery(
             self._outbox,
@@ -104,6 +108,9 @@ class Tracker:
             self._report,
             self._clock,
         )
+        self._report_later = self._delivery.report_later
+        for failure in early:
+            self._report_later(failure)
         # OS presence is read on the heartbeat thread, once a second while sessions are open.
         self._presence = Presence(self._clock) if config.presence == "os" else None
         self._heartbeat = Heartbeat(
@@ -302,10 +309,9 @@ class Tracker:
     def _admitted(self, admission: Admission, added: bool, *, now: bool) -> None:
         self._counters.add("coalesced", admission.coalesced)
         if admission.dropped:
-            self._counters.add("dropped", len(admission.dropped))
             ids = tuple(dropped.id for dropped in admission.dropped)
             log.warning("outbox full: dropped %d events: %s", len(ids), ", ".join(ids))
-            self._delivery.report_later(DeliveryFailure("outbox full", None, ids))
+            self._dropped(ids)
         if added:  # a checkpoint alone is nothing to deliver
             self._delivery.notify(now=now)
 
@@ -383,10 +389,15 @@ class Tracker:
             log.warning("the wall clock was set by %+.3f s", step / 1000)
             self._outbox.rebase(step)
 
+    def _dropped(self, ids: tuple[str, ...]) -> None:
+        """Events were dropped to make room (in a put, or for recovered windows)."""
+        self._counters.add("dropped", len(ids))
+        self._report_later(DeliveryFailure("outbox full", None, ids))
+
     def _damaged(self, what: str, reason: str) -> None:
         """A damaged spool row was set aside: counted and reported like a dead letter."""
         self._counters.add("dead_lettered")
-        self._delivery.report_later(DeliveryFailure(f"{reason}: {what}"))
+        self._report_later(DeliveryFailure(f"{reason}: {what}"))
 
     def _crashed(self, exc: BaseException) -> None:
         self._counters.add("internal_errors")
@@ -433,7 +444,11 @@ def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
 
-def _open_outbox(config: TrackerConfig, on_damage: Callable[[str, str], None]) -> Outbox:
+def _open_outbox(
+    config: TrackerConfig,
+    on_damage: Callable[[str, str], None],
+    on_drop: Callable[[tuple[str, ...]], None],
+) -> Outbox:
     if config.spool_path is None:
         return MemoryOutbox(config.max_queue)
     from timeback_tracker._spool import open_outbox  # sqlite3 only when a spool is used
@@ -444,6 +459,7 @@ def _open_outbox(config: TrackerConfig, on_damage: Callable[[str, str], None]) -
         sensor=config.sensor,
         endpoint=config.endpoint,
         on_damage=on_damage,
+        on_drop=on_drop,
     )
 
 
