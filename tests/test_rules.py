@@ -27,6 +27,7 @@ import timeback_tracker.exceptions
 from tests.support import ACTIVITY, SENSOR, USER, closed_port
 from timeback_tracker import _rules
 from timeback_tracker._accounting import MAX_VALUE_MS
+from timeback_tracker._locations import resolve_spool_path
 from timeback_tracker.testing import FakeClock
 
 # The limits as the README states them ("Security and privacy"), written out rather than
@@ -743,3 +744,31 @@ def test_a_failed_token_fetch_is_caught_as_a_tracker_error() -> None:
     assert isinstance(caught.value, tt.TokenError)
     assert caught.value.status is None  # a network error, not an answer
     assert "s3cret-never-shown" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("spool_path", "allowed"),
+    [
+        (None, True),
+        (tt.DEFAULT_SPOOL, True),
+        ("kiosk.sqlite3", True),
+        (Path("kiosk.sqlite3"), True),
+        ("", False),
+        (42, False),
+        (b"kiosk.sqlite3", False),
+        (["kiosk.sqlite3"], False),
+    ],
+)
+def test_the_spool_path_rule_is_one_rule_for_the_config_and_the_spool(
+    spool_path: Any, allowed: bool
+) -> None:
+    """TrackerConfig and the spool's own resolver apply the same rule, with the same words."""
+    rule = "spool_path: must be a file path, DEFAULT_SPOOL or None"
+    if allowed:
+        tt.TrackerConfig(sensor=SENSOR, endpoint="https://e.example.com/e", spool_path=spool_path)
+        resolve_spool_path(spool_path, SENSOR)
+        return
+    with pytest.raises(tt.ConfigurationError, match=f"^TrackerConfig.{rule}$"):
+        tt.TrackerConfig(sensor=SENSOR, endpoint="https://e.example.com/e", spool_path=spool_path)
+    with pytest.raises((TypeError, ValueError), match=f"^{rule}$"):
+        resolve_spool_path(spool_path, SENSOR)

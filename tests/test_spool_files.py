@@ -154,8 +154,8 @@ def test_a_directory_where_the_drain_lock_goes_holds_sending_back_until_it_is_go
 @pytest.mark.parametrize(
     ("where", "message"),
     [
-        (42, "spool_path: must be a path, DEFAULT_SPOOL or None"),
-        ("", "spool_path: must not be empty"),
+        (42, "spool_path: must be a file path, DEFAULT_SPOOL or None"),
+        ("", "spool_path: must be a file path, DEFAULT_SPOOL or None"),
     ],
 )
 def test_open_outbox_turns_an_unusable_location_into_memory(

@@ -19,6 +19,7 @@ __all__ = [
     "default_directory",
     "default_spool_path",
     "resolve_spool_path",
+    "spool_path_problem",
 ]
 
 
@@ -34,6 +35,15 @@ DEFAULT_SPOOL: Final = _Default.SPOOL
 
 SpoolLocation: TypeAlias = "str | os.PathLike[str] | Literal[_Default.SPOOL] | None"
 """What ``spool_path`` may be: a file, :data:`DEFAULT_SPOOL`, or None (memory only)."""
+
+
+def spool_path_problem(spool_path: object) -> str | None:
+    """The rule ``spool_path`` breaks, or None (``TrackerConfig`` checks the same rule)."""
+    if spool_path is None or spool_path is DEFAULT_SPOOL:
+        return None
+    if not isinstance(spool_path, (str, os.PathLike)) or not os.fspath(spool_path):
+        return "must be a file path, DEFAULT_SPOOL or None"
+    return None
 
 
 def resolve_spool_path(spool_path: SpoolLocation, sensor: str) -> Path | None:
@@ -53,16 +63,15 @@ def resolve_spool_path(spool_path: SpoolLocation, sensor: str) -> Path | None:
         ValueError: ``spool_path`` is an empty string.
         TypeError: ``spool_path`` is neither a path, DEFAULT_SPOOL nor None.
     """
+    problem = spool_path_problem(spool_path)
+    if problem is not None:
+        wrong_type = not isinstance(spool_path, (str, os.PathLike))
+        raise (TypeError if wrong_type else ValueError)(f"spool_path: {problem}")
     if spool_path is None:
         return None
     if spool_path is DEFAULT_SPOOL:
         return default_spool_path(sensor)
-    if not isinstance(spool_path, (str, os.PathLike)):
-        raise TypeError("spool_path: must be a path, DEFAULT_SPOOL or None")
-    text = os.fspath(spool_path)
-    if not text:
-        raise ValueError("spool_path: must not be empty")
-    return Path(text).expanduser()
+    return Path(os.fspath(spool_path)).expanduser()
 
 
 def default_spool_path(sensor: str) -> Path:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from timeback_tracker._locations import DEFAULT_SPOOL, SpoolLocation
+from timeback_tracker._locations import DEFAULT_SPOOL, SpoolLocation, spool_path_problem
 from timeback_tracker._rules import DAY_SECONDS, iri_problem, number_problem
 from timeback_tracker._urls import check_url, safe_url
 from timeback_tracker.exceptions import ConfigurationError, DeliveryFailure
@@ -114,10 +114,9 @@ def _check_callback(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None
 
 
 def _check_spool(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is None or value is DEFAULT_SPOOL:
-        return
-    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
-        raise _field_error(attribute.name, "must be a file path, DEFAULT_SPOOL or None")
+    problem = spool_path_problem(value)
+    if problem is not None:
+        raise _field_error(attribute.name, problem)
 
 
 PRESENCE_MODES = ("app", "os")
