@@ -10,7 +10,9 @@ wire timestamps (``...mmmZ``) or seconds.
 The collector sees only what arrives, so a run's state is inferred:
 
 * ``completed``: its ActivityEvent/Completed arrived.
-* ``running``: an event of it arrived within the last two windows (+5 s).
+* ``running``: an event of it arrived within the last two windows (+5 s), plus
+  the time an app with a spool holds a running session's windows back to send
+  several at once (3.5 windows, at most a minute).
 * ``ended``: nothing since, and its last window was cut short, as ``end()``,
   closing the app or the inactive cutoff cut it: it stopped without completion.
 * ``stale``: nothing since, and its last window was a full one: the app
@@ -34,6 +36,7 @@ from typing import Any, Final
 
 import attrs
 
+from timeback_tracker._delivery import hold_seconds
 from timeback_tracker._serialization import format_timestamp, parse_timestamp
 from timeback_tracker.models import COMPLETED_TYPE
 
@@ -364,7 +367,7 @@ def _state(run: _Run, windows: list[_Window], usual: float | None, now: float) -
         return "completed", "its completion arrived"
     interval = usual or _DEFAULT_WINDOW
     quiet = now - run.last_received
-    if quiet <= _GRACE_WINDOWS * interval + _GRACE_SECONDS:
+    if quiet <= hold_seconds(interval) + _GRACE_WINDOWS * interval + _GRACE_SECONDS:
         return "running", f"last event {quiet:.0f} s ago"
     last = max(windows, key=lambda window: window.end, default=None)
     if last is not None and usual is not None and last.seconds < _SHORT * usual:

@@ -46,6 +46,7 @@ __all__ = [
     "Delivery",
     "DeliverySettings",
     "TrackerStats",
+    "hold_seconds",
 ]
 
 OTHER_DRAINER_POLL = 1.0
@@ -58,6 +59,14 @@ the server's ``Retry-After`` asks for more."""
 MAX_HOLD = 60.0
 """Longest a running session's window waits to share an envelope with the next ones
 (seconds), when the spool keeps it safe meanwhile."""
+
+
+
+def hold_seconds(heartbeat_interval: float) -> float:
+    """How long a running session's windows may wait to share an envelope (seconds):
+    long enough for four of them, at most :data:`MAX_HOLD`."""
+    return min(MAX_HOLD, 3.5 * heartbeat_interval)
+
 
 BATCH_REGROWTH = 8
 """Envelopes delivered at a batch size halved by a 413 after which it doubles
@@ -121,8 +130,7 @@ class DeliverySettings:
     def from_config(cls, config: TrackerConfig) -> DeliverySettings:
         """The delivery settings of ``config`` (already validated there)."""
         return cls(
-            # Long enough for four windows of a session to share an envelope.
-            hold=min(MAX_HOLD, 3.5 * config.heartbeat_interval),
+            hold=hold_seconds(config.heartbeat_interval),
             endpoint=config.endpoint,
             sensor=config.sensor,
             auth=config.auth,
