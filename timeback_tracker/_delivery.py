@@ -61,7 +61,6 @@ MAX_HOLD = 60.0
 (seconds), when the spool keeps it safe meanwhile."""
 
 
-
 def hold_seconds(heartbeat_interval: float) -> float:
     """How long a running session's windows may wait to share an envelope (seconds):
     long enough for four of them, at most :data:`MAX_HOLD`."""
