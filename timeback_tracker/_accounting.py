@@ -199,6 +199,12 @@ class RunAccounting:
         return self._locked
 
     @property
+    def dormant(self) -> bool:
+        """Past the inactive cutoff, as of the last call that counted time: nothing is
+        counted until input (``touch()``, ``resume()``) wakes the run."""
+        return self._dormant
+
+    @property
     def idle_timeout_ms(self) -> int | None:
         """The idle timeout in force; ``None`` when there is none."""
         return None if self._idle_after == _NEVER else self._idle_after
@@ -238,11 +244,14 @@ class RunAccounting:
         self._paused_by_app = True
         self._become_inactive(now_ms)
 
-    def resume(self, now_ms: int) -> None:
+    def resume(self, now_ms: int) -> bool:
         """Resume (idempotent when running); counts as input.
 
         After a cutoff, a fresh window opens at ``now_ms``. While the screen is
         locked the run stays inactive until it is unlocked.
+
+        Returns:
+            True when this woke the run from dormancy (it counts time again).
 
         Raises:
             SessionStateError: After ``end()``.
@@ -253,9 +262,9 @@ class RunAccounting:
         if self._locked:
             self._idle_at = now_ms + self._idle_after  # input, as touch() while paused
             self._last_seen = now_ms
-            return
+            return False
         self._paused = False
-        self._wake(now_ms)
+        return self._wake(now_ms)
 
     def set_locked(self, now_ms: int, locked: bool) -> None:
         """The screen was locked (or switched to another user) or unlocked at ``now_ms``.
@@ -323,8 +332,11 @@ class RunAccounting:
         self._idle_after = _NEVER if idle_timeout_ms is None else idle_timeout_ms
         self._idle_at = max(last_input + self._idle_after, now_ms)
 
-    def touch(self, now_ms: int) -> None:
+    def touch(self, now_ms: int) -> bool:
         """Record input. While paused, only the input time is recorded.
+
+        Returns:
+            True when this woke the run from dormancy (it counts time again).
 
         Raises:
             SessionStateError: After ``end()``.
@@ -333,15 +345,15 @@ class RunAccounting:
         # After end() _idle_at is far in the past and this falls through.
         if now_ms <= self._idle_at:
             self._idle_at = now_ms + self._idle_after
-            return
+            return False
         self._check("touch")
         if self._paused:
             self._idle_at = now_ms + self._idle_after
-        else:
-            # The idle span [_idle_at, now_ms] must be counted before
-            # _idle_at moves on and forgets where it began.
-            self._accrue(now_ms)
-            self._wake(now_ms)
+            return False
+        # The idle span [_idle_at, now_ms] must be counted before
+        # _idle_at moves on and forgets where it began.
+        self._accrue(now_ms)
+        return self._wake(now_ms)
 
     def close_window(
         self, now_ms: int, wall_ms: int, *, scheduled_ms: int | None = None
@@ -554,13 +566,16 @@ class RunAccounting:
         if not self._dormant:
             self._open(now)
 
-    def _wake(self, now: int) -> None:
-        """Input seen while not paused: leave dormancy, restart the idle timeout."""
-        if self._dormant:
+    def _wake(self, now: int) -> bool:
+        """Input seen while not paused: leave dormancy (True if it was dormant), restart
+        the idle timeout."""
+        woke = self._dormant
+        if woke:
             self._dormant = False
             self._open(now)
         self._idle_at = now + self._idle_after
         self._last_seen = now
+        return woke
 
     def _drain(self) -> list[Window]:
         windows, self._pending = self._pending, []

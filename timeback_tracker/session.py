@@ -60,6 +60,7 @@ class Session:
         clock: Clock,
         emit: Emit,
         finished: Callable[[Session], None],
+        woke: Callable[[], None],
     ) -> None:
         self._user = user
         self._activity = activity
@@ -70,6 +71,7 @@ class Session:
         self._monotonic_ns = clock.monotonic_ns
         self._emit = emit
         self._finished = finished
+        self._woke = woke  # input woke a dormant run: it counts time again
         # _lock guards the accounting and is held for microseconds. _emit_lock
         # orders whole "close a window and enqueue it" steps, so the heartbeat
         # and complete() never interleave their events, without making touch()
@@ -161,9 +163,11 @@ class Session:
         """
         with self._lock:
             try:  # the hot path: no check of our own, the accounting raises once ended
-                self._accounting.touch(self._monotonic_ns() // 1_000_000)
+                woke = self._accounting.touch(self._monotonic_ns() // 1_000_000)
             except SessionStateError:
                 return  # completed or ended: input changes nothing any more
+        if woke:
+            self._woke()
 
     def pause(self) -> None:
         """Stop counting active time (e.g. the window lost focus). Idempotent.
@@ -194,9 +198,11 @@ class Session:
         try:
             if self._outcome:
                 raise self._finished_error("resume")
-            self._accounting.resume(self._monotonic_ns() // 1_000_000)
+            woke = self._accounting.resume(self._monotonic_ns() // 1_000_000)
         finally:
             self._lock.release()
+        if woke:
+            self._woke()
 
     def complete(
         self,
@@ -429,14 +435,17 @@ def close_tick_window(
 
     Returns:
         The closed windows' entries and, with a spool, the checkpoint of
-        what stays open.
+        what stays open: none for a run that stayed past its cutoff (its last
+        checkpoint says so already, and an idle kiosk writes nothing).
     """
     with session._lock:
         # Read under the lock: the app's calls must never see time go back.
         now = session._monotonic_ns() // 1_000_000
         wall = session._clock.wall_ms()
+        was_dormant = session._accounting.dormant
         windows = session._accounting.close_window(now, wall, scheduled_ms=now - late_ms)
-        state = session._accounting.snapshot() if durable else None
+        still = was_dormant and session._accounting.dormant and not windows
+        state = session._accounting.snapshot() if durable and not still else None
     entries = session._entries(windows)
     if state is None:
         return entries, None
@@ -452,6 +461,12 @@ def alive_checkpoint(session: Session) -> Checkpoint | None:
         return Checkpoint(
             session._template, session._accounting.snapshot(), now, session._clock.wall_ms()
         )
+
+
+def dormant(session: Session) -> bool:
+    """Whether the run counts no time until input (past its cutoff, or finished)."""
+    with session._lock:
+        return bool(session._outcome) or session._accounting.dormant
 
 
 def detach(session: Session, outcome: str) -> None:

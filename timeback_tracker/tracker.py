@@ -40,6 +40,7 @@ from timeback_tracker.session import (
     close_tick_window,
     closing_for_tick,
     detach,
+    dormant,
 )
 
 log = logging.getLogger("timeback_tracker")
@@ -202,6 +203,7 @@ class Tracker:
             clock=self._clock,
             emit=self._emit,
             finished=self._forget,
+            woke=self._wake_heartbeat,
         )
         with self._lock:
             if self._closed:
@@ -349,16 +351,25 @@ class Tracker:
             if entries or checkpoints:
                 self._emit(entries, checkpoints, finished=False)
 
-    def _every_second(self) -> None:
+    def _every_second(self) -> bool:
         """Between ticks: read the OS's presence, leave the spool a sign of life, send
-        the windows held back once due."""
+        the windows held back once due. False when none of that is needed before the
+        next tick: no presence to poll, and every session past its inactive cutoff."""
         # OS input and a locked screen reach the sessions before the next tick.
         self._poll_presence()
         self._delivery.send_held()
-        if self._durable:
-            with self._lock:
-                sessions = list(self._sessions.values())
+        if not self._durable:
+            return self._presence is not None
+        with self._lock:
+            sessions = list(self._sessions.values())
+        counting = [session for session in sessions if not dormant(session)]
+        if counting:
             self._alive(sessions)
+        return bool(counting) or self._presence is not None
+
+    def _wake_heartbeat(self) -> None:
+        """Input woke a session past its cutoff: its sign of life must resume at once."""
+        self._heartbeat.hurry()
 
     def _poll_presence(self) -> bool:
         """Apply what the OS reports to every open session; False when there was nothing to do."""
