@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.hostile import HostileServer, Reply, answer
+from tests.hostile import HostileServer, Reply, answer, trickle_body
 from tests.support import SENSOR, wire_window
 from timeback_tracker._transport import Outcome, Transport
 from timeback_tracker.testing import LocalCollector
@@ -88,3 +89,27 @@ def test_https_to_a_plain_http_port_is_a_tls_failure_that_never_reached(
         "retry", None, f"TLS failed with 127.0.0.1:{server.port}", reached=False
     )
     assert server.seen == []
+
+
+def test_the_total_deadline_holds_through_an_http_proxy(
+    server: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With http_proxy set (as on school networks), the request goes through the proxy,
+    and a proxy trickling the answer is cut at the total deadline like a server would be."""
+    endpoint = "http://127.0.0.1:9/caliper/event"  # nothing listens there: only the proxy
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, server.url(""))
+    server.on(endpoint, trickle_body(0.1, length=1000))  # 100 s if nothing cuts it
+    result: list[Outcome] = []
+    # In a daemon thread: a send the deadline misses must fail the test, not hang it.
+    worker = threading.Thread(target=lambda: result.append(send(endpoint)), daemon=True)
+    worker.start()
+    worker.join(30)
+    assert result, "send() did not return: the deadline did not reach the proxy connection"
+    assert result[0] == Outcome(
+        "retry", None, "timed out: no complete answer from 127.0.0.1:9 within 2 s", reached=True
+    )
+    [seen] = server.seen
+    assert (seen.method, seen.path) == ("POST", endpoint)
