@@ -101,8 +101,13 @@ def config(collector: LocalCollector, spool: Path, **overrides: Any) -> tt.Track
 
 @pytest.mark.parametrize(
     "damage",
-    [{"_win_inactive": 10**20}, {"_accrued_to": -(10**20)}, {"_ended": True}],
-    ids=["counter-beyond-limit", "accrued-far-back", "ended"],
+    [
+        {"_win_inactive": 10**20},
+        {"_accrued_to": -(10**20)},
+        {"_ended": True},
+        {"mono_ms": 10**12},  # the row's moment, not the state: ~11,574 days to replay
+    ],
+    ids=["counter-beyond-limit", "accrued-far-back", "ended", "moment-far-ahead"],
 )
 def test_the_next_start_sets_a_damaged_checkpoint_aside_and_goes_on(
     collector: LocalCollector, tmp_path: Path, damage: dict[str, Any]
@@ -118,10 +123,13 @@ def test_the_next_start_sets_a_damaged_checkpoint_aside_and_goes_on(
     tracker._outbox._release_owner()  # type: ignore[attr-defined]
     [(state,)] = rows(spool, "SELECT state FROM segments")
     snapshot = json.loads(state)
+    ahead = damage.pop("mono_ms", 0)
     for name, value in damage.items():
         snapshot[slot(name)] = value
     with sqlite3.connect(spool) as conn:
-        conn.execute("UPDATE segments SET state = ?", (json.dumps(snapshot),))
+        conn.execute(
+            "UPDATE segments SET state = ?, mono_ms = mono_ms + ?", (json.dumps(snapshot), ahead)
+        )
     conn.close()
 
     failures: list[tt.DeliveryFailure] = []

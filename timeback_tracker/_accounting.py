@@ -199,6 +199,11 @@ class RunAccounting:
         return self._locked
 
     @property
+    def counted_to(self) -> int:
+        """The monotonic milliseconds up to which time has been counted."""
+        return self._accrued_to
+
+    @property
     def idle_timeout_ms(self) -> int | None:
         """The idle timeout in force; ``None`` when there is none."""
         return None if self._idle_after == _NEVER else self._idle_after
