@@ -40,14 +40,14 @@ State = Literal["running", "paused", "idle", "ended"]
 
 
 def _is_slot_value(name: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return name in _flags()
-    return value is None or isinstance(value, int)
-
-
-def _flags() -> frozenset[str]:
-    """The slots of RunAccounting annotated ``bool`` (the others hold integers or None)."""
-    return frozenset(name for name, kind in RunAccounting.__annotations__.items() if kind == "bool")
+    # The slot's annotation is the rule: a flag holds a bool, _cutoff may be None,
+    # every other slot holds an int (and a bool is not one).
+    kind = str(RunAccounting.__annotations__[name])
+    if kind == "bool":
+        return isinstance(value, bool)
+    if value is None:
+        return kind.endswith("| None")
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _ints(values: object, count: int) -> list[int]:
@@ -203,6 +203,11 @@ class RunAccounting:
         """Past the inactive cutoff, as of the last call that counted time: nothing is
         counted until input (``touch()``, ``resume()``) wakes the run."""
         return self._dormant
+
+    @property
+    def counted_to(self) -> int:
+        """The monotonic milliseconds up to which time has been counted."""
+        return self._accrued_to
 
     @property
     def idle_timeout_ms(self) -> int | None:
@@ -474,6 +479,19 @@ class RunAccounting:
             elif not _is_slot_value(name, stored):
                 raise ValueError(f"not an accounting snapshot: {name}")
             setattr(accounting, name, value)
+        if accounting._ended:
+            # Only running segments are stored (an ended one is "nothing to recover").
+            raise ValueError("not an accounting snapshot: the run ended")
+        # What every step keeps true of the open window. A damaged snapshot breaking
+        # it would make the replay after a crash count backwards (a counter above
+        # the size limit) or through 10^12 empty days: it would never return.
+        open_ms = accounting._win_active + accounting._win_inactive
+        if (
+            not 0 <= accounting._win_active <= MAX_VALUE_MS
+            or not 0 <= accounting._win_inactive <= MAX_VALUE_MS
+            or accounting._accrued_to - accounting._win_start != open_ms
+        ):
+            raise ValueError("not an accounting snapshot: the open window does not add up")
         return accounting
 
     def totals(self, now_ms: int) -> tuple[int, int]:

@@ -565,9 +565,9 @@ class MemoryOutbox:
         for entry in list(self._entries.values()):
             previous = previous_by_run.get(entry.run_id)
             previous_by_run[entry.run_id] = entry
+            # Never attempted is never in flight too: take() counts an attempt as it
+            # marks the entry, and release() unmarks it as it takes one back.
             if previous is None or previous.attempted or entry.attempted:
-                continue
-            if previous.id in self._in_flight or entry.id in self._in_flight:
                 continue
             yield previous, entry
 

@@ -28,6 +28,7 @@ import attrs
 from timeback_tracker._accounting import RunAccounting
 from timeback_tracker._events import RunTemplate
 from timeback_tracker._outbox import Entry, admit
+from timeback_tracker._rules import DAY_SECONDS
 from timeback_tracker._spool_file import AliveRecord, close_quietly, try_lock
 from timeback_tracker._spool_healing import RETRY_BUSY, SpoolHealing
 from timeback_tracker._spool_rows import describe, has_table, payload_damage
@@ -37,6 +38,7 @@ log = logging.getLogger("timeback_tracker.spool")
 
 __all__ = [
     "JOURNAL_LIMIT",
+    "MAX_REPLAY_MS",
     "Plan",
     "SpoolRecovery",
     "journal_entry",
@@ -314,6 +316,10 @@ class SpoolRecovery(SpoolHealing):
         return taken
 
 
+MAX_REPLAY_MS = DAY_SECONDS * 1000
+"""Longest stretch a recovery replays a stored state over (see :meth:`Plan.windows`)."""
+
+
 @attrs.frozen
 class Plan:
     """What a recovery rebuilds one run segment from.
@@ -345,7 +351,16 @@ class Plan:
         try:
             template = RunTemplate.from_json(str(self.template))
             state = json.loads(self.state) if isinstance(self.state, str) else self.state
-            closed = RunAccounting.restore(state).end(int(self.mono_ms), int(self.wall_ms))  # type: ignore[call-overload]
+            run = RunAccounting.restore(state)
+            until = int(self.mono_ms)  # type: ignore[call-overload]
+            # A state is at most a heartbeat interval (an hour at most) older than its
+            # moment: a longer replay means a damaged moment, and could run for ever.
+            if until - run.counted_to > MAX_REPLAY_MS:
+                raise ValueError(
+                    f"the state would be replayed over {(until - run.counted_to) // 1000} s "
+                    "(a day at most): its moment is damaged"
+                )
+            closed = run.end(until, int(self.wall_ms))  # type: ignore[call-overload]
         except (TypeError, KeyError) as exc:
             raise ValueError(f"{type(exc).__name__}: {exc}") from None
         return [

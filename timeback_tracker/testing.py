@@ -401,22 +401,13 @@ class LocalCollector(FaultScripting):
         Returns:
             ``(active_seconds, inactive_seconds)``, rounded to milliseconds.
         """
-        active: list[float] = []
-        inactive: list[float] = []
+        sums: dict[str, list[float]] = {"active": [], "inactive": []}
         for event in self.time_spent_events(run_id):
-            generated = event.get("generated")
-            items = generated.get("items") if isinstance(generated, dict) else None
-            for item in items if isinstance(items, list) else ():
-                if not isinstance(item, dict):
-                    continue
-                value = item.get("value")
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    continue
-                if item.get("type") == "active":
-                    active.append(value)
-                elif item.get("type") == "inactive":
-                    inactive.append(value)
-        return round(math.fsum(active), 3), round(math.fsum(inactive), 3)
+            # Only valid events are recorded: every item is a metric with a number.
+            for item in event["generated"]["items"]:
+                if item["type"] in sums:
+                    sums[item["type"]].append(item["value"])
+        return round(math.fsum(sums["active"]), 3), round(math.fsum(sums["inactive"]), 3)
 
     def reset(self) -> None:
         """Forget every recording: envelopes, events, duplicates, the request log and counts.
