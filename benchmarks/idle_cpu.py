@@ -43,11 +43,13 @@ import _bench
 
 import timeback_tracker as tt
 
-# (interval in seconds, spool, running sessions); 0 sessions: one started and ended before.
+# (interval in seconds, spool, running sessions); 0 sessions: one started and ended before;
+# -1: one session left alone past its inactive cutoff (an idle kiosk: nothing is counted).
 SETUPS = [
     (15.0, True, 1),
     (15.0, True, 20),
     (15.0, True, 0),
+    (15.0, True, -1),
     (15.0, False, 1),
     (1.0, True, 1),
     (1.0, False, 1),
@@ -88,14 +90,22 @@ def child(url: str, interval: float, spooled: bool, sessions: int, seconds: floa
     import timeback_tracker._transport  # noqa: F401 - imports requests
 
     imports = time.process_time() - before
+    dormant = sessions < 0
     with tempfile.TemporaryDirectory() as name:
         spool = Path(name) / "idle.sqlite3" if spooled else None
-        tracker = tt.Tracker(_bench.config(url, heartbeat_interval=interval, spool_path=spool))
-        started = [tracker.start_session(_bench.USER, _bench.ACTIVITY) for _ in range(sessions)]
+        cutoffs = {"idle_timeout": 1, "inactive_cutoff": 1} if dormant else {}
+        tracker = tt.Tracker(
+            _bench.config(url, heartbeat_interval=interval, spool_path=spool, **cutoffs)
+        )
+        started = [
+            tracker.start_session(_bench.USER, _bench.ACTIVITY) for _ in range(abs(sessions))
+        ]
         if not sessions:  # both threads started, then nothing to do
             tracker.start_session(_bench.USER, _bench.ACTIVITY).end()
         tracker.flush(5)
-        time.sleep(1.5)  # past the start: the threads in their steady rhythm
+        # Past the start: the threads in their steady rhythm (the idle kiosk's run past
+        # its cutoff once the first tick has seen it).
+        time.sleep(interval + 1.5 if dormant else 1.5)
         first = sample(tracker)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         began = time.monotonic()
@@ -220,8 +230,9 @@ def main() -> None:
             total_wake += wake
             cells += [f"{cpu / 1e6:.1f} ms", str(wake)]
         elapsed = result["elapsed"]
+        shown = "1 idle" if sessions < 0 else str(sessions)
         print(
-            f"{interval:>7.0f}s {'yes' if spooled else 'no':>5} {sessions:>8} {cells[0]:>13}"
+            f"{interval:>7.0f}s {'yes' if spooled else 'no':>5} {shown:>8} {cells[0]:>13}"
             f" {cells[1]:>8} {cells[2]:>12} {cells[3]:>8} {result['sent']:>5}"
             f" {total_wake * 60 / elapsed:>12.1f} {total_cpu / 1e9 / elapsed:>14.4%}"
             f" {result['process'] / elapsed:>14.4%}"

@@ -121,8 +121,8 @@ class Heartbeat:
             if not self._sleep_until(wake):
                 return
             now = self._clock.monotonic_ms()
-            if self._take_hurry():
-                next_second = now
+            if self._take_hurry() and next_second is None:
+                next_second = now  # resting: the duty at once (running, it is a second away)
             # Woken late (the machine slept, the process stalled), the tick goes
             # first: it cuts the lost time out before anything else counts it.
             tick_first = now >= scheduled and now - wake >= self._second_ms
