@@ -12,9 +12,10 @@ unlock leaves a run the app paused paused. Input the OS reports later
 (``input_at``) counts at the instant it happened, as far as that instant was
 not counted yet: calls never go back in time.
 
-One module, about 600 lines: a single state machine whose rules (idle,
-pause, lock, cutoff, sleep, clock steps, the size limit) interact in every
-method; split, they would have to be read side by side anyway.
+One module, longer than the ~600 lines others keep to: a single state
+machine whose rules (idle, pause, lock, cutoff, sleep, clock steps, the size
+limit, what a restored snapshot must satisfy) interact in every method;
+split, they would have to be read side by side anyway.
 
 Durations live on the monotonic clock. Wall dates are derived from an anchor,
 ``wall = anchor_wall + (mono - anchor_mono)``, so that in every window
