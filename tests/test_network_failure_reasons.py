@@ -25,9 +25,9 @@ def server() -> Iterator[HostileServer]:
         yield running
 
 
-def send(url: str) -> Outcome:
+def send(url: str, timeout: float = 1.0) -> Outcome:
     """One envelope of one window through a fresh transport."""
-    transport = Transport(endpoint=url, sensor=SENSOR, auth=None, timeout=(1.0, 1.0))
+    transport = Transport(endpoint=url, sensor=SENSOR, auth=None, timeout=(timeout, timeout))
     try:
         return transport.send([json.dumps(wire_window(str(uuid.uuid4())))])
     finally:
@@ -84,7 +84,9 @@ def test_https_to_a_plain_http_port_is_a_tls_failure_that_never_reached(
     """A handshake that fails is "TLS failed with host:port"; nothing was sent, so the
     events' attempt does not count as one that may have reached the server."""
     server.on("/caliper/event", answer(200))
-    outcome = send(server.url().replace("http://", "https://", 1))
+    # A generous timeout: on a loaded machine the server's plain-text answer to the
+    # handshake may take longer than a second, which would be a timeout, not a TLS error.
+    outcome = send(server.url().replace("http://", "https://", 1), timeout=15.0)
     assert outcome == Outcome(
         "retry", None, f"TLS failed with 127.0.0.1:{server.port}", reached=False
     )
