@@ -27,7 +27,7 @@ from timeback_tracker._clock import Clock, SystemClock, WallClockWatch
 from timeback_tracker._delivery import Counters, Delivery, DeliverySettings, TrackerStats
 from timeback_tracker._events import RunTemplate, new_segment
 from timeback_tracker._heartbeat import Heartbeat
-from timeback_tracker._outbox import Admission, Checkpoint, Entry, MemoryOutbox, Outbox
+from timeback_tracker._outbox import Checkpoint, Entry, MemoryOutbox, Outbox
 from timeback_tracker._presence import Presence, PresenceStatus
 from timeback_tracker._rules import text_problem
 from timeback_tracker._urls import safe_url
@@ -306,16 +306,13 @@ class Tracker:
     ) -> None:
         """Queue ``entries``; ``finished``: a run ended, so they are sent at once."""
         admission = self._outbox.put_many(entries, checkpoints, completes=completes)
-        self._admitted(admission, bool(entries), now=finished)
-
-    def _admitted(self, admission: Admission, added: bool, *, now: bool) -> None:
         self._counters.add("coalesced", admission.coalesced)
         if admission.dropped:
             ids = tuple(dropped.id for dropped in admission.dropped)
             log.warning("outbox full: dropped %d events: %s", len(ids), ", ".join(ids))
             self._dropped(ids)
-        if added:  # a checkpoint alone is nothing to deliver
-            self._delivery.notify(now=now)
+        if entries:  # a checkpoint alone is nothing to deliver
+            self._delivery.notify(now=finished)
 
     def _forget(self, session: Session) -> None:
         with self._lock:
@@ -362,10 +359,10 @@ class Tracker:
             return self._presence is not None
         with self._lock:
             sessions = list(self._sessions.values())
-        counting = [session for session in sessions if not dormant(session)]
+        counting = any(not dormant(session) for session in sessions)
         if counting:
             self._alive(sessions)
-        return bool(counting) or self._presence is not None
+        return counting or self._presence is not None
 
     def _wake_heartbeat(self) -> None:
         """Input woke a session past its cutoff: its sign of life must resume at once."""
