@@ -9,7 +9,7 @@ import select
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,6 +19,8 @@ from hypothesis import HealthCheck, settings
 
 import timeback_tracker as tt
 from tests.support import eventually
+from timeback_tracker._outbox import MemoryOutbox, Outbox
+from timeback_tracker._spool import SqliteOutbox
 from timeback_tracker.testing import FakeClock, LocalCollector
 
 # `make test` (and CI) run the same examples every time: a failure there is
@@ -222,3 +224,22 @@ def display() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[int], Outbox]]:
+    """Outboxes of each kind (closed after the test): both must behave the same."""
+    made: list[Outbox] = []
+
+    def make_outbox(max_queue: int) -> Outbox:
+        outbox: Outbox
+        if request.param == "memory":
+            outbox = MemoryOutbox(max_queue)
+        else:
+            outbox = SqliteOutbox(tmp_path / f"spool-{len(made)}.sqlite3", max_queue)
+        made.append(outbox)
+        return outbox
+
+    yield make_outbox
+    for outbox in made:
+        outbox.close()

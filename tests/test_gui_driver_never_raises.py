@@ -15,19 +15,6 @@ from timeback_tracker.testing import FakeClock, LocalCollector
 
 
 @pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """The tracker's clock."""
-    return FakeClock()
-
-
-@pytest.fixture
 def tracker(collector: LocalCollector, clock: FakeClock) -> Iterator[tt.Tracker]:
     """A memory-only tracker whose heartbeat never ticks in a test."""
     config = tt.TrackerConfig(

@@ -4,34 +4,13 @@ outbox's memory of completed runs is bounded."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from tests.support import completion, ended, window, window_id
 from timeback_tracker import _outbox
 from timeback_tracker._outbox import AlreadyCompletedError, MemoryOutbox, Outbox
-from timeback_tracker._spool import SqliteOutbox
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[int], Outbox]]:
-    """Outboxes of each kind (closed after the test): both must behave the same."""
-    made: list[Outbox] = []
-
-    def make_outbox(max_queue: int) -> Outbox:
-        outbox: Outbox
-        if request.param == "memory":
-            outbox = MemoryOutbox(max_queue)
-        else:
-            outbox = SqliteOutbox(tmp_path / f"spool-{len(made)}.sqlite3", max_queue)
-        made.append(outbox)
-        return outbox
-
-    yield make_outbox
-    for outbox in made:
-        outbox.close()
 
 
 def test_windows_in_flight_are_never_merged_to_make_room(make: Callable[[int], Outbox]) -> None:

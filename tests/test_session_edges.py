@@ -19,19 +19,6 @@ from timeback_tracker.testing import FakeClock, LocalCollector
 
 
 @pytest.fixture
-def collector() -> Iterator[LocalCollector]:
-    """A collector on loopback."""
-    with LocalCollector() as running:
-        yield running
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """The tracker's clock: time moves only when the test says so."""
-    return FakeClock()
-
-
-@pytest.fixture
 def tracker(collector: LocalCollector, clock: FakeClock) -> Iterator[tt.Tracker]:
     """A memory-only tracker whose heartbeat never ticks in a test; a one-minute cutoff."""
     config = tt.TrackerConfig(

@@ -144,24 +144,6 @@ def outboxes() -> Iterator[list[Outbox]]:
         outbox.close()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def make(
-    request: pytest.FixtureRequest, tmp_path: Path, outboxes: list[Outbox]
-) -> Callable[[int], Outbox]:
-    """Makes an outbox of each kind: the shared behaviour must be the same."""
-
-    def make_outbox(max_queue: int) -> Outbox:
-        outbox: Outbox
-        if request.param == "memory":
-            outbox = MemoryOutbox(max_queue)
-        else:
-            outbox = SqliteOutbox(tmp_path / f"spool-{len(outboxes)}.sqlite3", max_queue)
-        outboxes.append(outbox)
-        return outbox
-
-    return make_outbox
-
-
 def dead_letters(outbox: Outbox) -> list[tuple[str, str]]:
     """(id, reason) of an outbox's dead letters."""
     assert isinstance(outbox, (MemoryOutbox, SqliteOutbox))

@@ -32,13 +32,6 @@ def server() -> Iterator[HostileServer]:
         yield running
 
 
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    """An HTTP session for calling authorization() directly."""
-    with requests.Session() as session:
-        yield session
-
-
 def token_reply(
     body: bytes, encoding: str | None = None
 ) -> tuple[bytes, tuple[tuple[str, str], ...]]:
