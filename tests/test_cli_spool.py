@@ -534,10 +534,11 @@ def test_send_reads_credentials_from_the_environment(tmp_path: Path, env: dict[s
     with LocalCollector(clients={"kiosk-7": secret}) as collector:
         ids = fill(spool, SENSOR, collector.url, [fresh_window(RUN, n) for n in range(2)])
         started = time.monotonic()
-        refused = spool_command(env, "send", str(spool), "--timeout", "1")
+        # 3 s: time enough for a first attempt on a loaded machine (its 401 is the last error).
+        refused = spool_command(env, "send", str(spool), "--timeout", "3")
         assert time.monotonic() - started < 30
         assert refused.returncode == 1, refused.stdout + refused.stderr
-        assert "gave up after 1 s without progress (last error: " in refused.stdout
+        assert "gave up after 3 s without progress (last error: " in refused.stdout
         assert "answered HTTP 401" in refused.stdout
         assert f"     0       0       2  {collector.url}" in refused.stdout
         assert queued(spool) == 2
