@@ -869,6 +869,31 @@ def test_a_clock_set_forward_does_not_age_what_is_queued(collector: LocalCollect
     assert collector.totals(session.run_id)[0] == 11
 
 
+@pytest.mark.parametrize("durable", [False, True], ids=["memory", "spool"])
+def test_a_retry_right_after_a_clock_step_does_not_age_the_queue(
+    collector: LocalCollector, spool: Path, durable: bool
+) -> None:
+    """The clock jumps 40 days ahead and the delivery thread retries before the heartbeat's
+    next tick has noticed: it notices itself, so nothing queued becomes a dead letter."""
+    clock = FakeClock()
+    collector.go_down()
+    spooled = spool if durable else None
+    tracker = tt.Tracker(config(collector.url, spooled, heartbeat_interval=3600), clock=clock)
+    try:
+        session = tracker.start_session(USER, ACTIVITY)
+        clock.advance(10)
+        session.complete(1)  # sent at once, refused: the delivery thread backs off
+        assert eventually(lambda: tracker.stats().failed >= 1)
+        clock.set_wall(40 * 86400)  # no tick after it: only the delivery thread can notice
+        collector.come_back()
+        assert tracker.flush(10)
+        assert tracker.stats().dead_lettered == 0
+    finally:
+        tracker.close()
+    assert len(collector.completions(session.run_id)) == 1
+    assert collector.totals(session.run_id)[0] == 10
+
+
 def test_a_clock_set_forward_does_not_age_what_is_spooled(
     collector: LocalCollector, spool: Path
 ) -> None:

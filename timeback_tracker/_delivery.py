@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from timeback_tracker._clock import Clock
+from timeback_tracker._clock import Clock, WallClockWatch
 from timeback_tracker._outbox import Entry, Outbox
 from timeback_tracker._urls import safe_url
 from timeback_tracker.exceptions import DeliveryFailure
@@ -212,6 +212,8 @@ class Delivery:
         self._deadline: float | None = None  # monotonic seconds; set by stop()
         self._thread: threading.Thread | None = None
         self._reports: collections.deque[DeliveryFailure] = collections.deque()
+        self._wall_watch = WallClockWatch(clock)
+        self._wall_lock = threading.Lock()
         self._not_before = 0.0  # monotonic seconds: the server's Retry-After floor
         self._misconfigured = 0  # misconfiguration answers so far
         self._misconfigured_at_stop = 0
@@ -272,6 +274,19 @@ class Delivery:
         since = self._held_since
         if since is not None and time.monotonic() - since >= self._settings.hold:
             self.notify()
+
+    def watch_wall_clock(self) -> None:
+        """Notice the wall clock being set, and move the age of what is held along.
+
+        Called by the heartbeat at each tick, and by this thread before it takes
+        a batch: a retry between a clock step and the next tick must not take a
+        queue dated 40 days back for 40 days old.
+        """
+        with self._wall_lock:
+            step = self._wall_watch.step(self._clock)
+            if step:
+                log.warning("the wall clock was set by %+.3f s", step / 1000)
+                self._outbox.rebase(step)
 
     def report_later(self, failure: DeliveryFailure) -> None:
         """Hand ``failure`` to ``on_error`` from this thread, never from the caller's."""
@@ -392,6 +407,7 @@ class Delivery:
             self._sleep(0)  # the server's Retry-After, even for flush()/close()
             if time.monotonic() < self._not_before:  # the exit deadline came first
                 raise _RetryLater(None)
+        self.watch_wall_clock()  # before the batch is read: its ages must be rebased
         batch = self._outbox.take(self._batch_limit)
         if not batch:
             return False

@@ -320,6 +320,11 @@ def read_capped(response: requests.Response, cap: int = REPLY_CAP) -> tuple[byte
         # A cut connection reads like an ending: "HTTP/1.1 200 OK\r\nX-Hal" parses
         # as a complete 200. Nothing read under an expired deadline counts.
         raise DeadlineExpired
+    declared = response.headers.get("Content-Length", "")
+    if size <= cap and declared.isdigit() and size < int(declared):
+        # The body ended before its declared length: the connection was cut. urllib3
+        # 2 raises this itself; 1.26 (which we support) returns the short body.
+        raise urllib3.exceptions.ProtocolError("Connection broken: the body ended early")
     return b"".join(chunks)[:cap], size <= cap
 
 

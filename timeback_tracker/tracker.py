@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 from timeback_tracker._accounting import RunAccounting
-from timeback_tracker._clock import Clock, SystemClock, WallClockWatch
+from timeback_tracker._clock import Clock, SystemClock
 from timeback_tracker._delivery import Counters, Delivery, DeliverySettings, TrackerStats
 from timeback_tracker._events import RunTemplate, new_segment
 from timeback_tracker._heartbeat import Heartbeat
@@ -121,7 +121,6 @@ class Tracker:
             self._crashed,
             every_second=self._every_second if self._durable or self._presence else None,
         )
-        self._wall_watch = WallClockWatch(self._clock)
 
     def _recover(self) -> None:
         """Send what an earlier process left: its spooled events and crashed runs' windows."""
@@ -325,7 +324,7 @@ class Tracker:
         """Close every running session's window and enqueue them all in one write."""
         with self._lock:
             sessions = list(self._sessions.values())
-        self._watch_wall_clock()
+        self._delivery.watch_wall_clock()
         # A tick that woke up late is a sign that the machine slept; the time spent
         # here on earlier sessions is not: every session is given the lateness of
         # the wake-up, measured once.
@@ -389,13 +388,6 @@ class Tracker:
             if checkpoint is not None:
                 checkpoints.append(checkpoint)
         self._outbox.mark_alive(self._clock.monotonic_ms(), self._clock.wall_ms(), checkpoints)
-
-    def _watch_wall_clock(self) -> None:
-        """Notice the wall clock being set, and keep the age of what is held honest."""
-        step = self._wall_watch.step(self._clock)
-        if step:
-            log.warning("the wall clock was set by %+.3f s", step / 1000)
-            self._outbox.rebase(step)
 
     def _dropped(self, ids: tuple[str, ...]) -> None:
         """Events were dropped to make room (in a put, or for recovered windows)."""
