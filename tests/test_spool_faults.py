@@ -1048,6 +1048,99 @@ def test_a_run_resumed_before_its_crash_is_recovered_completes_after_its_windows
     assert collector.duplicate_conflicts == []
 
 
+RESUME_ON_A_FULL_DISK = textwrap.dedent(
+    """
+    import logging, resource, signal, sys, time
+    import timeback_tracker as tt
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+    endpoint, spool, run_id = sys.argv[1], sys.argv[2], sys.argv[3] or None
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))  # no file may grow
+    tracker = tt.Tracker(tt.TrackerConfig(
+        sensor="https://kiosk.example.com/sensors/lab-3", endpoint=endpoint, spool_path=spool,
+        heartbeat_interval=0.2, exit_timeout=5,
+    ))
+    session = tracker.start_session(
+        tt.TimebackUser(id="https://sis.example.com/users/1", email="kid@example.com"),
+        tt.TimebackActivityContext(
+            id="https://app.example.com/a/1", subject="Math", app=tt.App(name="Kiosk")
+        ),
+        run_id=run_id,
+    )
+    time.sleep(0.5)  # a window or two, in memory
+    session.complete(1)
+    print("flushed while full", tracker.flush(1), flush=True)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    print("flushed with room", tracker.flush(20), flush=True)
+    tracker.close()
+    """
+)
+
+
+@needs_kill
+@pytest.mark.slow(8)
+@pytest.mark.skipif(sys.platform == "win32", reason="needs RLIMIT_FSIZE")
+@pytest.mark.parametrize("resumed", [True, False])
+def test_a_spool_the_full_disk_keeps_from_opening_is_used_once_there_is_room(
+    collector: LocalCollector, spool: Path, resumed: bool
+) -> None:
+    """A kiosk dies mid-window; the next start finds the disk full and cannot even open the
+    spool. It does not give the spool up for its whole life: it completes a run in memory
+    and once there is room opens the spool and recovers the dead kiosk's windows. The
+    completion of the dead kiosk's run, resumed, waits for them (it arrives last); that of
+    another run goes at once (the spool, read, owes it nothing)."""
+    kiosk, run_id = start_kiosk(collector.url, spool, 5.0)
+    time.sleep(1.5)  # an open window, in the sign of life
+    counted = ask_active(kiosk)
+    os.kill(kiosk.pid, signal.SIGKILL)
+    finish(kiosk)
+    # Another process has the spool open (a tool, another app), so its WAL index is
+    # valid and the full-disk process can read the spool, not write it.
+    reader = sqlite3.connect(spool)
+    reader.execute("SELECT count(*) FROM entries").fetchone()
+    app = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RESUME_ON_A_FULL_DISK,
+            collector.url,
+            str(spool),
+            run_id if resumed else "",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert app.returncode == 0, app.stderr
+    sent_while_full = not resumed
+    assert app.stdout.splitlines() == [
+        f"flushed while full {sent_while_full}",
+        "flushed with room True",
+    ]
+    reader.close()
+    assert "memory only" not in app.stderr
+    assert len(collector.completions()) == 1
+    if not resumed:
+        with tt.Tracker(config(collector.url, spool)) as tracker:  # whatever start comes next
+            assert tracker.flush(10)
+        assert collector.totals(run_id)[0] >= counted - 1.0
+        assert_conserved(windows(collector, run_id))
+        return
+    arrived = [
+        event["type"]
+        for event in collector.events
+        if cast("dict[str, Any]", event.get("extensions", {})).get("runId") == run_id
+    ]
+    assert arrived[-1] == "ActivityEvent", arrived  # the completion, after every window
+    assert arrived.count("ActivityEvent") == 1
+    assert collector.totals(run_id)[0] >= counted - 1.0
+    assert_conserved(windows(collector, run_id))
+    assert collector.duplicate_conflicts == []
+
+
 @needs_kill
 def test_a_kill_after_a_rolled_back_first_write_still_recovers_the_window(
     collector: LocalCollector, spool: Path, caplog: pytest.LogCaptureFixture

@@ -79,7 +79,14 @@ from timeback_tracker._spool_file import (
 )
 from timeback_tracker._spool_recovery import JOURNAL_LIMIT, SpoolRecovery, journal_item
 from timeback_tracker._spool_rows import Damage, Drops, describe, now_ms
-from timeback_tracker._spool_schema import connect, is_busy, is_corrupt, move_aside, transaction
+from timeback_tracker._spool_schema import (
+    connect,
+    is_busy,
+    is_corrupt,
+    is_full,
+    move_aside,
+    transaction,
+)
 from timeback_tracker._urls import safe_url
 
 log = logging.getLogger("timeback_tracker.spool")
@@ -164,11 +171,14 @@ class SqliteOutbox(SpoolRecovery):
         try:
             self._open()
         except sqlite3.OperationalError as exc:
-            if not is_busy(exc):
+            if not (is_busy(exc) or is_full(exc)):
                 self._release_owner()
                 raise
-            # Another process holds the file: start in memory, open it soon.
-            log.warning("spool %s is busy; keeping events in memory until it is free", path)
+            # Another process holds the file, or the disk is full for now: start in
+            # memory and open it soon. Until then the windows of crashed runs may be
+            # waiting in it, so every completion waits for its recovery (recover()).
+            if is_busy(exc):
+                log.warning("spool %s is busy; keeping events in memory until it is free", path)
             self._degrade(exc)
         except BaseException:
             self._release_owner()
@@ -690,8 +700,11 @@ def open_outbox(
 
     A corrupt spool file is renamed ``<name>.corrupt-<UTC time>``, a fresh one
     created, and what can still be read from the corrupt one is queued in it;
-    a busy one is opened as soon as it is free; an unusable location
-    (read-only, full, not a directory, a symlink) gives a :class:`MemoryOutbox`.
+    a busy one is opened as soon as it is free, and one the full disk will not
+    let grow as soon as it has room (events wait in memory meanwhile, and every
+    completion waits for the windows of crashed runs the spool may hold); an
+    unusable location (read-only, not a directory, a symlink) gives a
+    :class:`MemoryOutbox`.
     Each case logs a warning.
 
     Args:

@@ -119,25 +119,33 @@ class SpoolRecovery(SpoolHealing):
             )
 
     def _runs_owed(self) -> frozenset[str] | None:
-        """The runs a recovery would send windows of, read without writing (None: unreadable)."""
-        if self._conn is None:
-            return None
+        """The runs a recovery would send windows of, read without writing (None: unreadable).
+
+        Also while the spool could not be opened for writing (a full disk at start):
+        read-only, so that only the completions of those runs wait, not every one.
+        """
+        conn = self._conn
+        reader: sqlite3.Connection | None = None
         held: list[tuple[Path, int | None]] = []
         runs: set[str] = set()
         try:
-            dead = self._dead_owners(held)
+            if conn is None:
+                reader = conn = sqlite3.connect(
+                    f"{self._path.absolute().as_uri()}?mode=ro", uri=True, timeout=0
+                )
+            dead = self._dead_owners(held, conn)
             for owner in dead:
                 alive = AliveRecord.read(self._owner_lock(owner))
-                runs.update(plan.run_id for plan in owner_plans(self._conn, owner, alive))
+                runs.update(plan.run_id for plan in owner_plans(conn, owner, alive))
                 journal = alive.get("journal") if alive is not None else None
                 for item in journal if isinstance(journal, list) else ():
                     if isinstance(item, dict):
                         runs.add(str(item.get("run")))
-            if dead and has_table(self._conn, "legacy_checkpoints"):
+            if dead and has_table(conn, "legacy_checkpoints"):
                 marks = ", ".join("?" * len(dead))
                 runs.update(
                     row[0]
-                    for row in self._conn.execute(
+                    for row in conn.execute(
                         f"SELECT run_id FROM legacy_checkpoints WHERE owner IN ({marks})",  # noqa: S608
                         dead,
                     )
@@ -147,6 +155,8 @@ class SpoolRecovery(SpoolHealing):
         finally:
             for _, fd in held:
                 close_quietly(fd)
+            if reader is not None:
+                reader.close()
         return frozenset(runs)
 
     def _completions_last(self, runs: set[str]) -> None:
@@ -161,9 +171,11 @@ class SpoolRecovery(SpoolHealing):
                     (slot,),
                 )
 
-    def _dead_owners(self, held: list[tuple[Path, int | None]]) -> list[str]:
+    def _dead_owners(
+        self, held: list[tuple[Path, int | None]], conn: sqlite3.Connection | None = None
+    ) -> list[str]:
         """Owners that wrote here and whose lock is free; their lock files go to ``held``."""
-        conn = self._conn_()
+        conn = conn or self._conn_()
         owners = {row[0] for row in conn.execute("SELECT owner FROM owners")}
         owners |= {row[0] for row in conn.execute("SELECT DISTINCT owner FROM segments")}
         if has_table(conn, "legacy_checkpoints"):

@@ -32,6 +32,7 @@ __all__ = [
     "connect",
     "is_busy",
     "is_corrupt",
+    "is_full",
     "move_aside",
     "salvage",
     "transaction",
@@ -142,6 +143,14 @@ def is_corrupt(error: BaseException) -> bool:
 def is_busy(error: BaseException) -> bool:
     """Whether ``error`` is another process holding the spool's write lock."""
     return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+
+def is_full(error: BaseException) -> bool:
+    """Whether ``error`` is a write the disk refused (full, over quota or a size limit)."""
+    message = str(error)
+    return isinstance(error, sqlite3.OperationalError) and (
+        "disk is full" in message or "disk I/O error" in message
+    )
 
 
 def connect(path: Path, *, create: bool, busy_seconds: float = 5.0) -> sqlite3.Connection:
