@@ -347,3 +347,27 @@ def envelope(*events: dict[str, Any], sensor: str = SENSOR) -> dict[str, Any]:
         "dataVersion": "http://purl.imsglobal.org/ctx/caliper/v1p2",
         "data": list(events),
     }
+
+
+def trash_entry_pages(path: Path, count: int) -> None:
+    """Overwrite ``count`` leaf pages of a closed spool's ``entries`` table, from the middle:
+    the rows on them are lost, the rest of the file still reads."""
+    conn = sqlite3.connect(path)
+    try:
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        leaves = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pageno FROM dbstat WHERE name = 'entries' AND pagetype = 'leaf' "
+                "ORDER BY pageno"
+            )
+        ]
+    finally:
+        conn.close()
+    assert len(leaves) > count, f"only {len(leaves)} leaf pages"
+    middle = len(leaves) // 2
+    data = bytearray(path.read_bytes())
+    for page in leaves[middle : middle + count]:
+        start = (page - 1) * size
+        data[start : start + size] = b"\x17" * size
+    path.write_bytes(bytes(data))

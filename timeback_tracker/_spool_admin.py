@@ -20,7 +20,12 @@ import attrs
 from timeback_tracker._outbox import Entry
 from timeback_tracker._spool_file import AliveRecord, try_lock
 from timeback_tracker._spool_recovery import Plan, owner_plans
-from timeback_tracker._spool_rows import DEAD_LETTER_COLUMNS, ENTRY_COLUMNS, row_entry
+from timeback_tracker._spool_rows import (
+    DEAD_LETTER_COLUMNS,
+    ENTRY_COLUMNS,
+    row_entry,
+    template_finder,
+)
 from timeback_tracker._spool_schema import connect, transaction
 
 if sys.platform == "win32":
@@ -216,8 +221,9 @@ class SpoolFile:
 
     def list_entries(self, include_dead: bool = False) -> list[SpoolRow]:
         """The queued entries in delivery order, then (if asked) the dead letters, oldest first."""
+        templates = template_finder(self._conn)
         rows = [
-            SpoolRow(row_entry(row[:-1]), row[-1])
+            SpoolRow(row_entry(row[:-1], templates, mergeable=False), row[-1])
             for row in self._conn.execute(
                 f"SELECT {ENTRY_COLUMNS}, queued_ms FROM entries ORDER BY slot"  # noqa: S608
             )

@@ -111,6 +111,7 @@ class SpoolHealing(SpoolRows):
         sign of life must carry their templates again until a write succeeds (and an index
         it created is gone)."""
         self._known_segments.clear()
+        self._rendering.clear()
         self._mergeable_indexed = False
 
     def _check_identity_quietly(self) -> None:
@@ -148,7 +149,7 @@ class SpoolHealing(SpoolRows):
                 self._write_checkpoints(self._pending)
                 for entry, reason in overflow.dead_letters if overflow is not None else ():
                     self.insert(entry)
-                    self._bury(entry.id, reason)
+                    self._bury(entry.id, reason, entry.payload)
         except (sqlite3.Error, OSError) as exc:
             self._forget_rolled_back()
             self._failures += 1
@@ -197,6 +198,7 @@ class SpoolHealing(SpoolRows):
         self._conn = None
         self._templates.clear()
         self._known_segments.clear()
+        self._rendering.clear()
         prepare_directory(self._path.parent)
         if self._owner_fd is not None and not self._owner_lock(self.owner).exists():
             close_quietly(self._owner_fd)

@@ -31,8 +31,8 @@ from timeback_tracker._outbox import Entry, admit
 from timeback_tracker._rules import DAY_SECONDS
 from timeback_tracker._spool_file import AliveRecord, close_quietly, try_lock
 from timeback_tracker._spool_healing import RETRY_BUSY, SpoolHealing
-from timeback_tracker._spool_rows import describe, has_table, payload_damage
-from timeback_tracker._spool_schema import salvage, transaction
+from timeback_tracker._spool_rows import describe, has_table, payload_damage, rendered_window
+from timeback_tracker._spool_schema import WINDOW_NUMBERS, salvage, transaction
 
 log = logging.getLogger("timeback_tracker.spool")
 
@@ -307,14 +307,15 @@ class SpoolRecovery(SpoolHealing):
             try:
                 with transaction(self._conn):
                     for row in rows:
-                        if self.holds(row["id"]):
+                        payload = row["payload"] or _rendered_salvage(row)
+                        if not payload or self.holds(row["id"]):
                             continue
                         entry = Entry(
                             row["id"],
                             row["run_id"],
                             "completion" if row["kind"] == "completion" else "time",
                             int(row["event_time_ms"]),
-                            row["payload"],
+                            payload,
                         )
                         self._admit_recovered(entry, row["dest"] or self.dest)
                         taken += 1
@@ -493,3 +494,13 @@ def _seq_of(state: object) -> int:
         return RunAccounting.snapshot_seq(json.loads(state) if isinstance(state, str) else state)
     except ValueError:
         return -1
+
+
+def _rendered_salvage(row: dict[str, Any]) -> str:
+    """The payload of a salvaged window row that kept none, from its segment's template;
+    "" when the template or the numbers are damaged."""
+    try:
+        template = RunTemplate.from_json(row["template"])
+    except (ValueError, TypeError):
+        return ""
+    return rendered_window(template, row["id"], [row[name] for name in WINDOW_NUMBERS])

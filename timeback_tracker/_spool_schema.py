@@ -27,6 +27,7 @@ log = logging.getLogger("timeback_tracker.spool")
 
 __all__ = [
     "SCHEMA_VERSION",
+    "WINDOW_NUMBERS",
     "CorruptSpoolError",
     "NewerSpoolError",
     "connect",
@@ -313,6 +314,8 @@ def move_aside(path: Path) -> Path:
 
 
 _SALVAGE_COLUMNS = ("id", "dest", "run_id", "kind", "event_time_ms", "payload")
+WINDOW_NUMBERS = ("first_seq", "last_seq", "start_ms", "end_ms", "active_ms", "inactive_ms")
+"""The columns that, with its segment's template, make a window's payload."""
 
 
 def salvage(path: Path) -> Iterator[dict[str, Any]]:
@@ -320,7 +323,10 @@ def salvage(path: Path) -> Iterator[dict[str, Any]]:
 
     Reads row by row, so a damaged page costs only the rows on it. Each row
     is a dict of ``id, dest, run_id, kind, event_time_ms, payload`` (``dest``
-    is ``""`` in a 0.1 file) whose payload parses as a JSON object.
+    is ``""`` in a 0.1 file) whose payload parses as a JSON object; or, for a
+    window whose row keeps no payload, ``payload`` ``""`` with its
+    :data:`WINDOW_NUMBERS` and ``template``, its segment's template (JSON
+    text), to render it from.
     """
     # On a copy: reading a file with a WAL needs write access, and closing it
     # would checkpoint into the damaged file.
@@ -334,20 +340,33 @@ def salvage(path: Path) -> Iterator[dict[str, Any]]:
         except (OSError, sqlite3.Error):
             return
         try:
+            templates = _readable_templates(conn)
             for table in ("entries", "v1_entries"):
-                yield from _salvage_table(conn, table)
+                yield from _salvage_table(conn, table, templates)
         finally:
             conn.close()
 
 
-def _salvage_table(conn: sqlite3.Connection, table: str) -> Iterator[dict[str, Any]]:
+def _readable_templates(conn: sqlite3.Connection) -> dict[str, str]:
+    """The segments' templates that can still be read (segment -> JSON text)."""
+    found: dict[str, str] = {}
+    with contextlib.suppress(sqlite3.Error):
+        for segment, template in conn.execute("SELECT segment, template FROM segments"):
+            found[str(segment)] = str(template)
+    return found
+
+
+def _salvage_table(
+    conn: sqlite3.Connection, table: str, templates: dict[str, str]
+) -> Iterator[dict[str, Any]]:
     try:
         columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
     except sqlite3.Error:
         return
     if not {"slot", "id", "run_id", "kind", "event_time_ms", "payload"} <= columns:
         return
-    wanted = ", ".join(c if c in columns else "''" for c in _SALVAGE_COLUMNS)
+    names = (*_SALVAGE_COLUMNS, "segment", *WINDOW_NUMBERS)
+    wanted = ", ".join(c if c in columns else "NULL" for c in names)
     for slot in sorted(_readable_slots(conn, table)):
         try:
             row = conn.execute(
@@ -358,7 +377,13 @@ def _salvage_table(conn: sqlite3.Connection, table: str) -> Iterator[dict[str, A
             continue  # on a damaged page
         if row is None:
             continue
-        found = dict(zip(_SALVAGE_COLUMNS, row, strict=True))
+        found = dict(zip(names, row, strict=True))
+        found["dest"] = found["dest"] or ""
+        if found["payload"] == "" and found["kind"] == "time":
+            template = templates.get(str(found["segment"]))
+            if template is not None:
+                yield {**found, "template": template}
+            continue
         try:
             if isinstance(json.loads(found["payload"]), dict):
                 yield found
