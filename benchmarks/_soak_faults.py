@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from timeback_tracker._spool_healing import RETRY_BUSY, RETRY_FAILING
+from timeback_tracker._spool_rows import ENTRY_COLUMNS, row_entry, template_finder
 from timeback_tracker.testing import LocalCollector
 
 if TYPE_CHECKING:
@@ -272,21 +273,23 @@ def damage_row(machine: Machine, rng: random.Random) -> bool:
     try:
         conn.execute("BEGIN IMMEDIATE")
         rows = conn.execute(
-            "SELECT slot, id, payload FROM entries WHERE payload NOT LIKE ? ORDER BY slot",
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE payload NOT LIKE ? ORDER BY slot",
             (DAMAGED + "%",),
         ).fetchall()
         if not rows:
             conn.execute("ROLLBACK")
             return False
-        slot, event_id, payload = rng.choice(rows)
-        conn.execute("UPDATE entries SET payload = ? WHERE slot = ?", (DAMAGED, slot))
+        row = rng.choice(rows)
+        # What it held: a window's row keeps only its numbers, rendered with its template.
+        payload = row_entry(row, template_finder(conn)).payload
+        conn.execute("UPDATE entries SET payload = ? WHERE slot = ?", (DAMAGED, row[0]))
         conn.execute("COMMIT")
     except sqlite3.Error:
         return False
     finally:
         conn.close()
-    machine.damaged.setdefault(event_id, payload)
-    machine.note(f"fault: damaged the row of {event_id}")
+    machine.damaged.setdefault(row[1], payload)
+    machine.note(f"fault: damaged the row of {row[1]}")
     return True
 
 
