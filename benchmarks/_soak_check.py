@@ -105,6 +105,9 @@ class Report:
                     kiosk.interval,
                     time.monotonic(),
                 )
+                # A step told just before the "run" line may have landed while
+                # start_session() ran, after it read the clock: in its life too.
+                segment.steps += [d for at, d in kiosk.steps if segment.started - at < 1.0]
                 self.segments[segment.segment] = segment
                 self.runs.setdefault(segment.run_id, []).append(segment)
                 kiosk.segments.append(segment)

@@ -182,6 +182,7 @@ class SpoolFaults:
             if kiosk.tell(f"step {delta}"):
                 machine.note(f"fault: clock set by {delta} ms in life {kiosk.life}")
                 machine.offset_ms += delta
+                kiosk.steps.append((time.monotonic(), delta))
                 for segment in kiosk.segments:
                     if segment.status == "open":
                         segment.steps.append(delta)

@@ -139,6 +139,9 @@ class Kiosk:
         self.machine = machine
         self.life = machine.lives
         self.segments: list[Segment] = []
+        # (monotonic time, ms) of each clock step told: a session starting while one
+        # lands may read the clock before it, though its "run" line comes after.
+        self.steps: list[tuple[float, int]] = []
         self.lines: list[list[str]] = []
         self.interval = interval
         self.started = time.monotonic()
