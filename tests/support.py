@@ -20,6 +20,7 @@ from timeback_tracker._accounting import RunAccounting
 from timeback_tracker._events import RunTemplate, completion_event_id, time_spent_event_id
 from timeback_tracker._outbox import Checkpoint, Entry
 from timeback_tracker._serialization import parse_timestamp
+from timeback_tracker._spool_file import memory_record
 from timeback_tracker.testing import FakeClock, LocalCollector
 
 __all__ = [  # completion_event_id is re-exported for the tests
@@ -371,3 +372,9 @@ def trash_entry_pages(path: Path, count: int) -> None:
         start = (page - 1) * size
         data[start : start + size] = b"\x17" * size
     path.write_bytes(bytes(data))
+
+
+def sign_of_life_file(lock: Path) -> Path:
+    """Where the owner of the lock file ``lock`` keeps its sign of life: in memory on Linux
+    (``memory_record``), else in the lock file itself."""
+    return memory_record(lock) or lock

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import timeback_tracker as tt
-from tests.support import ACTIVITY, SENSOR, USER, closed_port_url, eventually
+from tests.support import ACTIVITY, SENSOR, USER, closed_port_url, eventually, sign_of_life_file
 from timeback_tracker._accounting import RunAccounting
 from timeback_tracker._clock import SystemClock
 from timeback_tracker._heartbeat import Heartbeat
@@ -66,9 +66,9 @@ def spooled(tmp_path: Path, clock: FakeClock) -> tt.Tracker:
 
 
 def owner_file(tmp_path: Path) -> bytes:
-    """The tracker's sign of life, as on disk."""
+    """The tracker's sign of life, as written."""
     [lock] = tmp_path.glob("spool.sqlite3.owner-*.lock")
-    return lock.read_bytes()
+    return sign_of_life_file(lock).read_bytes()
 
 
 def test_the_duty_rests_while_every_run_is_dormant_and_input_hurries_it(

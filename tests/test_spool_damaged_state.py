@@ -21,7 +21,15 @@ from typing import Any
 
 import pytest
 
-from tests.support import checkpoint, completion, rows, template, window, window_id
+from tests.support import (
+    checkpoint,
+    completion,
+    rows,
+    sign_of_life_file,
+    template,
+    window,
+    window_id,
+)
 from timeback_tracker._outbox import AlreadyCompletedError
 from timeback_tracker._spool import SqliteOutbox
 from timeback_tracker._spool_file import AliveRecord, close_quietly
@@ -52,7 +60,8 @@ def die(outbox: SqliteOutbox) -> Path:
     """As if the process were killed: its owner lock is free, the lock file stays; its path."""
     lock = outbox._owner_lock(outbox.owner)
     close_quietly(outbox._owner_fd)
-    outbox._owner_fd = None
+    close_quietly(outbox._memory_fd)  # its sign of life stays where it is
+    outbox._owner_fd = outbox._memory_fd = None
     if outbox._conn is not None:
         outbox._conn.close()
     return lock
@@ -98,9 +107,10 @@ def test_a_damaged_sign_of_life_falls_back_to_the_last_tick(
     seen = checkpoint(run, 3, open_seconds=10)
     dying.mark_alive(seen.mono_ms, seen.wall_ms, [seen])
     lock = die(dying)
+    alive = sign_of_life_file(lock)
     if damage != "intact":
-        lock.write_bytes(DAMAGES[damage](lock.read_bytes()))
-        assert AliveRecord.read(lock) is None
+        alive.write_bytes(DAMAGES[damage](alive.read_bytes()))
+        assert AliveRecord.read(alive) is None
 
     recovered = survivor().recover()
 
@@ -108,6 +118,7 @@ def test_a_damaged_sign_of_life_falls_back_to_the_last_tick(
         (window_id(run, 3), 10_000 if damage == "intact" else 5_000, 0)
     ]
     assert not lock.exists()  # recovered once: the next start does not do it again
+    assert not alive.exists()
 
 
 # -- the journal of events a refusing spool kept in memory -----------------------------------
@@ -162,10 +173,10 @@ def test_a_checkpoint_of_the_wrong_shape_is_reported_and_the_others_recovered(
     seen = checkpoint(fine, 1)
     dying.mark_alive(seen.mono_ms, seen.wall_ms, [seen])
     lock = die(dying)
-    alive = AliveRecord.read(lock)
+    alive = AliveRecord.read(sign_of_life_file(lock))
     assert alive is not None
     alive["segments"]["stranger"] = {"t": "{not a template", "s": seen.state, "m": 1, "w": 2}
-    with open(lock, "r+b") as file:
+    with open(sign_of_life_file(lock), "r+b") as file:
         AliveRecord.write(file.fileno(), alive)
     conn = sqlite3.connect(spool)
     with conn:

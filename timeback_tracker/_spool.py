@@ -28,9 +28,10 @@ the child: SQLite's documentation warns never to use a connection across
 Crash safety is nearly free. The accounting of a run is deterministic
 between calls, so what a recovery needs is a run segment's template and its
 accounting state: written durably with the tick's commit (``segments``), and
-once a second, cheaply and without ``fsync``, into the owner lock file
-(:class:`~timeback_tracker._spool_file.AliveRecord`). A process killed at any
-moment loses about a second; power loss up to one heartbeat interval.
+once a second, cheaply and without ``fsync``, into a file in memory (Linux;
+elsewhere the owner lock file: :class:`~timeback_tracker._spool_file.AliveRecord`).
+A process killed at any moment loses about a second; power loss up to one
+heartbeat interval.
 :meth:`SqliteOutbox.recover` rebuilds the open windows of owners whose lock is
 free, with the ids they would have had.
 
@@ -71,8 +72,11 @@ from timeback_tracker._spool_file import (
     close_quietly,
     create_private,
     destination,
+    memory_record,
     open_lock_file,
+    open_private,
     prepare_directory,
+    remove_alive,
     remove_lock_file,
     tighten,
     try_lock,
@@ -165,12 +169,14 @@ class SqliteOutbox(SpoolRecovery):
         self._start_bookkeeping()
         self._drain_fd: int | None = None
         self._owner_fd: int | None = None
+        self._memory_fd: int | None = None  # the sign of life, when kept in memory
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
         prepare_directory(self._path.parent)
         self._owner_fd = open_lock_file(self._owner_lock(self.owner))
         if not try_lock(self._owner_fd):  # a fresh random name: never held
             raise BlockingIOError(f"lock held by another process: {self._owner_lock(self.owner)}")
+        self._memory_fd = self._open_memory_record()
         try:
             self._open()
         except sqlite3.OperationalError as exc:
@@ -289,7 +295,25 @@ class SqliteOutbox(SpoolRecovery):
         self._identity = (stat.st_dev, stat.st_ino)
         self._recount()
 
+    def _open_memory_record(self) -> int | None:
+        """The file in memory for this owner's sign of life (see ``memory_record``), or None."""
+        path = memory_record(self._owner_lock(self.owner))
+        if path is None:
+            return None
+        try:
+            return open_private(path)
+        except OSError as exc:
+            log.debug("spool %s: sign of life kept in the lock file (%s)", self._path, exc)
+            return None
+
+    def _forget_memory_record(self) -> None:
+        if self._memory_fd is not None:
+            close_quietly(self._memory_fd)
+            self._memory_fd = None
+            remove_alive(self._owner_lock(self.owner))
+
     def _release_owner(self) -> None:
+        self._forget_memory_record()
         if self._owner_fd is not None:
             remove_lock_file(self._owner_lock(self.owner), self._owner_fd)
             self._owner_fd = None
@@ -357,7 +381,7 @@ class SqliteOutbox(SpoolRecovery):
             return admission
 
     def mark_alive(self, mono_ms: int, wall_ms: int, checkpoints: Sequence[Checkpoint]) -> None:
-        """Write this tracker's sign of life into its owner lock file (no fsync).
+        """Write this tracker's sign of life (no fsync; see ``memory_record``).
 
         Also the moment to retry a spool that refused a write.
         """
@@ -398,6 +422,14 @@ class SqliteOutbox(SpoolRecovery):
         if self._owner_fd is None:
             return
         record = {"dest": self.dest, "segments": self._alive, "journal": self._journal()}
+        if self._memory_fd is not None:
+            try:
+                AliveRecord.write(self._memory_fd, record)
+            except OSError as exc:  # memory full: the lock file again, for good
+                log.debug("spool %s: sign of life back in the lock file (%s)", self._path, exc)
+                self._forget_memory_record()
+            else:
+                return
         try:
             AliveRecord.write(self._owner_fd, record)
         except OSError as exc:
@@ -492,7 +524,8 @@ class SqliteOutbox(SpoolRecovery):
                 self._drain_fd = None
             if left is None:
                 self._release_owner()
-            else:  # kept, unlocked, for the next recovery
+            else:  # kept, unlocked, for the next recovery (which reads it, not memory)
+                self._forget_memory_record()
                 close_quietly(self._owner_fd)
                 self._owner_fd = None
         _OPEN.discard(self)
@@ -663,10 +696,10 @@ class SqliteOutbox(SpoolRecovery):
         self._closed = True
         if self._conn is not None:
             _ABANDONED.append(self._conn)  # closing it here could disturb the parent's use
-        for fd in (self._drain_fd, self._owner_fd):
+        for fd in (self._drain_fd, self._owner_fd, self._memory_fd):
             if fd is not None:
                 close_quietly(fd)  # flock: the parent's lock stays, its descriptor is open
-        self._drain_fd = self._owner_fd = None
+        self._drain_fd = self._owner_fd = self._memory_fd = None
         self._in_flight.clear()
         self._overflow = None
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import attrs
 
 from timeback_tracker._outbox import Entry
-from timeback_tracker._spool_file import AliveRecord, try_lock
+from timeback_tracker._spool_file import read_alive, try_lock
 from timeback_tracker._spool_recovery import Plan, owner_plans
 from timeback_tracker._spool_rows import (
     DEAD_LETTER_COLUMNS,
@@ -327,7 +327,7 @@ class SpoolFile:
         for owner in sorted(owners - {""}):
             lock = self._owner_lock(owner)
             alive = lock_held(lock)
-            for plan in owner_plans(conn, owner, AliveRecord.read(lock)):
+            for plan in owner_plans(conn, owner, read_alive(lock)):
                 runs.append(self._open_run(alive, plan))
         return sorted(runs, key=lambda run: (run.seen_ms or 0, run.segment))
 

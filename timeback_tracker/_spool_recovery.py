@@ -2,7 +2,7 @@
 
 A tracker leaves, for each running run segment, its accounting state: durably
 in the spool at every tick (``segments``), and once a second in the sign of
-life in its owner lock file (:class:`~timeback_tracker._spool_file.AliveRecord`).
+life (:class:`~timeback_tracker._spool_file.AliveRecord`).
 :class:`SpoolRecovery` finds the owners whose lock is free, takes the newer of
 the two states of each segment (never one older than what the spool already
 holds), replays the accounting up to the owner's last sign of life, and queues
@@ -29,7 +29,7 @@ from timeback_tracker._accounting import RunAccounting
 from timeback_tracker._events import RunTemplate
 from timeback_tracker._outbox import Entry, admit
 from timeback_tracker._rules import DAY_SECONDS
-from timeback_tracker._spool_file import AliveRecord, close_quietly, try_lock
+from timeback_tracker._spool_file import close_quietly, read_alive, remove_alive, try_lock
 from timeback_tracker._spool_healing import RETRY_BUSY, SpoolHealing
 from timeback_tracker._spool_rows import describe, has_table, payload_damage, rendered_window
 from timeback_tracker._spool_schema import WINDOW_NUMBERS, salvage, transaction
@@ -84,6 +84,7 @@ class SpoolRecovery(SpoolHealing):
                 for _, fd in held:
                     close_quietly(fd)
             for path, _ in held:
+                remove_alive(path)
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             self._recovery_at = None
@@ -135,7 +136,7 @@ class SpoolRecovery(SpoolHealing):
                 )
             dead = self._dead_owners(held, conn)
             for owner in dead:
-                alive = AliveRecord.read(self._owner_lock(owner))
+                alive = read_alive(self._owner_lock(owner))
                 runs.update(plan.run_id for plan in owner_plans(conn, owner, alive))
                 journal = alive.get("journal") if alive is not None else None
                 for item in journal if isinstance(journal, list) else ():
@@ -204,7 +205,7 @@ class SpoolRecovery(SpoolHealing):
     def _recover_owner(self, owner: str) -> list[Entry]:
         """Rebuild the open windows of a dead owner's running segments, and queue what it
         held in memory only (completions, while its spool refused writes)."""
-        alive = AliveRecord.read(self._owner_lock(owner))
+        alive = read_alive(self._owner_lock(owner))
         added = self._recover_journal(alive)
         for plan in owner_plans(self._conn_(), owner, alive):
             try:

@@ -397,8 +397,7 @@ class SpoolRows:
                 "mono_ms, wall_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (segment) DO UPDATE SET ended = excluded.ended, "
                 "state = excluded.state, mono_ms = excluded.mono_ms, "
-                "wall_ms = excluded.wall_ms, updated_ms = excluded.updated_ms, "
-                "owner = excluded.owner",
+                "wall_ms = excluded.wall_ms, updated_ms = excluded.updated_ms",
                 (
                     segment,
                     template.run_id,
@@ -411,6 +410,12 @@ class SpoolRows:
                     checkpoint.wall_ms,
                     now,
                 ),
+            )
+            # Apart, and only when it changes: an UPDATE naming the column rewrites
+            # its index entry (a page written each tick) even to the same value.
+            conn.execute(
+                "UPDATE segments SET owner = ? WHERE segment = ? AND owner != ?",
+                (self.owner, segment, self.owner),
             )
             self._known_segments.add(segment)
 
