@@ -185,3 +185,24 @@ def test_two_runs_whose_segment_ids_collide_each_read_back_their_own_windows(
     assert kept == [(str(first), 0), (str(second), 1), (str(first), 0), (str(second), 1)]
     assert [(e.id, e.payload) for e in taken] == [(e.id, e.payload) for e in put]
     assert [e.template is not None for e in taken] == [True, False, True, False]
+
+
+def test_rows_whose_delete_waits_for_the_tick_make_room_in_a_full_spool(tmp_path: Path) -> None:
+    """A full spool (max_queue 2) delivers both windows while the run counts: their rows wait
+    for the next tick's commit to be deleted, and that commit's window takes their room,
+    neither merged nor dropped for them."""
+    spool = tmp_path / "spool.sqlite3"
+    run = uuid.uuid4()
+    segment = template(run).segment
+    outbox = SqliteOutbox(spool, 2, drain_wait=0)
+    try:
+        outbox.put_many([window(run, 0), window(run, 1)], {segment: checkpoint(run, 2)})
+        outbox.mark_alive(0, 0, [checkpoint(run, 2)])
+        outbox.ack(outbox.take(10))
+        assert stored(spool, "SELECT count(*) FROM entries") == [(2,)]  # deletes wait
+        admission = outbox.put_many([window(run, 2)], {segment: checkpoint(run, 3)})
+        assert (admission.coalesced, admission.dropped) == (0, [])
+        assert stored(spool, "SELECT id FROM entries") == [(window(run, 2).id,)]
+        assert [e.id for e in outbox.take(10)] == [window(run, 2).id]
+    finally:
+        outbox.close()

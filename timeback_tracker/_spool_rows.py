@@ -568,35 +568,53 @@ class SpoolRows:
         self, entries: Sequence[Entry], changes: Mapping[str, Checkpoint], completes: str | None
     ) -> Admission:
         """One durable transaction: the completion's uniqueness, the entries, the checkpoints."""
-        conn = self._conn_()
-        admission = Admission()
-        with transaction(conn):
-            deleted = self._forget_delivered()
-            if deleted and not self._mine:
-                self._index_mergeable(wanted=False)
-            if completes is not None:
-                try:
-                    conn.execute(
-                        "INSERT INTO completed (run_id, completed_ms) VALUES (?, ?)",
-                        (completes, now_ms()),
-                    )
-                except sqlite3.IntegrityError:
-                    raise AlreadyCompletedError(completes) from None
-            for entry in entries:
-                if self.holds(entry.id):
-                    continue
-                if self._count < self._max:
-                    self.insert(entry)
-                else:
-                    admission.add(admit(self, entry, self._max))
-            self._write_checkpoints(changes)
+        deleted: set[str] = set()
+        try:
+            with transaction(self._conn_()):
+                deleted = self._forget_delivered()
+                # Delivered rows left for this commit to delete (see ``ack``) make no room
+                # in the count of the bound, or a put would merge or drop for them.
+                self._count -= len(deleted)
+                admission = self._write_rows(entries, changes, completes, bool(deleted))
+        except BaseException:
+            self._count += len(deleted)
+            raise
         self._delivered -= deleted
-        self._count = max(0, self._count - len(deleted))
         for segment, checkpoint in changes.items():
             if checkpoint.state is None:
                 self._written_seq.pop(segment, None)
             else:
                 self._written_seq[segment] = self._open_seq(checkpoint)
+        return admission
+
+    def _write_rows(
+        self,
+        entries: Sequence[Entry],
+        changes: Mapping[str, Checkpoint],
+        completes: str | None,
+        deleted: bool,
+    ) -> Admission:
+        """The inside of :meth:`_write`'s transaction, after the delivered rows' delete."""
+        conn = self._conn_()
+        admission = Admission()
+        if deleted and not self._mine:
+            self._index_mergeable(wanted=False)
+        if completes is not None:
+            try:
+                conn.execute(
+                    "INSERT INTO completed (run_id, completed_ms) VALUES (?, ?)",
+                    (completes, now_ms()),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyCompletedError(completes) from None
+        for entry in entries:
+            if self.holds(entry.id):
+                continue
+            if self._count < self._max:
+                self.insert(entry)
+            else:
+                admission.add(admit(self, entry, self._max))
+        self._write_checkpoints(changes)
         return admission
 
     def _note_ended(self, changes: Mapping[str, Checkpoint]) -> None:
