@@ -67,6 +67,11 @@ def private_data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "data-home"
     monkeypatch.setenv("XDG_DATA_HOME", str(home))
     monkeypatch.setenv("LOCALAPPDATA", str(home))
+    # Signs of life go to memory (Linux): the test's own, not /dev/shm, which would keep
+    # those of the processes tests kill until the machine restarts.
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     return home
 
 
