@@ -58,7 +58,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def private_data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def private_data_home(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Each test (and the processes it starts) gets its own default spool directory.
 
     Trackers spool to the per-user data directory by default; sharing it would
@@ -69,8 +71,9 @@ def private_data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LOCALAPPDATA", str(home))
     # Signs of life go to memory (Linux): the test's own, not /dev/shm, which would keep
     # those of the processes tests kill until the machine restarts.
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700)
+    # (Beside tmp_path, not in it: tests look at everything in their directory.)
+    runtime = tmp_path_factory.mktemp("runtime")
+    runtime.chmod(0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     return home
 
