@@ -1013,6 +1013,15 @@ def test_a_completion_made_while_the_spool_is_locked_survives_a_kill(
     assert_conserved(windows(collector, run_id))
 
 
+def arrival_types(collector: LocalCollector, run_id: str) -> list[str]:
+    """The types of a run's events, in order of first arrival."""
+    return [
+        event["type"]
+        for event in collector.events
+        if cast("dict[str, Any]", event.get("extensions", {})).get("runId") == run_id
+    ]
+
+
 @needs_kill
 def test_a_run_resumed_before_its_crash_is_recovered_completes_after_its_windows(
     collector: LocalCollector, spool: Path
@@ -1033,11 +1042,7 @@ def test_a_run_resumed_before_its_crash_is_recovered_completes_after_its_windows
     finish(locker)
     with tt.Tracker(config(collector.url, spool)) as tracker:  # the next start, as the soak's
         assert tracker.flush(10)
-    arrived = [
-        event["type"]
-        for event in collector.events
-        if cast("dict[str, Any]", event.get("extensions", {})).get("runId") == run_id
-    ]
+    arrived = arrival_types(collector, run_id)
     assert arrived[-1] == "ActivityEvent", arrived  # the completion, after every window
     assert arrived.count("ActivityEvent") == 1
     assert collector.totals(run_id)[0] >= counted - 1.0
@@ -1125,11 +1130,7 @@ def test_a_spool_the_full_disk_keeps_from_opening_is_used_once_there_is_room(
         assert collector.totals(run_id)[0] >= counted - 1.0
         assert_conserved(windows(collector, run_id))
         return
-    arrived = [
-        event["type"]
-        for event in collector.events
-        if cast("dict[str, Any]", event.get("extensions", {})).get("runId") == run_id
-    ]
+    arrived = arrival_types(collector, run_id)
     assert arrived[-1] == "ActivityEvent", arrived  # the completion, after every window
     assert arrived.count("ActivityEvent") == 1
     assert collector.totals(run_id)[0] >= counted - 1.0

@@ -14,7 +14,15 @@ import sqlite3
 import uuid
 from pathlib import Path
 
-from tests.support import SENSOR, T0_MS, checkpoint, template, trash_entry_pages, window
+from tests.support import (
+    SENSOR,
+    T0_MS,
+    checkpoint,
+    rows,
+    template,
+    trash_entry_pages,
+    window,
+)
 from timeback_tracker._outbox import Entry
 from timeback_tracker._spool import DEFERRED_DELETES, SqliteOutbox, open_outbox
 
@@ -39,14 +47,6 @@ def random_windows(rng: random.Random, count: int) -> list[Entry]:
     return found
 
 
-def stored(spool: Path, query: str) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(spool)
-    try:
-        return conn.execute(query).fetchall()
-    finally:
-        conn.close()
-
-
 def test_windows_read_back_byte_for_byte_from_rows_without_their_payload(tmp_path: Path) -> None:
     """Hundreds of random windows: no row keeps a payload, and each is taken back with the
     exact text it was put with (the completion keeps its own)."""
@@ -55,7 +55,7 @@ def test_windows_read_back_byte_for_byte_from_rows_without_their_payload(tmp_pat
     outbox = SqliteOutbox(spool, 10_000, drain_wait=0)
     try:
         outbox.put_many(windows)
-        assert stored(spool, "SELECT count(*) FROM entries WHERE payload != ''") == [(0,)]
+        assert rows(spool, "SELECT count(*) FROM entries WHERE payload != ''") == [(0,)]
         taken = outbox.take(10_000)
     finally:
         outbox.close()
@@ -85,7 +85,7 @@ def test_a_window_row_whose_numbers_were_damaged_is_set_aside_not_sent(tmp_path:
     finally:
         outbox.close()
     assert [(e.id, e.payload) for e in taken] == [(windows[3].id, windows[3].payload)]
-    dead = stored(spool, "SELECT id, reason FROM dead_letters ORDER BY n")
+    dead = rows(spool, "SELECT id, reason FROM dead_letters ORDER BY n")
     assert [entry_id for entry_id, _ in dead] == [w.id for w in windows[:3]]
     assert all("template and numbers do not make this event" in str(r) for _, r in dead)
 
@@ -101,7 +101,7 @@ def test_a_dead_letter_keeps_the_wire_json_of_a_window_whose_row_had_none(tmp_pa
         outbox.dead_letter(outbox.take(1), "rejected: 422")
     finally:
         outbox.close()
-    assert stored(spool, "SELECT payload FROM dead_letters") == [(entry.payload,)]
+    assert rows(spool, "SELECT payload FROM dead_letters") == [(entry.payload,)]
 
 
 def test_a_corrupt_spool_salvages_windows_from_their_numbers_and_templates(
@@ -140,29 +140,29 @@ def test_a_delivered_window_is_deleted_by_the_next_tick_while_a_run_counts(
     try:
         outbox.put_many([window(run, 0)])
         outbox.ack(outbox.take(10))  # no run counts: deleted at once
-        assert stored(spool, "SELECT count(*) FROM entries") == [(0,)]
+        assert rows(spool, "SELECT count(*) FROM entries") == [(0,)]
 
         outbox.put_many([window(run, 1)], {segment: checkpoint(run, 2)})
         outbox.mark_alive(0, 0, [checkpoint(run, 2)])
         outbox.ack(outbox.take(10))
-        assert stored(spool, "SELECT id FROM entries") == [(window(run, 1).id,)]
+        assert rows(spool, "SELECT id FROM entries") == [(window(run, 1).id,)]
         assert len(outbox) == 0
         assert outbox.take(10) == []
         outbox.put_many([window(run, 2)], {segment: checkpoint(run, 3)})  # the next tick
-        assert stored(spool, "SELECT id FROM entries") == [(window(run, 2).id,)]
+        assert rows(spool, "SELECT id FROM entries") == [(window(run, 2).id,)]
 
         backlog = [window(run, seq) for seq in range(3, 3 + DEFERRED_DELETES + 1)]
         outbox.put_many(backlog, {segment: checkpoint(run, 3 + len(backlog))})
         outbox.mark_alive(0, 0, [checkpoint(run, 3 + len(backlog))])
         outbox.ack(outbox.take(1000))  # more than DEFERRED_DELETES: deleted at once
-        assert stored(spool, "SELECT count(*) FROM entries") == [(0,)]
+        assert rows(spool, "SELECT count(*) FROM entries") == [(0,)]
 
         outbox.put_many([window(run, 100)], {segment: checkpoint(run, 101)})
         outbox.mark_alive(0, 0, [checkpoint(run, 101)])
         outbox.ack(outbox.take(10))
     finally:
         outbox.close()
-    assert stored(spool, "SELECT count(*) FROM entries") == [(0,)]  # close deletes it
+    assert rows(spool, "SELECT count(*) FROM entries") == [(0,)]  # close deletes it
 
 
 def test_two_runs_whose_segment_ids_collide_each_read_back_their_own_windows(
@@ -178,7 +178,7 @@ def test_two_runs_whose_segment_ids_collide_each_read_back_their_own_windows(
     outbox = SqliteOutbox(spool, 100, drain_wait=0)
     try:
         outbox.put_many(put)
-        kept = stored(spool, "SELECT run_id, payload != '' FROM entries ORDER BY slot")
+        kept = rows(spool, "SELECT run_id, payload != '' FROM entries ORDER BY slot")
         taken = outbox.take(10)
     finally:
         outbox.close()
@@ -199,10 +199,10 @@ def test_rows_whose_delete_waits_for_the_tick_make_room_in_a_full_spool(tmp_path
         outbox.put_many([window(run, 0), window(run, 1)], {segment: checkpoint(run, 2)})
         outbox.mark_alive(0, 0, [checkpoint(run, 2)])
         outbox.ack(outbox.take(10))
-        assert stored(spool, "SELECT count(*) FROM entries") == [(2,)]  # deletes wait
+        assert rows(spool, "SELECT count(*) FROM entries") == [(2,)]  # deletes wait
         admission = outbox.put_many([window(run, 2)], {segment: checkpoint(run, 3)})
         assert (admission.coalesced, admission.dropped) == (0, [])
-        assert stored(spool, "SELECT id FROM entries") == [(window(run, 2).id,)]
+        assert rows(spool, "SELECT id FROM entries") == [(window(run, 2).id,)]
         assert [e.id for e in outbox.take(10)] == [window(run, 2).id]
     finally:
         outbox.close()
