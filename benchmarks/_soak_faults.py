@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from timeback_tracker._spool_entries import ENTRY_COLUMNS, row_entry, template_finder
 from timeback_tracker._spool_healing import RETRY_BUSY, RETRY_FAILING
-from timeback_tracker._spool_rows import ENTRY_COLUMNS, row_entry, template_finder
 from timeback_tracker.testing import LocalCollector
 
 if TYPE_CHECKING:

@@ -18,14 +18,14 @@ from pathlib import Path
 import attrs
 
 from timeback_tracker._outbox import Entry
-from timeback_tracker._spool_file import read_alive, try_lock
-from timeback_tracker._spool_recovery import Plan, owner_plans
-from timeback_tracker._spool_rows import (
+from timeback_tracker._spool_entries import (
     DEAD_LETTER_COLUMNS,
     ENTRY_COLUMNS,
     row_entry,
     template_finder,
 )
+from timeback_tracker._spool_file import read_alive, try_lock
+from timeback_tracker._spool_recovery import Plan, owner_plans
 from timeback_tracker._spool_schema import connect, transaction
 
 if sys.platform == "win32":

@@ -29,9 +29,10 @@ from timeback_tracker._accounting import RunAccounting
 from timeback_tracker._events import RunTemplate
 from timeback_tracker._outbox import Entry, admit
 from timeback_tracker._rules import DAY_SECONDS
+from timeback_tracker._spool_entries import payload_damage, rendered_window
 from timeback_tracker._spool_file import close_quietly, read_alive, remove_alive, try_lock
 from timeback_tracker._spool_healing import RETRY_BUSY, SpoolHealing
-from timeback_tracker._spool_rows import describe, has_table, payload_damage, rendered_window
+from timeback_tracker._spool_rows import describe, has_table
 from timeback_tracker._spool_schema import WINDOW_NUMBERS, salvage, transaction
 
 log = logging.getLogger("timeback_tracker.spool")
