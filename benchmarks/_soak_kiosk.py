@@ -41,6 +41,7 @@ import uuid
 from typing import Any
 
 import timeback_tracker as tt
+import timeback_tracker.tracker as tracker_module
 from timeback_tracker._clock import SystemClock
 
 CLIENT_ID = "soak-kiosk"
@@ -155,11 +156,24 @@ def main() -> None:
     slots = rng.choice([1, 1, 2])
     resumable = [run for run in resume.split(",") if run and run != "-"]
     live: dict[str, dict[str, Any]] = {}
+    starting: list[str] = []  # the run start_session() is starting
+    real_new_segment = tracker_module.new_segment
+
+    def announced_segment() -> str:
+        # The "run" line goes out before start_session() spools anything of the
+        # segment: a kill inside the call must not leave windows of a segment the
+        # harness never heard of.
+        segment = real_new_segment()
+        out("run", starting[-1], segment)
+        return segment
+
+    tracker_module.new_segment = announced_segment
 
     def start(now: float) -> None:
         run_id = str(uuid.uuid4())
         if resumable and rng.random() < 0.5:
             run_id = resumable.pop(0)  # the lesson goes on after the restart
+        starting.append(run_id)
         student = rng.randrange(20)
         session = tracker.start_session(
             tt.TimebackUser(
@@ -175,8 +189,6 @@ def main() -> None:
             run_id=run_id,
         )
         segment = session._template.segment
-        # Printed before the first tick can spool anything of it.
-        out("run", run_id, segment)
         live[segment] = {
             "session": session,
             "ends": now + rng.uniform(0.5, 8.0),

@@ -120,6 +120,28 @@ STOP_SHARE = 0.15  # lifetimes ended by SIGTERM (graceful close) instead of SIGK
 RESUME_CANDIDATES = 2  # unfinished runs a new lifetime may resume
 
 
+def arrival_order(collector: LocalCollector) -> dict[str, int]:
+    """Each event's place in the order the collector *received* the requests it recorded.
+
+    Not the order of recording: a slow answer's envelope is recorded after its delay,
+    so a re-send made after the client's read timeout may be recorded first. The
+    client keeps the order in which it sends; a server that answers late may store
+    later requests first, and order by receipt is what the client can keep.
+    """
+    accepted = sorted(
+        (r for r in collector.requests if r.status is not None and 200 <= r.status < 300),
+        key=lambda record: record.at,
+    )
+    order: dict[str, int] = {}
+    for place, record in enumerate(accepted):
+        for index, event_id in enumerate(record.event_ids):
+            order.setdefault(event_id, place * 100_000 + index)
+    last = len(accepted) * 100_000
+    for event in collector.events:  # recorded, its request not listed: after all the rest
+        order.setdefault(event["id"], last + len(order))
+    return {event_id: rank for rank, event_id in enumerate(sorted(order, key=order.__getitem__))}
+
+
 class Kiosk:
     """One kiosk process (one lifetime of a machine), its stdin and its stdout reader."""
 
@@ -451,7 +473,7 @@ class Soak:
         """Check every run against the collector's record."""
         collector = self.collector
         events = collector.events
-        order = {event["id"]: index for index, event in enumerate(events)}
+        order = arrival_order(collector)
         arrived = {event["id"] for event in events}
         # A damaged row set aside on purpose counts as arrived, with its original content.
         extra: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
