@@ -68,8 +68,9 @@ def die(outbox: SqliteOutbox) -> Path:
 
 
 def record(body: bytes) -> bytes:
-    """A sign of life holding ``body``, with a correct header and checksum."""
-    return struct.pack(">4sII", AliveRecord.MAGIC, len(body), zlib.crc32(body)) + body
+    """A sign of life holding ``body``, with a correct header and checksum (the format
+    before stamps, which is still read)."""
+    return struct.pack(">4sII", b"TTA2", len(body), zlib.crc32(body)) + body
 
 
 # -- the sign of life -----------------------------------------------------------------------
@@ -122,6 +123,71 @@ def test_a_damaged_sign_of_life_falls_back_to_the_last_tick(
 
 
 # -- the journal of events a refusing spool kept in memory -----------------------------------
+
+
+BODY_AT = 36  # where a sign of life's body starts, after its header and its stamp
+
+
+def test_seconds_in_which_nothing_changed_move_only_the_stamp(
+    spool: Path, survivor: Callable[..., SqliteOutbox]
+) -> None:
+    """While a run's state does not change, a sign of life rewrites only its 24-byte stamp
+    (the body stays byte for byte), and a recovery replays up to the stamp's moment."""
+    run = uuid.uuid4()
+    dying = SqliteOutbox(spool, 100)
+    dying.put_many([], {template(run).segment: checkpoint(run, 3, open_seconds=5)})
+    seen = checkpoint(run, 3, open_seconds=10)
+    dying.mark_alive(seen.mono_ms, seen.wall_ms, [seen])
+    alive = sign_of_life_file(dying._owner_lock(dying.owner))
+    body = alive.read_bytes()[BODY_AT:]
+    assert "at" not in _read(alive)
+    later = checkpoint(run, 3, open_seconds=12)
+    dying.mark_alive(later.mono_ms, later.wall_ms, [later])
+
+    assert alive.read_bytes()[BODY_AT:] == body
+    assert _read(alive)["at"] == [later.mono_ms, later.wall_ms]
+    die(dying)
+    recovered = survivor().recover()
+    assert [(e.id, e.active_ms) for e in recovered] == [(window_id(run, 3), 12_000)]
+
+
+def test_a_stamp_never_vouches_for_a_body_it_was_not_written_for(
+    spool: Path, survivor: Callable[..., SqliteOutbox]
+) -> None:
+    """A changed state rewrites the body and clears the stamp in the same write; a stamp
+    put back from before (or one with a damaged byte) is ignored, never replayed over."""
+    run = uuid.uuid4()
+    dying = SqliteOutbox(spool, 100)
+    dying.put_many([], {template(run).segment: checkpoint(run, 3, open_seconds=5)})
+    for seconds in (10, 14):
+        seen = checkpoint(run, 3, open_seconds=seconds)
+        dying.mark_alive(seen.mono_ms, seen.wall_ms, [seen])
+    alive = sign_of_life_file(dying._owner_lock(dying.owner))
+    old_stamp = alive.read_bytes()[12:BODY_AT]
+    closed = checkpoint(run, 4, open_seconds=1)  # window 3 closed: another state
+    dying.mark_alive(closed.mono_ms, closed.wall_ms, [closed])
+    assert "at" not in _read(alive)
+    with alive.open("r+b") as file:
+        file.seek(12)
+        file.write(old_stamp)
+    assert "at" not in _read(alive)
+    body_crc = int.from_bytes(alive.read_bytes()[8:12], "big")
+    with alive.open("r+b") as file:  # a stamp for this body: taken; one byte damaged: not
+        AliveRecord.stamp(file.fileno(), body_crc, 1, 2)
+        assert _read(alive)["at"] == [1, 2]
+        file.seek(20)
+        file.write(b"\xff")
+    assert "at" not in _read(alive)
+
+    die(dying)
+    recovered = survivor().recover()
+    assert [(e.id, e.active_ms) for e in recovered] == [(window_id(run, 4), 1_000)]
+
+
+def _read(alive: Path) -> dict[str, Any]:
+    record = AliveRecord.read(alive)
+    assert record is not None
+    return record
 
 
 def test_damaged_journal_items_are_skipped_and_the_rest_queued(

@@ -208,6 +208,8 @@ class SqliteOutbox(SpoolRecovery):
         self._rendering: dict[str, RunTemplate] = {}  # templates their segments' rows hold
         self._templates: dict[str, RunTemplate | None] = {}
         self._alive: dict[str, Any] = {}  # segment -> its last sign of life (None: ended)
+        self._alive_states: dict[str, Any] | None = None  # what the body written holds
+        self._alive_crc: int | None = None  # the body's checksum, for its stamps
         self._count = 0  # rows of every destination: the bound applies to the file
         self._mine = 0  # rows of this destination: what this tracker has to deliver
         self._recount_at = 0.0
@@ -393,6 +395,7 @@ class SqliteOutbox(SpoolRecovery):
                 # A run counts time: a tick writes within an interval (see ack()).
                 self._counting_until = time.monotonic() + 1.5
             segments: dict[str, Any] = {}
+            moments: list[tuple[int, int]] = []  # when each snapshot was taken
             for checkpoint in checkpoints:
                 segment = checkpoint.template.segment
                 if segment in self._ended or checkpoint.state is None:
@@ -400,11 +403,23 @@ class SqliteOutbox(SpoolRecovery):
                 if self._open_seq(checkpoint) < self._written_seq.get(segment, 0):
                     continue  # older than what the last tick wrote
                 segments[segment] = self._alive_item(checkpoint)
+                moments.append((checkpoint.mono_ms, checkpoint.wall_ms))
             for segment, checkpoint in self._pending.items():
                 if checkpoint.state is None:
                     segments[segment] = None  # ended, not yet written: never recover it
             self._alive = segments
-            self._write_alive()
+            states = {
+                segment: None if item is None else (item["s"], "t" in item)
+                for segment, item in segments.items()
+            }
+            if states != self._alive_states or self._overflow is not None:
+                self._write_alive()
+                if self._alive_crc is not None:
+                    self._alive_states = states
+            elif moments:
+                # Nothing but the time changed since the body was written: only say so,
+                # as of the earliest snapshot (every one held then).
+                self._stamp_alive(*min(moments))
 
     def _alive_item(self, checkpoint: Checkpoint) -> dict[str, Any]:
         """A running segment in the sign of life: its state, and the moment it describes."""
@@ -419,21 +434,33 @@ class SqliteOutbox(SpoolRecovery):
 
     def _write_alive(self) -> None:
         """Write the sign of life: the segments as last seen, and what waits in memory only."""
+        self._alive_states = None  # what the body holds is known to mark_alive only
+        self._alive_crc = None
         if self._owner_fd is None:
             return
         record = {"dest": self.dest, "segments": self._alive, "journal": self._journal()}
         if self._memory_fd is not None:
             try:
-                AliveRecord.write(self._memory_fd, record)
+                self._alive_crc = AliveRecord.write(self._memory_fd, record)
             except OSError as exc:  # memory full: the lock file again, for good
                 log.debug("spool %s: sign of life back in the lock file (%s)", self._path, exc)
                 self._forget_memory_record()
             else:
                 return
         try:
-            AliveRecord.write(self._owner_fd, record)
+            self._alive_crc = AliveRecord.write(self._owner_fd, record)
         except OSError as exc:
             log.debug("spool %s: cannot write the sign of life: %s", self._path, exc)
+
+    def _stamp_alive(self, mono_ms: int, wall_ms: int) -> None:
+        """Vouch that the body written last still holds at ``mono_ms`` (see AliveRecord)."""
+        fd = self._memory_fd if self._memory_fd is not None else self._owner_fd
+        if fd is None or self._alive_crc is None:
+            return
+        try:
+            AliveRecord.stamp(fd, self._alive_crc, mono_ms, wall_ms)
+        except OSError:
+            self._write_alive()  # the whole record, where it can go
 
     def _journal(self) -> list[dict[str, Any]]:
         """Completions waiting in memory, with their runs' windows: a kill must not lose them.

@@ -292,48 +292,88 @@ def remove_alive(lock: Path) -> None:
 class AliveRecord:
     """A tracker's sign of life: in memory (:func:`memory_record`) or its owner lock file.
 
-    Once a second, while sessions run, the tracker writes where each of its
-    run segments is (template and accounting state) at offset 0 of that
-    file, without ``fsync``: it survives the process being killed, and costs
-    next to nothing. Power loss may lose it; the record is then missing,
-    older than the spool's durable state, or fails its checksum, and the
-    spool's state at the last tick is used instead.
+    Once a second, while sessions run, the tracker says where each of its run
+    segments is (template and accounting state), without ``fsync``: it
+    survives the process being killed, and costs next to nothing. Power loss
+    may lose it; the record is then missing, older than the spool's durable
+    state, or fails its checksum, and the spool's state at the last tick is
+    used instead.
 
-    Layout: ``TTA2``, payload length (4 bytes), CRC-32 (4 bytes), JSON payload.
+    The accounting does not change between calls, so most seconds nothing but
+    the time does: the body (JSON, with each segment's state) is written when
+    a state changes, and in between only a 24-byte *stamp* saying "at this
+    moment, every running segment was still in the body's state"; recovery
+    replays the states up to the stamp's moment.
+
+    Layout: ``TTA3``, body length (4 bytes), body CRC-32 (4 bytes); the stamp:
+    the body CRC it vouches for (4), monotonic and wall ms (8 + 8), its own
+    CRC-32 (4); the JSON body. Writing the body clears the stamp in the same
+    write. ``TTA2`` records (no stamp: header then body) are still read.
     """
 
-    MAGIC = b"TTA2"
+    MAGIC = b"TTA3"
+    _LEGACY = b"TTA2"
     _HEADER = struct.Struct(">4sII")
+    _STAMP = struct.Struct(">Iqq")
+    _BODY_AT = _HEADER.size + _STAMP.size + 4
 
     @classmethod
-    def write(cls, fd: int, payload: dict[str, Any]) -> None:
-        """Replace the record in the lock file ``fd`` (one positioned write)."""
+    def write(cls, fd: int, payload: dict[str, Any]) -> int:
+        """Replace the record in ``fd`` with ``payload`` and no stamp (one positioned
+        write); returns the body's CRC, which :meth:`stamp` vouches for."""
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        data = cls._HEADER.pack(cls.MAGIC, len(body), zlib.crc32(body)) + body
-        if hasattr(os, "pwrite"):
-            os.pwrite(fd, data, 0)
-        else:  # Windows
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, data)
+        crc = zlib.crc32(body)
+        no_stamp = bytes(cls._STAMP.size + 4)  # its CRC does not match: no stamp
+        _write_at(fd, cls._HEADER.pack(cls.MAGIC, len(body), crc) + no_stamp + body, 0)
+        return crc
+
+    @classmethod
+    def stamp(cls, fd: int, body_crc: int, mono_ms: int, wall_ms: int) -> None:
+        """Say that at ``mono_ms`` (``wall_ms``) the body with ``body_crc`` still held."""
+        stamp = cls._STAMP.pack(body_crc, mono_ms, wall_ms)
+        _write_at(fd, stamp + zlib.crc32(stamp).to_bytes(4, "big"), cls._HEADER.size)
 
     @classmethod
     def read(cls, path: Path) -> dict[str, Any] | None:
-        """The record in the lock file ``path``, or None when there is none or it is damaged."""
+        """The record in ``path``, or None when there is none or it is damaged.
+
+        A valid stamp is given as ``"at": [mono_ms, wall_ms]``.
+        """
         try:
             with open(path, "rb") as file:
-                header = file.read(cls._HEADER.size)
-                if len(header) < cls._HEADER.size:
+                head = file.read(cls._BODY_AT)
+                if len(head) < cls._HEADER.size:
                     return None
-                magic, length, crc = cls._HEADER.unpack(header)
-                if magic != cls.MAGIC or length > 64 << 20:
+                magic, length, crc = cls._HEADER.unpack_from(head)
+                if magic not in (cls.MAGIC, cls._LEGACY) or length > 64 << 20:
                     return None
+                file.seek(cls._BODY_AT if magic == cls.MAGIC else cls._HEADER.size)
                 body = file.read(length)
         except OSError:
             return None
-        if len(body) != length or zlib.crc32(body) != crc:
-            return None
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            return None
-        return payload if isinstance(payload, dict) else None
+        payload = _checked_object(body, length, crc)
+        stamp = head[cls._HEADER.size : cls._BODY_AT]
+        if payload is not None and magic == cls.MAGIC and len(stamp) == cls._STAMP.size + 4:
+            vouched, mono_ms, wall_ms = cls._STAMP.unpack_from(stamp)
+            if vouched == crc and zlib.crc32(stamp[:-4]) == int.from_bytes(stamp[-4:], "big"):
+                payload["at"] = [mono_ms, wall_ms]
+        return payload
+
+
+def _checked_object(body: bytes, length: int, crc: int) -> dict[str, Any] | None:
+    """The JSON object ``body`` holds if it has the length and checksum said, else None."""
+    if len(body) != length or zlib.crc32(body) != crc:
+        return None
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    if hasattr(os, "pwrite"):
+        os.pwrite(fd, data, offset)
+    else:  # Windows
+        os.lseek(fd, offset, os.SEEK_SET)
+        os.write(fd, data)

@@ -408,6 +408,7 @@ def owner_plans(
     signs = alive.get("segments") if alive is not None else None
     signs = signs if isinstance(signs, dict) else {}
     dest = str(alive.get("dest", "")) if alive is not None else ""
+    stamp = alive.get("at") if alive is not None else None  # every state still held then
     plans = []
     for segment in sorted(set(rows) | set(signs)):
         row = rows.get(segment)
@@ -423,14 +424,16 @@ def owner_plans(
         from_sign = None
         if isinstance(item, dict):
             template = item.get("t") or (row[4] if row is not None else None)
+            moment = [item.get("m"), item.get("w")]
+            if isinstance(stamp, list) and len(stamp) == 2 and _int(stamp[0]) > _int(moment[0]):
+                moment = stamp
             from_sign = Plan(
                 segment,
                 row[1] if row is not None else _run_of(template),
                 row[2] if row is not None else dest,
                 template,
                 item.get("s"),
-                item.get("m"),
-                item.get("w"),
+                *moment,
             )
         if from_sign is not None and (from_row is None or _newer(from_sign, from_row)):
             plans.append(from_sign)

@@ -369,9 +369,11 @@ class Tracker:
 
     def _poll_presence(self) -> bool:
         """Apply what the OS reports to every open session; False when there was nothing to do."""
+        if self._presence is None:  # the common case: asked once a second
+            return False
         with self._lock:
             sessions = list(self._sessions.values())
-        if self._presence is None or not sessions:
+        if not sessions:
             return False
         self._presence.poll(sessions, self._crashed)
         return True
