@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -25,11 +26,14 @@ from tests.support import (
     SENSOR,
     USER,
     assert_conserved,
+    checkpoint,
     eventually,
+    template,
     windows,
 )
 from timeback_tracker import _spool_file
-from timeback_tracker._spool_file import AliveRecord, memory_record
+from timeback_tracker._spool import SqliteOutbox
+from timeback_tracker._spool_file import AliveRecord, memory_record, read_alive
 from timeback_tracker.testing import LocalCollector
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux keeps it in memory")
@@ -141,6 +145,38 @@ def test_a_sign_of_life_memory_refuses_goes_back_to_the_lock_file(
         assert AliveRecord.read(lock) is not None
     finally:
         tracker.close()
+
+
+@linux
+def test_a_sign_of_life_cut_short_in_memory_is_written_whole_in_the_lock_file(
+    tmp_path: Path, memory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that stops short (a full tmpfs, a file size limit) leaves a torn record:
+    it is noticed, the memory file is removed, and the lock file gets the whole record,
+    which a recovery then reads."""
+    outbox = SqliteOutbox(tmp_path / "spool.sqlite3", 100)
+    try:
+        lock = outbox._owner_lock(outbox.owner)
+        alive = memory_record(lock)
+        assert alive is not None
+        real_pwrite = os.pwrite
+
+        def cut_short_in_memory(fd: int, data: bytes, offset: int) -> int:
+            if fd == outbox._memory_fd:
+                return real_pwrite(fd, data[:10], offset)
+            return real_pwrite(fd, data, offset)
+
+        monkeypatch.setattr(os, "pwrite", cut_short_in_memory)
+        run = uuid.uuid4()
+        seen = checkpoint(run, 3, open_seconds=10)
+        outbox.mark_alive(seen.mono_ms, seen.wall_ms, [seen])
+
+        assert not alive.exists()
+        record = read_alive(lock)
+        assert record is not None
+        assert list(record["segments"]) == [template(run).segment]
+    finally:
+        outbox.close()
 
 
 KIOSK = textwrap.dedent(

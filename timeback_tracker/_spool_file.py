@@ -17,6 +17,7 @@ The SQLite schema itself is in ``_spool_schema.py``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -372,8 +373,12 @@ def _checked_object(body: bytes, length: int, crc: int) -> dict[str, Any] | None
 
 
 def _write_at(fd: int, data: bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset``; a short write (a full disk, a file size
+    limit) raises, so the caller knows the record is torn and writes it elsewhere."""
     if hasattr(os, "pwrite"):
-        os.pwrite(fd, data, offset)
+        written = os.pwrite(fd, data, offset)
     else:  # Windows
         os.lseek(fd, offset, os.SEEK_SET)
-        os.write(fd, data)
+        written = os.write(fd, data)
+    if written != len(data):
+        raise OSError(errno.ENOSPC, f"wrote {written} of {len(data)} bytes")
