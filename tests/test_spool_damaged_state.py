@@ -122,9 +122,6 @@ def test_a_damaged_sign_of_life_falls_back_to_the_last_tick(
     assert not alive.exists()
 
 
-# -- the journal of events a refusing spool kept in memory -----------------------------------
-
-
 BODY_AT = 36  # where a sign of life's body starts, after its header and its stamp
 
 
@@ -188,6 +185,9 @@ def _read(alive: Path) -> dict[str, Any]:
     record = AliveRecord.read(alive)
     assert record is not None
     return record
+
+
+# -- the journal of events a refusing spool kept in memory -----------------------------------
 
 
 def test_damaged_journal_items_are_skipped_and_the_rest_queued(
