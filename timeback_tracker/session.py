@@ -156,7 +156,7 @@ class Session:
     # -- the app's calls -----------------------------------------------------------
 
     def touch(self) -> None:
-        """Record input from the student (for idle detection). Call it freely: ~0.3 µs.
+        """Record input from the student (for idle detection). Call it freely: under a microsecond.
 
         After :meth:`complete` or :meth:`end` it does nothing: UI handlers may
         keep firing after a lesson ends.
