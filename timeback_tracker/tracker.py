@@ -4,9 +4,9 @@ Fork: the ``os.register_at_fork`` hook at the end of this module stays, where
 ``auth`` and OS presence use a pid check at the next use. At fork time the
 heartbeat or delivery thread may hold the tracker's lock or a session's,
 which no thread of the child ever releases, and a session's own calls
-(``touch()`` takes under a microsecond) cannot pay a pid check each. So the child replaces
-those locks and detaches the parent's sessions before the app can call
-anything, then starts its own threads and outbox.
+(``touch()`` takes under a microsecond) cannot pay a pid check each. So
+the child replaces those locks and detaches the parent's sessions before
+the app can call anything, then starts its own threads and outbox.
 """
 
 from __future__ import annotations
