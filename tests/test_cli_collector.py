@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -108,6 +109,7 @@ class Running:
     def __init__(self, command: list[str], *args: str, env: dict[str, str] | None = None) -> None:
         environment = dict(os.environ if env is None else env)
         environment.pop("PYTHONUNBUFFERED", None)  # the command must flush each line itself
+        environment["PYTHONFAULTHANDLER"] = "1"  # SIGABRT prints every thread's stack: see stop()
         self.process = subprocess.Popen(
             [*command, *args],
             stdout=subprocess.PIPE,
@@ -152,9 +154,21 @@ class Running:
         return line
 
     def stop(self, signum: int = signal.SIGINT) -> tuple[int, list[str]]:
-        """Send ``signum``, wait for the exit; return the code and the remaining stdout lines."""
+        """Send ``signum``, wait for the exit; return the code and the remaining stdout lines.
+
+        A command that does not exit in time is aborted, and the test fails with
+        what it printed, its threads' stacks included (faulthandler).
+        """
         self.process.send_signal(signum)
-        code = self.process.wait(TIMEOUT)
+        try:
+            code = self.process.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            self.process.wait(TIMEOUT)
+            for reader in self._readers:
+                reader.join(TIMEOUT)
+            output = "\n".join(["stdout:", *self.stdout, "stderr:", *self.stderr])
+            pytest.fail(f"no exit within {TIMEOUT} s of signal {signum}\n{output}")
         for reader in self._readers:
             reader.join(TIMEOUT)
         rest: list[str] = []
@@ -288,6 +302,60 @@ def test_quiet_prints_only_the_start_and_summary_lines(start: Any) -> None:
     assert len(rest) == 1
     assert summary(rest[0])["events"] == 1
     assert collector.stdout == [collector.start_line, rest[0]]
+
+
+def stop_signals_blocked(pid: int, tid: int) -> set[int]:
+    """Which of SIGINT and SIGTERM thread ``tid`` of process ``pid`` blocks (Linux's /proc)."""
+    status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+    match = re.search(r"^SigBlk:\s*([0-9a-f]+)$", status, re.MULTILINE)
+    assert match is not None, status
+    mask = int(match.group(1), 16)
+    return {signum for signum in (signal.SIGINT, signal.SIGTERM) if mask & (1 << (signum - 1))}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads threads' masks in /proc")
+def test_only_the_main_thread_can_take_the_stop_signals(start: Any) -> None:
+    """Every other thread blocks SIGINT and SIGTERM, so the kernel hands them to the main one.
+
+    Python runs handlers in the main thread only; a signal handed to a connection
+    thread would leave the main thread asleep and Ctrl-C unanswered.
+    """
+    collector = start()
+    pid = collector.process.pid
+    address = urlsplit(collector.url)
+    with socket.create_connection((address.hostname, address.port)):
+        # An open connection has a thread of its own, started by the accepting thread.
+        deadline = time.monotonic() + TIMEOUT
+        while len(tids := [int(t) for t in os.listdir(f"/proc/{pid}/task")]) < 3:
+            assert time.monotonic() < deadline, "the connection got no thread"
+            time.sleep(0.01)  # polling /proc: nothing to wait on
+        blocked = {tid: stop_signals_blocked(pid, tid) for tid in tids}
+    assert blocked.pop(pid) == set()
+    assert all(signals == {signal.SIGINT, signal.SIGTERM} for signals in blocked.values()), blocked
+    code, rest = collector.stop()
+    assert code == 0
+    assert summary(rest[-1])["requests"] == 0
+
+
+BLOCKING_LAUNCHER = (
+    "import os, signal, sys\n"
+    "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])\n"
+    "os.execv(sys.argv[1], sys.argv[1:])\n"  # the mask survives exec
+)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal masks")
+def test_ctrl_c_stops_it_even_when_started_with_the_signals_blocked(command: list[str]) -> None:
+    """A parent that blocked SIGINT and SIGTERM (kept across exec) cannot make it unstoppable."""
+    running = Running([sys.executable, "-c", BLOCKING_LAUNCHER, *command], "--port", "0")
+    try:
+        code, rest = running.stop()
+    finally:
+        if running.process.poll() is None:
+            running.process.kill()
+            running.process.wait(TIMEOUT)
+    assert code == 0
+    assert summary(rest[-1])["events"] == 0
 
 
 # ---------------------------------------------------------------------- authentication

@@ -246,7 +246,8 @@ def run_collector(args: argparse.Namespace) -> int:
     with _signals_raise_stop():
         try:
             try:
-                collector.start()
+                with _stop_signals_kept_from_new_threads():
+                    collector.start()
             except OSError as exc:
                 reason = exc.strerror or type(exc).__name__
                 hint = " (try another --port, or --port 0 for any free one)" if args.port else ""
@@ -343,9 +344,10 @@ def _stop_signals() -> list[signal.Signals]:
 def _signals_raise_stop() -> Iterator[None]:
     """Make the first SIGINT or SIGTERM raise :class:`_Stop`, and ignore later ones.
 
-    SIGINT is handled even where it was ignored (a background job), because
-    Ctrl-C is how this command is meant to stop. Later signals are ignored so
-    that a second Ctrl-C cannot interrupt the shutdown, which is bounded anyway.
+    SIGINT is handled even where it was ignored or blocked (a background job, a
+    parent that blocked it), because Ctrl-C is how this command is meant to
+    stop. Later signals are ignored so that a second Ctrl-C cannot interrupt
+    the shutdown, which is bounded anyway.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set handlers; Ctrl-C then works as it did
@@ -358,12 +360,48 @@ def _signals_raise_stop() -> Iterator[None]:
             fired = True
             raise _Stop(signum)
 
-    previous = {signum: signal.signal(signum, stop) for signum in _stop_signals()}
+    signals = _stop_signals()
+    previous = {signum: signal.signal(signum, stop) for signum in signals}
+    mask = _mask_signals(signals, block=False)
     try:
         yield
     finally:
+        _restore_mask(mask)
         for signum, old in previous.items():
             signal.signal(signum, signal.SIG_DFL if old is None else old)
+
+
+@contextmanager
+def _stop_signals_kept_from_new_threads() -> Iterator[None]:
+    """Block the stop signals in the threads started inside, so that they reach this thread.
+
+    Python runs handlers in the main thread only, and the kernel may hand a
+    signal sent to the process to any thread that does not block it. Handed to
+    a connection thread, it would not wake the main thread from its sleep, and
+    Ctrl-C would go unanswered. New threads inherit the mask of the thread that
+    starts them, so blocking it here, in the main thread, for the time the
+    collector's threads start, covers them and the threads they start.
+    """
+    mask = _mask_signals(_stop_signals(), block=True)
+    try:
+        yield
+    finally:
+        _restore_mask(mask)
+
+
+_Mask: TypeAlias = "set[int | signal.Signals] | None"  # None: no signal masks (Windows)
+
+
+def _mask_signals(signals: list[signal.Signals], *, block: bool) -> _Mask:
+    """Block or unblock ``signals`` in this thread; return the mask before."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK if block else signal.SIG_UNBLOCK, signals)
+
+
+def _restore_mask(mask: _Mask) -> None:
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 # --------------------------------------------------------------------------
