@@ -153,6 +153,17 @@ def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
         conn.close()
 
 
+def blocked_signals(tid: int, pid: int | None = None) -> set[int]:
+    """The signals thread ``tid`` of process ``pid`` (this one by default) blocks: Linux's /proc."""
+    status = Path(f"/proc/{pid or 'self'}/task/{tid}/status").read_text()
+    [mask] = [line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")]
+    bits = int(mask, 16)
+    return {signum for signum in range(1, bits.bit_length() + 1) if bits & (1 << (signum - 1))}
+
+
+HAS_PROC_TASKS = Path("/proc/self/task").is_dir()
+
+
 def windows(collector: LocalCollector, run_id: str) -> list[dict[str, Any]]:
     """The run's TimeSpentEvents, in window order."""
     return sorted(collector.time_spent_events(run_id), key=lambda e: e["eventTime"])

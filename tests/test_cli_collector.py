@@ -33,8 +33,8 @@ import pytest
 import requests
 
 import timeback_tracker as tt
+from tests.support import HAS_PROC_TASKS, blocked_signals, new_run, wire_completion, wire_window
 from tests.support import envelope as support_envelope
-from tests.support import new_run, wire_completion, wire_window
 from timeback_tracker._collector_cli import (
     ScriptStep,
     describe_event,
@@ -75,6 +75,7 @@ COMMANDS = {
     "shim": [sys.executable, "-c", SHIM, "collector"],
 }
 URL = re.compile(r"http://\S+/caliper/event")
+STOP = {signal.SIGINT, signal.SIGTERM}
 SUMMARY = re.compile(
     r"stopped: envelopes=(\d+) events=(\d+) duplicates=(\d+) conflicts=(\d+) "
     r"requests=(\d+) errors=(\d+)"
@@ -304,16 +305,7 @@ def test_quiet_prints_only_the_start_and_summary_lines(start: Any) -> None:
     assert collector.stdout == [collector.start_line, rest[0]]
 
 
-def stop_signals_blocked(pid: int, tid: int) -> set[int]:
-    """Which of SIGINT and SIGTERM thread ``tid`` of process ``pid`` blocks (Linux's /proc)."""
-    status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
-    match = re.search(r"^SigBlk:\s*([0-9a-f]+)$", status, re.MULTILINE)
-    assert match is not None, status
-    mask = int(match.group(1), 16)
-    return {signum for signum in (signal.SIGINT, signal.SIGTERM) if mask & (1 << (signum - 1))}
-
-
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads threads' masks in /proc")
+@pytest.mark.skipif(not HAS_PROC_TASKS, reason="reads threads' masks in /proc")
 def test_only_the_main_thread_can_take_the_stop_signals(start: Any) -> None:
     """Every other thread blocks SIGINT and SIGTERM, so the kernel hands them to the main one.
 
@@ -329,9 +321,9 @@ def test_only_the_main_thread_can_take_the_stop_signals(start: Any) -> None:
         while len(tids := [int(t) for t in os.listdir(f"/proc/{pid}/task")]) < 3:
             assert time.monotonic() < deadline, "the connection got no thread"
             time.sleep(0.01)  # polling /proc: nothing to wait on
-        blocked = {tid: stop_signals_blocked(pid, tid) for tid in tids}
+        blocked = {tid: blocked_signals(tid, pid) & STOP for tid in tids}
     assert blocked.pop(pid) == set()
-    assert all(signals == {signal.SIGINT, signal.SIGTERM} for signals in blocked.values()), blocked
+    assert all(signals == STOP for signals in blocked.values()), blocked
     code, rest = collector.stop()
     assert code == 0
     assert summary(rest[-1])["requests"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
@@ -12,10 +13,13 @@ import pytest
 import timeback_tracker as tt
 from tests.support import (
     ACTIVITY,
+    HAS_PROC_TASKS,
     USER,
     MakeTracker,
     assert_conserved,
     assert_contiguous,
+    blocked_signals,
+    eventually,
     item,
     tracker_factory,
     windows,
@@ -51,6 +55,35 @@ def test_session_delivers_windows_and_one_completion_last(
     assert all(e["session"] == f"urn:uuid:{session.run_id}" for e in events)
     assert collector.duplicate_conflicts == []
     assert tracker.stats().sent == len(collector.events)
+
+
+@pytest.mark.skipif(not HAS_PROC_TASKS, reason="reads threads' masks in /proc")
+def test_the_trackers_threads_leave_the_apps_signals_to_the_app(
+    collector: LocalCollector, make_tracker: MakeTracker
+) -> None:
+    """The heartbeat, delivery and deadline threads block SIGINT, SIGTERM, SIGHUP, SIGUSR1
+    and SIGALRM, so the kernel hands them to the app's threads; the caller's mask is kept.
+
+    Python runs handlers in the main thread only: a signal handed to one of ours would
+    leave the app's main thread asleep (``time.sleep``, ``signal.pause()``) until it woke.
+    """
+    app_signals = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGALRM}
+    caller = threading.get_native_id()
+    before = blocked_signals(caller)
+    tracker = make_tracker()
+    session = tracker.start_session(USER, ACTIVITY)
+    assert eventually(lambda: len(windows(collector, session.run_id)) >= 1)  # a POST was made
+    ours = {t.name: t for t in threading.enumerate() if t.name.startswith("timeback-tracker-")}
+    assert set(ours) >= {
+        "timeback-tracker-heartbeat",
+        "timeback-tracker-delivery",
+        "timeback-tracker-deadline",
+    }
+    for name, thread in ours.items():
+        assert thread.native_id is not None
+        assert app_signals <= blocked_signals(thread.native_id), name
+    assert blocked_signals(caller) == before
+    session.end()
 
 
 def test_event_ids_are_deterministic_per_run_segment_and_window() -> None:

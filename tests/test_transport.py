@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -403,10 +404,14 @@ def test_without_a_watchdog_thread_requests_still_go(
 
     import types
 
-    from timeback_tracker import _http
+    from timeback_tracker import _threads
 
     shutting_down = types.SimpleNamespace(**vars(threading))
     shutting_down.Thread = Refused
-    monkeypatch.setattr(_http, "threading", shutting_down)
+    monkeypatch.setattr(_threads, "threading", shutting_down)
+    masks = hasattr(signal, "pthread_sigmask")  # not on Windows
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, []) if masks else None
     assert transport.send(wire_events()).verdict == "ok"
     assert transport._watchdog._thread is None
+    if masks:  # the refused start left this thread's signal mask as it was
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before

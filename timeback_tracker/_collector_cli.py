@@ -246,8 +246,7 @@ def run_collector(args: argparse.Namespace) -> int:
     with _signals_raise_stop():
         try:
             try:
-                with _stop_signals_kept_from_new_threads():
-                    collector.start()
+                collector.start()  # its threads leave the stop signals to this one
             except OSError as exc:
                 reason = exc.strerror or type(exc).__name__
                 hint = " (try another --port, or --port 0 for any free one)" if args.port else ""
@@ -362,46 +361,16 @@ def _signals_raise_stop() -> Iterator[None]:
 
     signals = _stop_signals()
     previous = {signum: signal.signal(signum, stop) for signum in signals}
-    mask = _mask_signals(signals, block=False)
+    # pthread_sigmask: not on Windows, which has no signal masks.
+    masks = hasattr(signal, "pthread_sigmask")
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, signals) if masks else set()
     try:
         yield
     finally:
-        _restore_mask(mask)
+        if masks:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for signum, old in previous.items():
             signal.signal(signum, signal.SIG_DFL if old is None else old)
-
-
-@contextmanager
-def _stop_signals_kept_from_new_threads() -> Iterator[None]:
-    """Block the stop signals in the threads started inside, so that they reach this thread.
-
-    Python runs handlers in the main thread only, and the kernel may hand a
-    signal sent to the process to any thread that does not block it. Handed to
-    a connection thread, it would not wake the main thread from its sleep, and
-    Ctrl-C would go unanswered. New threads inherit the mask of the thread that
-    starts them, so blocking it here, in the main thread, for the time the
-    collector's threads start, covers them and the threads they start.
-    """
-    mask = _mask_signals(_stop_signals(), block=True)
-    try:
-        yield
-    finally:
-        _restore_mask(mask)
-
-
-_Mask: TypeAlias = "set[int | signal.Signals] | None"  # None: no signal masks (Windows)
-
-
-def _mask_signals(signals: list[signal.Signals], *, block: bool) -> _Mask:
-    """Block or unblock ``signals`` in this thread; return the mask before."""
-    if not hasattr(signal, "pthread_sigmask"):
-        return None
-    return signal.pthread_sigmask(signal.SIG_BLOCK if block else signal.SIG_UNBLOCK, signals)
-
-
-def _restore_mask(mask: _Mask) -> None:
-    if mask is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 # --------------------------------------------------------------------------

@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from timeback_tracker._threads import start_daemon
+
 __all__ = [
     "MAX_BODY",
     "Answer",
@@ -159,9 +161,7 @@ class CollectorServer(http.server.ThreadingHTTPServer):
             self._wake_w.close()
             raise
         self.socket.setblocking(False)
-        self._acceptor = threading.Thread(
-            target=self._accept_loop, name="timeback-collector-accept", daemon=True
-        )
+        self._acceptor: threading.Thread | None = None
 
     def server_bind(self) -> None:
         """Bind without ``HTTPServer``'s reverse DNS lookup (``getfqdn``), which can stall."""
@@ -170,8 +170,12 @@ class CollectorServer(http.server.ThreadingHTTPServer):
         self.server_port = int(self.server_address[1])
 
     def start(self) -> None:
-        """Start accepting connections."""
-        self._acceptor.start()
+        """Start accepting connections.
+
+        The accepting thread blocks the app's signals, and so do the connection
+        threads it starts (they take its mask): a Ctrl-C reaches the main thread.
+        """
+        self._acceptor = start_daemon(self._accept_loop, "timeback-collector-accept")
 
     def connection_number(self, request: socket.socket) -> int:
         """The sequence number of an open connection (0 once closed)."""
@@ -235,7 +239,7 @@ class CollectorServer(http.server.ThreadingHTTPServer):
         self.closing.set()
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
-        if self._acceptor.is_alive():
+        if self._acceptor is not None and self._acceptor.is_alive():
             self._acceptor.join(timeout)
         self.server_close()
         with self._guard:

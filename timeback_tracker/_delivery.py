@@ -25,6 +25,7 @@ import attrs
 
 from timeback_tracker._clock import Clock, WallClockWatch
 from timeback_tracker._outbox import Entry, Outbox
+from timeback_tracker._threads import start_daemon
 from timeback_tracker._urls import safe_url
 from timeback_tracker.exceptions import DeliveryFailure
 
@@ -233,10 +234,7 @@ class Delivery:
                 return
             # A backlog from earlier runs (or a dead process's windows) goes at once.
             self._pending = self._pending or bool(len(self._outbox))
-            self._thread = threading.Thread(
-                target=self._run, name="timeback-tracker-delivery", daemon=True
-            )
-            self._thread.start()
+            self._thread = start_daemon(self._run, "timeback-tracker-delivery")
 
     def notify(self, *, now: bool = True) -> None:
         """New events are in the outbox.

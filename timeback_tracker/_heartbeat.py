@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 
 from timeback_tracker._clock import Clock
+from timeback_tracker._threads import start_daemon
 
 log = logging.getLogger("timeback_tracker.heartbeat")
 
@@ -76,10 +77,7 @@ class Heartbeat:
             self._hurried = True  # a new session counts time: its sign of life at once
             self._condition.notify_all()
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="timeback-tracker-heartbeat", daemon=True
-                )
-                self._thread.start()
+                self._thread = start_daemon(self._run, "timeback-tracker-heartbeat")
 
     def hurry(self) -> None:
         """A run counts time again: run ``every_second`` now, and every second after."""

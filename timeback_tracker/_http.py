@@ -42,6 +42,7 @@ import urllib3.connection
 import urllib3.exceptions
 import urllib3.poolmanager
 
+from timeback_tracker._threads import start_daemon
 from timeback_tracker._urls import Url
 
 REPLY_CAP = 64 * 1024
@@ -149,12 +150,8 @@ class Watchdog:
         with self._condition:
             self._attempt = attempt
             if self._thread is None or not self._thread.is_alive():
-                thread = threading.Thread(
-                    target=self._run, name="timeback-tracker-deadline", daemon=True
-                )
                 try:
-                    thread.start()
-                    self._thread = thread
+                    self._thread = start_daemon(self._run, "timeback-tracker-deadline")
                 except RuntimeError:
                     # At interpreter shutdown new threads may be refused: the last
                     # requests go out bounded by their per-read timeouts only.
