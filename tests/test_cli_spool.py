@@ -741,7 +741,8 @@ def test_ctrl_c_stops_send_and_keeps_the_events(
     finally:
         child.kill()
         child.wait()
-    assert time.monotonic() - started < 5
+    # What it printed tells an ignored Ctrl-C ("gave up after 30 s") from a slow stop.
+    assert time.monotonic() - started < 5, (child.returncode, out, err)
     assert child.returncode == 130, out + err
     assert "interrupted: what was not sent stays in the spool" in out
     assert f"     0       0       3  {collector.url}" in out
